@@ -1,0 +1,186 @@
+"""SeACo-Paraformer → one ONNX graph with hotword biasing and timestamp outputs.
+
+FunASR's own export (`funasr/models/seaco_paraformer/export_meta.py`) differs from AutoModel:
+it floors the token count (AutoModel rounds), always applies the SeACo branch (AutoModel skips it
+without hotwords) and needs a second graph for hotword embeddings. This wrapper reuses FunASR's
+Export modules but wires them as AutoModel does, so served tokens equal AutoModel's tokens:
+
+  inputs   speech f32 [B,T,560], speech_lengths i32 [B],
+           hotword_ids i32 [B,N,K] (0-padded token ids; entry N-1 is <s>, the no-bias entry),
+           hotword_lengths i32 [B,N]
+  outputs  token_ids i32 [B,L] (argmax; SeACo-merged when N > 1), token_num i32 [B] (rounded),
+           us_alphas f32 [B,3T], us_cif_peak f32 [B,3T] (upsampled CIF for timestamps)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from ..onnx_utils import legacy_onnx_export, quantize_int8
+
+log = logging.getLogger(__name__)
+
+INPUTS = ["speech", "speech_lengths", "hotword_ids", "hotword_lengths"]
+OUTPUTS = ["token_ids", "token_num", "us_alphas", "us_cif_peak"]
+OPSET = 14
+
+
+def _wrapper_class():
+    import torch
+
+    class SeacoParaformerGraph(torch.nn.Module):
+        def __init__(self, model, kwargs: dict):
+            super().__init__()
+            backbone, embedder = model.export(**kwargs)  # FunASR's Export modules
+            self.encoder = backbone.encoder
+            self.predictor = backbone.predictor
+            self.decoder = backbone.decoder
+            self.seaco_decoder = backbone.seaco_decoder
+            self.hotword_output_layer = model.hotword_output_layer
+            self.make_pad_mask = backbone.make_pad_mask
+            self.embedding = embedder.embedding
+            self.bias_encoder = embedder.bias_encoder  # time-major LSTM
+            self.lstm_proj = getattr(model, "lstm_proj", None)
+            self.no_bias = int(model.NO_BIAS)
+
+        def forward(self, speech, speech_lengths, hotword_ids, hotword_lengths):
+            enc, enc_len = self.encoder(speech, speech_lengths)
+            mask = self.make_pad_mask(enc_len)[:, None, :]
+            acoustic_embeds, token_length, _, _ = self.predictor(enc, mask)
+            token_num = torch.round(token_length).type(torch.int32)
+            dec_out, dec_hidden, _ = self.decoder(
+                enc, enc_len, acoustic_embeds, token_num, return_hidden=True, return_both=True
+            )
+            dec_pred = torch.log_softmax(dec_out, dim=-1)
+            plain_ids = dec_pred.argmax(-1)
+
+            # hotword representations: LSTM over each hotword's tokens, output at its last token
+            b, n, k = hotword_ids.shape
+            emb = self.embedding(hotword_ids.reshape(b * n, k).long()).transpose(0, 1)
+            hidden, _ = self.bias_encoder(emb)
+            if self.lstm_proj is not None:
+                hidden = self.lstm_proj(hidden)
+            hidden = hidden.transpose(0, 1)  # [b*n, k, d]
+            last = (hotword_lengths.reshape(b * n).long() - 1).clamp(min=0)
+            index = last[:, None, None].expand(-1, 1, hidden.shape[-1])
+            selected = torch.gather(hidden, 1, index).reshape(b, n, hidden.shape[-1])
+            ctx_len = torch.ones(b, dtype=torch.int32, device=speech.device) * n
+
+            cif_att, _ = self.seaco_decoder(selected, ctx_len, acoustic_embeds, token_num)
+            dec_att, _ = self.seaco_decoder(selected, ctx_len, dec_hidden, token_num)
+            dha_pred = torch.log_softmax(self.hotword_output_layer(cif_att + dec_att), dim=-1)
+            keep_decoder = (dha_pred.argmax(-1) == self.no_bias).unsqueeze(-1)
+            merged = torch.where(keep_decoder, dec_pred, dha_pred)
+            bias_ids = merged.argmax(-1)
+            use_bias = torch.tensor(n, device=speech.device) > 1
+            token_ids = torch.where(use_bias, bias_ids, plain_ids).type(torch.int32)
+
+            us_alphas, us_cif_peak = self.predictor.get_upsample_timestmap(
+                enc, mask, token_num.type(torch.float32)
+            )
+            return token_ids, token_num, us_alphas, us_cif_peak
+
+    return SeacoParaformerGraph
+
+
+def _dummy_inputs():
+    import torch
+
+    speech = torch.randn(2, 30, 560)
+    speech_lengths = torch.tensor([15, 30], dtype=torch.int32)
+    hotword_ids = torch.tensor([[[10, 11, 0], [1, 0, 0]], [[12, 13, 14], [1, 0, 0]]], dtype=torch.int32)
+    hotword_lengths = torch.tensor([[2, 1], [3, 1]], dtype=torch.int32)
+    return speech, speech_lengths, hotword_ids, hotword_lengths
+
+
+def export_paraformer(model_dir: Path, out_dir: Path, quantize: bool = False) -> dict:
+    """Export a SeACo-Paraformer hub directory into `out_dir` (a Triton model version dir)."""
+    import torch
+    from funasr import AutoModel
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    auto = AutoModel(model=str(model_dir), disable_update=True, device="cpu")
+    if type(auto.model).__name__ != "SeacoParaformer":
+        raise ValueError(
+            f"{model_dir} holds a {type(auto.model).__name__}; the served ASR stage needs a "
+            "SeACo-Paraformer (e.g. paraformer-zh = iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-"
+            "common-vocab8404-pytorch)"
+        )
+    model = copy.deepcopy(auto.model).eval()
+    kwargs = {k: v for k, v in copy.deepcopy(auto.kwargs).items() if k != "model"}
+    kwargs.update(max_seq_len=512, device="cpu", type="onnx")
+    graph = _wrapper_class()(model, kwargs).eval()
+
+    onnx_path = out_dir / "model.onnx"
+    dynamic_axes = {
+        "speech": {0: "batch", 1: "frames"},
+        "speech_lengths": {0: "batch"},
+        "hotword_ids": {0: "batch", 1: "hotwords", 2: "hotword_tokens"},
+        "hotword_lengths": {0: "batch", 1: "hotwords"},
+        "token_ids": {0: "batch", 1: "tokens"},
+        "token_num": {0: "batch"},
+        "us_alphas": {0: "batch", 1: "upsampled_frames"},
+        "us_cif_peak": {0: "batch", 1: "upsampled_frames"},
+    }
+    with legacy_onnx_export(), torch.no_grad():
+        torch.onnx.export(
+            graph, _dummy_inputs(), str(onnx_path), input_names=INPUTS, output_names=OUTPUTS,
+            dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True,
+        )
+    files = ["model.onnx"]
+    if quantize:
+        quantize_int8(onnx_path, out_dir / "model_quant.onnx", exclude_substrings=("output", "bias_encoder"))
+        files.append("model_quant.onnx")
+    log.info("exported %s", onnx_path)
+    return {"files": files, "opset": OPSET, "inputs": INPUTS, "outputs": OUTPUTS}
+
+
+def export_asr_assets(model_dir: Path, out_dir: Path) -> dict:
+    """What feature extraction and decoding need: CMVN, token list, hotword segmentation, options."""
+    import yaml
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conf = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    files = []
+    for name in ("am.mvn", "seg_dict"):
+        if (model_dir / name).exists():
+            shutil.copyfile(model_dir / name, out_dir / name)
+            files.append(name)
+    tokens = _token_list(model_dir, conf)
+    (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
+    files.append("tokens.json")
+    fe = conf.get("frontend_conf", {})
+    model_conf = conf.get("model_conf", {})
+    options = {
+        "frontend": {k: fe.get(k, d) for k, d in (
+            ("fs", 16000), ("window", "hamming"), ("n_mels", 80), ("frame_length", 25),
+            ("frame_shift", 10), ("lfr_m", 7), ("lfr_n", 6), ("dither", 0.0))},
+        "sos": 1, "eos": 2, "blank_id": 0,
+        "predictor_bias": model_conf.get("predictor_bias", 0),
+        "upsample_rate": conf.get("predictor_conf", {}).get("upsample_times", 3),
+        "vocab_size": len(tokens),
+    }
+    options["frontend"]["dither"] = 0.0  # served features are deterministic
+    (out_dir / "asr.json").write_text(json.dumps(options, indent=2), encoding="utf-8")
+    files.append("asr.json")
+    return {"files": files}
+
+
+def _token_list(model_dir: Path, conf: dict) -> list[str]:
+    token_list = conf.get("tokenizer_conf", {}).get("token_list")
+    candidates = [model_dir / "tokens.json", model_dir / "tokens.txt"]
+    if isinstance(token_list, str):
+        candidates.insert(0, model_dir / Path(token_list).name)
+    elif isinstance(token_list, list):
+        return token_list
+    for path in candidates:
+        if path.exists():
+            if path.suffix == ".json":
+                return json.loads(path.read_text(encoding="utf-8"))
+            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise FileNotFoundError(f"no token list (tokens.json / tokens.txt) in {model_dir}")
