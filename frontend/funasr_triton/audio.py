@@ -1,0 +1,38 @@
+"""Audio decoding with ffmpeg: any container/codec in, 16 kHz mono float32 out.
+
+ffmpeg runs without a shell, reads the bytes through a pipe and may open nothing else
+(`-protocol_whitelist pipe`), so playlists (HLS, concat) cannot make it read files or URLs.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+
+from .errors import AsrError
+
+SAMPLE_RATE = 16000
+
+
+def decode(data: bytes, max_seconds: float = 14400.0, timeout_s: float = 300.0, ffmpeg: str = "ffmpeg") -> np.ndarray:
+    if not data:
+        raise AsrError("the audio is empty", 400, "empty_audio")
+    if shutil.which(ffmpeg) is None:
+        raise AsrError("ffmpeg is not installed on the server", 500, "ffmpeg_missing")
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "pipe",
+           "-i", "pipe:0", "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+           "-t", f"{max_seconds + 0.001:.3f}", "-f", "f32le", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise AsrError(f"decoding took longer than {timeout_s:.0f} s", 400, "decode_timeout")
+    if proc.returncode != 0:
+        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AsrError(f"could not decode the audio: {reason[-1] if reason else 'ffmpeg failed'}", 400, "bad_audio")
+    samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if samples.size == 0:
+        raise AsrError("the file holds no audio samples", 400, "empty_audio")
+    if samples.size > max_seconds * SAMPLE_RATE:
+        raise AsrError(f"the audio is longer than the {max_seconds:.0f} s limit", 400, "audio_too_long")
+    return np.clip(np.nan_to_num(samples), -1.0, 1.0)

@@ -1,0 +1,151 @@
+"""`funasr-triton` command line: export, triton, transcribe, verify, bench.
+
+Runtime commands (triton, transcribe) need neither torch nor funasr; export/verify/bench import
+them lazily from the `export` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import logs
+
+log = logging.getLogger("funasr_triton")
+DEFAULT_REPO = Path("model_repository")
+
+
+def _model_dirs(values: list[str]) -> dict[str, Path]:
+    out = {}
+    for v in values:
+        key, sep, path = v.partition("=")
+        if not sep or not key or not path:
+            raise SystemExit(f"--model-dir expects NAME=DIR (stage or FunASR name), got {v!r}")
+        out[key] = Path(path)
+    return out
+
+
+def cmd_export(args) -> int:
+    from funasr_triton_export.repository import export_repository
+    from funasr_triton_export.sources import SourceError, resolve
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    try:
+        sources = resolve(args.source, stages, _model_dirs(args.model_dir), Path(args.cache_dir))
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    manifest = export_repository(Path(args.repository), sources, quantize=args.quantize,
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"wrote {args.repository}/MANIFEST.json ({', '.join(manifest['stages'])})", file=sys.stderr)
+    return 0
+
+
+def cmd_triton(args) -> int:
+    from .server import TritonOptions, serve_forever
+
+    return serve_forever(TritonOptions(Path(args.model_repository), args.profile, args.grpc_port,
+                                       args.metrics_port, args.http_port, args.address, args.log_verbose))
+
+
+def cmd_transcribe(args) -> int:
+    from .audio import decode
+    from .errors import AsrError
+    from .triton_client import TranscribeOptions, TritonAsrClient
+
+    hotwords = args.hotwords.split() if args.hotwords else []
+    client = TritonAsrClient(args.url, timeout_s=args.timeout)
+    status = 0
+    try:
+        for path in args.files:
+            try:
+                samples = decode(Path(path).read_bytes())
+                result = client.transcribe(samples, TranscribeOptions(hotwords, not args.no_punc, True))
+            except (AsrError, OSError) as e:
+                print(f"{path}: error: {getattr(e, 'message', e)}", file=sys.stderr)
+                status = 1
+                continue
+            if args.json:
+                print(json.dumps({"file": path, **result}, ensure_ascii=False))
+            else:
+                print(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}")
+    finally:
+        client.close()
+    return status
+
+
+def cmd_verify(args) -> int:
+    from funasr_triton_export.verify import main as verify_main
+
+    return verify_main(args)
+
+
+def cmd_bench(args) -> int:
+    from funasr_triton_export.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="funasr-triton", description=__doc__.splitlines()[0])
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="turn FunASR checkpoints into the Triton model repository")
+    e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
+    e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
+                   help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker) or name (paraformer-zh, ...)")
+    e.add_argument("--stages", default="vad,asr,punc,speaker")
+    e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
+    e.add_argument("--repository", default=str(DEFAULT_REPO))
+    e.add_argument("--cache-dir", default=".cache/models")
+    e.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("triton", help="run the embedded tritonserver on this repository")
+    t.add_argument("--profile", default="cpu")
+    t.add_argument("--model-repository", default=str(DEFAULT_REPO))
+    t.add_argument("--address", default="127.0.0.1")
+    t.add_argument("--grpc-port", type=int, default=8001)
+    t.add_argument("--metrics-port", type=int, default=8002)
+    t.add_argument("--http-port", type=int, default=8003)
+    t.add_argument("--log-verbose", type=int, default=0)
+    t.set_defaults(func=cmd_triton)
+
+    r = sub.add_parser("transcribe", help="recognise audio files through the pipeline model")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
+    r.add_argument("--hotwords", default="", help="space-separated hotwords")
+    r.add_argument("--no-punc", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the full result (sentences, timestamps)")
+    r.add_argument("--timeout", type=float, default=600.0)
+    r.set_defaults(func=cmd_transcribe)
+
+    v = sub.add_parser("verify", help="compare the served pipeline with FunASR AutoModel, stage by stage")
+    v.add_argument("audio", nargs="+", help="audio files")
+    v.add_argument("--url", default="127.0.0.1:8001")
+    v.add_argument("--repository", default=str(DEFAULT_REPO), help="reads MANIFEST.json for the model dirs")
+    v.add_argument("--model-dir", action="append", default=[], metavar="STAGE=DIR", help="override a stage's source dir")
+    v.add_argument("--hotwords", default="阿里巴巴 达摩院", help="hotwords for the biased comparison")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify)
+
+    b = sub.add_parser("bench", help="throughput/RTF of the served pipeline vs AutoModel and funasr-onnx")
+    b.add_argument("--output-dir", default="bench/results")
+    b.add_argument("--concurrency", default="1,4,8")
+    b.add_argument("--profiles", default="cpu,cpu-int8")
+    b.add_argument("--audio-seconds", type=float, default=20.0)
+    b.add_argument("--requests", type=int, default=16)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

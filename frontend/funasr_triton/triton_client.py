@@ -1,0 +1,84 @@
+"""The only module that talks to Triton: typed calls to the `pipeline` model over gRPC.
+
+Maps Triton failures onto AsrError: unreachable -> 503 (+Retry-After), deadline -> 504,
+INVALID_ARG -> 400, anything else -> 502.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from .errors import AsrError
+
+PIPELINE = "pipeline"
+REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc")
+
+
+@dataclass
+class TranscribeOptions:
+    hotwords: list[str] = field(default_factory=list)
+    punctuation: bool = True
+    timestamps: bool = True
+
+
+def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
+    """Pipeline inputs: WAV [1, samples] FP32, HOTWORDS [1, n] BYTES, ENABLE_* [1, 1] BOOL."""
+    wav = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    inputs = [grpcclient.InferInput("WAV", list(wav.shape), "FP32")]
+    inputs[0].set_data_from_numpy(wav)
+    words = [w for w in options.hotwords if w.strip()]
+    if words:
+        hot = np.array([[w.encode("utf-8") for w in words]], dtype=object)
+        inputs.append(grpcclient.InferInput("HOTWORDS", list(hot.shape), "BYTES"))
+        inputs[-1].set_data_from_numpy(hot)
+    for name, value in (("ENABLE_PUNC", options.punctuation), ("ENABLE_TIMESTAMPS", options.timestamps)):
+        flag = np.array([[value]], dtype=bool)
+        inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
+        inputs[-1].set_data_from_numpy(flag)
+    return inputs
+
+
+def map_error(exc: InferenceServerException) -> AsrError:
+    status = (exc.status() or "").upper()
+    msg = exc.message() or str(exc)
+    if "UNAVAILABLE" in status or "failed to connect" in msg.lower() or "connection refused" in msg.lower():
+        return AsrError("the recognition backend (Triton) is unavailable", 503, "backend_unavailable", retry_after_s=5)
+    if "DEADLINE" in status:
+        return AsrError("recognition did not finish within the deadline", 504, "deadline_exceeded")
+    if "INVALID_ARG" in status or "INVALID_ARGUMENT" in status:
+        return AsrError(msg, 400, "invalid_audio")
+    return AsrError(f"recognition failed: {msg}", 502, "backend_error")
+
+
+class TritonAsrClient:
+    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 600.0):
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ready(self, models: tuple[str, ...] = REQUIRED_MODELS) -> bool:
+        try:
+            return self._client.is_server_ready() and all(self._client.is_model_ready(m) for m in models)
+        except InferenceServerException:
+            return False
+
+    def transcribe(self, samples: np.ndarray, options: TranscribeOptions | None = None) -> dict:
+        options = options or TranscribeOptions()
+        try:
+            result = self._client.infer(PIPELINE, build_inputs(samples, options),
+                                        outputs=[grpcclient.InferRequestedOutput("RESULT")],
+                                        client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise map_error(exc) from exc
+        raw = result.as_numpy("RESULT").reshape(-1)[0]
+        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+
+    def statistics(self, model: str = "") -> dict:
+        return self._client.get_inference_statistics(model_name=model, as_json=True)

@@ -1,0 +1,52 @@
+"""Triton stage: WAV (+ HOTWORDS) -> Paraformer inputs. Logic lives in asr_features.py."""
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from asr_features import AsrFrontend, HotwordTokenizer
+from stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings
+
+INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING"}
+OUTPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
+           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        check_tensors(config, INPUTS, OUTPUTS)
+        model_dir = Path(args["model_repository"]) / args["model_version"]
+        for name in ("asr.json", "tokens.json"):
+            if not (model_dir / name).exists():
+                raise pb_utils.TritonModelException(f"{model_dir / name} missing: run `funasr-triton export`")
+        self.min_samples = int_param(config, "min_samples", 400, minimum=1)
+        self.max_samples = int_param(config, "max_samples", 960000, minimum=self.min_samples)
+        self.frontend = AsrFrontend.from_dir(model_dir)
+        self.hotwords = HotwordTokenizer.from_dir(
+            model_dir, max_hotwords=int_param(config, "max_hotwords", 50, minimum=0),
+            max_hotword_tokens=int_param(config, "max_hotword_tokens", 32, minimum=1))
+
+    def _one(self, request):
+        wav = input_array(request, "WAV", np.float32, ndim=2)[0]
+        if not self.min_samples <= wav.shape[0] <= self.max_samples:
+            raise StageInputError(
+                f"WAV has {wav.shape[0]} samples; {self.min_samples}..{self.max_samples} are accepted")
+        if not np.isfinite(wav).all():
+            raise StageInputError("WAV contains NaN or infinite samples")
+        hot = input_array(request, "HOTWORDS", required=False)
+        try:
+            ids, lengths = self.hotwords(strings(hot) if hot is not None else [])
+        except ValueError as e:
+            raise StageInputError(str(e)) from e
+        feats = self.frontend(wav)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("speech", feats[None]),
+            pb_utils.Tensor("speech_lengths", np.array([[feats.shape[0]]], dtype=np.int32)),
+            pb_utils.Tensor("hotword_ids", ids[None]),
+            pb_utils.Tensor("hotword_lengths", lengths[None]),
+        ])
+
+    def execute(self, requests):
+        return answer_each("feature_extractor", requests, self._one)

@@ -1,0 +1,116 @@
+"""Triton stage (CPU profile): SeACo-Paraformer ONNX under onnxruntime, batching ragged requests.
+
+Requests are grouped by hotword count (SeACo attends over the hotword list, so lists of different
+sizes cannot share a batch), sorted by length, padded into batches of at most `max_batch_frames`
+frames, run once per batch, and split back so each request gets exactly its own outputs.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from stage import StageInputError, check_tensors, error_response, input_array, int_param, param
+
+INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
+          "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
+OUTPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32",
+           "us_alphas": "TYPE_FP32", "us_cif_peak": "TYPE_FP32"}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        check_tensors(config, INPUTS, OUTPUTS)
+        model_path = Path(args["model_repository"]) / args["model_version"] / param(config, "model_file", "model.onnx")
+        if not model_path.exists():
+            raise pb_utils.TritonModelException(f"{model_path} missing: run `funasr-triton export`")
+        self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        if graph_inputs != set(INPUTS):
+            raise pb_utils.TritonModelException(f"{model_path} has inputs {sorted(graph_inputs)}, expected {sorted(INPUTS)}")
+
+    @staticmethod
+    def _parse(request):
+        speech = input_array(request, "speech", np.float32, ndim=3)[0]
+        length = int(input_array(request, "speech_lengths", np.int32).reshape(-1)[0])
+        ids = input_array(request, "hotword_ids", np.int32, ndim=3)[0]
+        lengths = input_array(request, "hotword_lengths", np.int32, ndim=2)[0]
+        if not 1 <= length <= speech.shape[0]:
+            raise StageInputError(f"speech_lengths={length} outside 1..{speech.shape[0]}")
+        if ids.shape[0] != lengths.shape[0] or ids.shape[0] < 1:
+            raise StageInputError("hotword_ids and hotword_lengths disagree on the number of hotwords")
+        if (lengths < 1).any() or (lengths > ids.shape[1]).any():
+            raise StageInputError("hotword_lengths out of range")
+        if not np.isfinite(speech[:length]).all():
+            raise StageInputError("speech contains NaN or infinite values")
+        return speech[:length], ids, lengths
+
+    def _run(self, items):
+        """items: [(index, speech, ids, lengths)] sharing one hotword count -> {index: outputs}."""
+        b = len(items)
+        t = max(x[1].shape[0] for x in items)
+        k = max(x[2].shape[1] for x in items)
+        n = items[0][2].shape[0]
+        speech = np.zeros((b, t, 560), dtype=np.float32)
+        speech_lengths = np.zeros(b, dtype=np.int32)
+        hw_ids = np.zeros((b, n, k), dtype=np.int32)
+        hw_lengths = np.zeros((b, n), dtype=np.int32)
+        for row, (_, s, ids, lengths) in enumerate(items):
+            speech[row, : s.shape[0]] = s
+            speech_lengths[row] = s.shape[0]
+            hw_ids[row, :, : ids.shape[1]] = ids
+            hw_lengths[row] = lengths
+        token_ids, token_num, us_alphas, us_peak = self.session.run(None, {
+            "speech": speech, "speech_lengths": speech_lengths,
+            "hotword_ids": hw_ids, "hotword_lengths": hw_lengths})
+        out = {}
+        for row, (index, s, _, _) in enumerate(items):
+            num = int(token_num[row])
+            frames = 3 * s.shape[0]
+            out[index] = (token_ids[row, : min(num, token_ids.shape[1])], num,
+                          us_alphas[row, :frames], us_peak[row, :frames])
+        return out
+
+    def _batches(self, parsed):
+        groups = {}
+        for index, (speech, ids, lengths) in parsed.items():
+            groups.setdefault(ids.shape[0], []).append((index, speech, ids, lengths))
+        for items in groups.values():
+            items.sort(key=lambda x: x[1].shape[0])
+            batch = []
+            for item in items:
+                if batch and (len(batch) + 1) * item[1].shape[0] > self.max_batch_frames:
+                    yield batch
+                    batch = []
+                batch.append(item)
+            yield batch
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        parsed = {}
+        for i, request in enumerate(requests):
+            try:
+                parsed[i] = self._parse(request)
+            except Exception as exc:  # noqa: BLE001
+                responses[i] = error_response("paraformer", exc)
+        for batch in self._batches(parsed):
+            try:
+                results = self._run(batch)
+            except Exception as exc:  # noqa: BLE001
+                for index, *_ in batch:
+                    responses[index] = error_response("paraformer", exc)
+                continue
+            for index, (ids, num, alphas, peak) in results.items():
+                responses[index] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("token_ids", ids[None].astype(np.int32)),
+                    pb_utils.Tensor("token_num", np.array([num], dtype=np.int32)),
+                    pb_utils.Tensor("us_alphas", alphas[None]),
+                    pb_utils.Tensor("us_cif_peak", peak[None]),
+                ])
+        return responses

@@ -1,0 +1,82 @@
+"""Helpers every python-backend stage uses (symlinked into each model's version directory).
+
+A stage validates its config once in `initialize` and answers every request with its own
+response or its own error, so one bad request never fails the others in a batch.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Callable
+
+import triton_python_backend_utils as pb_utils
+
+
+class StageInputError(ValueError):
+    """The request is malformed: reported to the client as INVALID_ARG."""
+
+
+def check_tensors(config: dict, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """Fail model loading unless the config declares these tensors with these data types."""
+    declared = {
+        "input": {t["name"]: t["data_type"] for t in config.get("input", [])},
+        "output": {t["name"]: t["data_type"] for t in config.get("output", [])},
+    }
+    for kind, want in (("input", inputs), ("output", outputs)):
+        for name, dtype in want.items():
+            got = declared[kind].get(name)
+            if got != dtype:
+                raise pb_utils.TritonModelException(
+                    f"{config.get('name')}: config must declare {kind} '{name}' as {dtype}, found {got}")
+
+
+def param(config: dict, key: str, default: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
+
+def int_param(config: dict, key: str, default: int, minimum: int = 0) -> int:
+    raw = param(config, key, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise pb_utils.TritonModelException(f"{config.get('name')}: parameter {key}={raw!r} is not an integer")
+    if value < minimum:
+        raise pb_utils.TritonModelException(f"{config.get('name')}: parameter {key}={value} must be >= {minimum}")
+    return value
+
+
+def error_response(stage: str, exc: BaseException) -> "pb_utils.InferenceResponse":
+    if isinstance(exc, (StageInputError, UnicodeDecodeError)):
+        err = pb_utils.TritonError(f"{stage}: {exc}", pb_utils.TritonError.INVALID_ARG)
+    else:
+        pb_utils.Logger.log_error(f"{stage}: {traceback.format_exc()}")
+        err = pb_utils.TritonError(f"{stage}: internal error: {exc!r}")
+    return pb_utils.InferenceResponse(error=err)
+
+
+def answer_each(stage: str, requests: list, handle: Callable) -> list:
+    """One response per request, in order; exceptions become that request's error."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(handle(request))
+        except Exception as exc:  # noqa: BLE001
+            responses.append(error_response(stage, exc))
+    return responses
+
+
+def input_array(request, name: str, dtype=None, ndim: int | None = None, required: bool = True):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        if required:
+            raise StageInputError(f"input {name} is missing")
+        return None
+    array = tensor.as_numpy()
+    if dtype is not None and array.dtype != dtype:
+        raise StageInputError(f"input {name} must be {dtype}, got {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        raise StageInputError(f"input {name} must have rank {ndim}, got shape {list(array.shape)}")
+    return array
+
+
+def strings(array) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
