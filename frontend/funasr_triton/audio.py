@@ -2,11 +2,16 @@
 
 ffmpeg runs without a shell, reads the bytes through a pipe and may open nothing else
 (`-protocol_whitelist pipe`), so playlists (HLS, concat) cannot make it read files or URLs.
+MP4/M4A/MOV files may keep their index at the end, which a pipe cannot reach: those (recognised
+by their `ftyp` box) go through a private temporary file with the demuxer forced to `mov`, so
+no playlist demuxer can be chosen, and the file is removed afterwards.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 
@@ -20,13 +25,25 @@ def decode(data: bytes, max_seconds: float = 14400.0, timeout_s: float = 300.0, 
         raise AsrError("the audio is empty", 400, "empty_audio")
     if shutil.which(ffmpeg) is None:
         raise AsrError("ffmpeg is not installed on the server", 500, "ffmpeg_missing")
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "pipe",
-           "-i", "pipe:0", "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-           "-t", f"{max_seconds + 0.001:.3f}", "-f", "f32le", "pipe:1"]
+    is_mp4 = data[4:8] == b"ftyp"
+    tmp = None
     try:
-        proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout_s, check=False)
+        if is_mp4:
+            fd, tmp = tempfile.mkstemp(prefix="funasr-triton-", suffix=".mp4")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            source = ["-protocol_whitelist", "file", "-f", "mov", "-i", tmp]
+        else:
+            source = ["-protocol_whitelist", "pipe", "-i", "pipe:0"]
+        cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *source,
+               "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+               "-t", f"{max_seconds + 0.001:.3f}", "-f", "f32le", "pipe:1"]
+        proc = subprocess.run(cmd, input=None if is_mp4 else data, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise AsrError(f"decoding took longer than {timeout_s:.0f} s", 400, "decode_timeout")
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise AsrError(f"could not decode the audio: {reason[-1] if reason else 'ffmpeg failed'}", 400, "bad_audio")

@@ -82,3 +82,41 @@ class TritonAsrClient:
 
     def statistics(self, model: str = "") -> dict:
         return self._client.get_inference_statistics(model_name=model, as_json=True)
+
+    # -- stage-level calls (used by `funasr-triton verify` and diagnostics) --------------------
+
+    def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        inputs = []
+        for name, array in arrays.items():
+            dtype = "BYTES" if array.dtype == object else {np.float32: "FP32", np.int32: "INT32", np.bool_: "BOOL"}[array.dtype.type]
+            inputs.append(grpcclient.InferInput(name, list(array.shape), dtype))
+            inputs[-1].set_data_from_numpy(array)
+        try:
+            result = self._client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                                        client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise map_error(exc) from exc
+        return {o: result.as_numpy(o) for o in outputs}
+
+    def vad_segments(self, samples: np.ndarray) -> list[list[int]]:
+        out = self._infer("vad", {"WAV": np.asarray(samples, dtype=np.float32)}, ["SEGMENTS"])
+        return out["SEGMENTS"].reshape(-1, 2).tolist()
+
+    def recognize_segment(self, samples: np.ndarray, hotwords: list[str] | None = None) -> dict:
+        hot = np.array([[w.encode("utf-8") for w in (hotwords or [""])]], dtype=object)
+        out = self._infer("asr", {"WAV": np.asarray(samples, dtype=np.float32)[None], "HOTWORDS": hot},
+                          ["TEXT", "WORDS", "TIMESTAMPS"])
+        return {"text": _str(out["TEXT"].reshape(-1)[0]), "words": [_str(w) for w in out["WORDS"].reshape(-1)],
+                "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist()}
+
+    def punctuate(self, text: str) -> str:
+        out = self._infer("punc", {"TEXT": np.array([text.encode("utf-8")], dtype=object)}, ["PUNC_TEXT"])
+        return _str(out["PUNC_TEXT"].reshape(-1)[0])
+
+    def speaker_embedding(self, samples: np.ndarray) -> np.ndarray:
+        out = self._infer("speaker_embedding", {"WAV": np.asarray(samples, dtype=np.float32)[None]}, ["EMBEDDING"])
+        return out["EMBEDDING"].reshape(-1)
+
+
+def _str(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

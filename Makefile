@@ -1,0 +1,41 @@
+# funasr-triton: `make serve` (install, prepare models, run) and `make test` (install, run all tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# where models come from: modelscope (real FunASR checkpoints), test (tiny random weights, offline),
+# test-large (random weights with Paraformer-large sizes, for speed measurements)
+MODELS  ?= modelscope
+PROFILE ?= cpu
+REPO    ?= model_repository
+
+.PHONY: setup check-system models serve test bench clean
+
+setup: check-system $(VENV)/.installed
+
+check-system:
+	@PYTHONPATH=frontend $(PYTHON) -m funasr_triton.doctor
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	echo "torch==2.13.0" > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[models,triton,export,test,bench]'
+	touch $@
+
+# export only when the repository has no weights yet (or MODELS changed: `make clean-models`)
+models: setup
+	@if [ ! -f $(REPO)/MANIFEST.json ]; then \
+	  $(BIN)/funasr-triton export --source $(MODELS) --quantize --repository $(REPO); \
+	else echo "$(REPO)/MANIFEST.json exists: models already exported (rm it to re-export)"; fi
+
+serve: models
+	$(BIN)/funasr-triton triton --profile $(PROFILE) --model-repository $(REPO)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/funasr-triton bench --output-dir bench/results
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -1,0 +1,136 @@
+"""`funasr-triton verify`: the served models against FunASR AutoModel (PyTorch fp32), stage by stage.
+
+For every audio file: VAD segments (±10 ms), Paraformer text/words/character timestamps on each
+served VAD segment without and with hotwords (identical), punctuation of the joined text
+(identical), CAM++ embedding per segment (cosine ≥ 0.999), and the full pipeline once.
+Exits 1 on any disagreement.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+VAD_TOLERANCE_MS = 10
+MIN_COSINE = 0.999
+
+
+@dataclass
+class StageReport:
+    name: str
+    checks: int = 0
+    failures: list[str] = field(default_factory=list)
+    worst: float | None = None  # the stage's own metric (ms error, cosine, ...)
+
+    def check(self, ok: bool, what: str) -> None:
+        self.checks += 1
+        if not ok:
+            self.failures.append(what)
+
+
+def _silence_funasr() -> None:
+    for name in ("funasr", "modelscope", "root"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _automodel(path: Path):
+    from funasr import AutoModel
+
+    return AutoModel(model=str(path), disable_update=True, device="cpu", disable_pbar=True, disable_log=True)
+
+
+def _source_dirs(repository: Path, overrides: dict[str, Path]) -> dict[str, Path]:
+    manifest = json.loads((repository / "MANIFEST.json").read_text())
+    dirs = {stage: Path(info["source_dir"]) for stage, info in manifest["stages"].items()}
+    dirs.update(overrides)
+    return dirs
+
+
+def verify_file(path: str, samples: np.ndarray, client, models: dict, hotwords: list[str],
+                reports: dict[str, StageReport]) -> None:
+    vad_r, asr_r, hot_r, punc_r, spk_r, pipe_r = (reports[k] for k in ("vad", "asr", "asr+hotwords", "punc", "speaker", "pipeline"))
+    served = client.vad_segments(samples)
+    if "vad" in models:
+        ref = models["vad"].generate(input=samples)[0]["value"]
+        same_count = len(ref) == len(served)
+        err = max((abs(a - b) for s, r in zip(served, ref) for a, b in zip(s, r)), default=0) if same_count else float("inf")
+        vad_r.worst = max(vad_r.worst or 0, err)
+        vad_r.check(same_count and err <= VAD_TOLERANCE_MS, f"{path}: served {served} vs AutoModel {ref}")
+    texts = []
+    for beg, end in served:
+        seg = samples[beg * 16: end * 16]
+        if len(seg) < 480:
+            continue
+        got = client.recognize_segment(seg)
+        texts.append(got["text"])
+        if "asr" in models:
+            ref = models["asr"].generate(input=seg)[0]
+            asr_r.check(got["text"] == ref["text"] and got["timestamps"] == ref["timestamp"],
+                        f"{path} [{beg},{end}]: {got['text'][:40]!r}/{got['timestamps'][:3]} vs {ref['text'][:40]!r}/{ref['timestamp'][:3]}")
+            got_h = client.recognize_segment(seg, hotwords)
+            ref_h = models["asr"].generate(input=seg, hotword=" ".join(hotwords))[0]
+            hot_r.check(got_h["text"] == ref_h["text"] and got_h["timestamps"] == ref_h["timestamp"],
+                        f"{path} [{beg},{end}] hotwords: {got_h['text'][:40]!r} vs {ref_h['text'][:40]!r}")
+        if "speaker" in models and len(seg) >= 4000:
+            emb = client.speaker_embedding(seg[: 30 * 16000])
+            ref_e = np.asarray(models["speaker"].generate(input=seg[: 30 * 16000])[0]["spk_embedding"]).reshape(-1)
+            cos = float(emb @ ref_e / (np.linalg.norm(emb) * np.linalg.norm(ref_e) + 1e-12))
+            spk_r.worst = cos if spk_r.worst is None else min(spk_r.worst, cos)
+            spk_r.check(cos >= MIN_COSINE, f"{path} [{beg},{end}]: cosine {cos:.5f}")
+    if "punc" in models and any(texts):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "pipeline" / "1"))
+        from sentences import join_texts
+
+        joined = join_texts(texts)
+        got_p = client.punctuate(joined)
+        ref_p = models["punc"].generate(input=joined)[0]["text"]
+        punc_r.check(got_p == ref_p, f"{path}: {got_p[:40]!r} vs {ref_p[:40]!r}")
+    result = client.transcribe(samples)
+    pipe_r.check(result["vad_segments"] == [s for s in served if s[1] - s[0] >= 30] or bool(result["text"]) or not texts,
+                 f"{path}: pipeline result inconsistent with its stages")
+
+
+def print_table(reports: dict[str, StageReport], out=sys.stdout) -> None:
+    out.write(f"{'stage':<14}{'checks':>8}{'failed':>8}  worst\n")
+    for r in reports.values():
+        worst = "" if r.worst is None else (f"{r.worst:.0f} ms" if r.name == "vad" else f"cos {r.worst:.6f}")
+        out.write(f"{r.name:<14}{r.checks:>8}{len(r.failures):>8}  {worst}\n")
+    for r in reports.values():
+        for f in r.failures[:5]:
+            out.write(f"  {r.name} MISMATCH {f}\n")
+
+
+def main(args) -> int:
+    from funasr_triton.audio import decode
+    from funasr_triton.triton_client import TritonAsrClient
+
+    from .sources import STAGES  # noqa: F401  (ensures the export extra is installed)
+
+    _silence_funasr()
+    overrides = {}
+    for v in args.model_dir:
+        k, _, p = v.partition("=")
+        overrides[k] = Path(p)
+    dirs = _source_dirs(Path(args.repository), overrides)
+    models = {stage: _automodel(path) for stage, path in dirs.items()}
+    _silence_funasr()
+    client = TritonAsrClient(args.url)
+    hotwords = args.hotwords.split()
+    reports = {k: StageReport(k) for k in ("vad", "asr", "asr+hotwords", "punc", "speaker", "pipeline")}
+    try:
+        for path in args.audio:
+            verify_file(path, decode(Path(path).read_bytes()), client, models, hotwords, reports)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({k: {"checks": r.checks, "failures": r.failures, "worst": r.worst} for k, r in reports.items()},
+                         ensure_ascii=False))
+    else:
+        print_table(reports)
+    failed = sum(len(r.failures) for r in reports.values())
+    return 1 if failed else 0

@@ -1,0 +1,131 @@
+"""Triton python backend for the `punc` stage: CT-Transformer punctuation on CPU (onnxruntime).
+
+TEXT (UTF-8 string [1]) → PUNC_TEXT (string [1]), WORDS (string [-1]), PUNC_IDS (int32 [-1]).
+PUNC_TEXT equals funasr's AutoModel(ct-punc).generate(input=TEXT)[0]["text"] and PUNC_IDS its
+punc_array (one class id per entry of WORDS). The logic is in ct_punc.py beside this file.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ct_punc import CtPunctuator  # noqa: E402
+
+EXPECTED_INPUTS = {"TEXT": ("TYPE_STRING", [1])}
+EXPECTED_OUTPUTS = {
+    "PUNC_TEXT": ("TYPE_STRING", [1]),
+    "WORDS": ("TYPE_STRING", [-1]),
+    "PUNC_IDS": ("TYPE_INT32", [-1]),
+    "PUNC_MARKS": ("TYPE_STRING", [-1]),
+}
+_ASCII_MARKS = {"，": ",", "。": ".", "？": "?"}
+
+
+def punc_marks(words, punc_ids, punc_list) -> list:
+    """The mark written after each word ("" for none), as it appears in PUNC_TEXT."""
+    marks = []
+    for word, pid in zip(words, punc_ids):
+        mark = punc_list[pid] if 0 < pid < len(punc_list) and punc_list[pid] != "_" else ""
+        if mark and word and word[-1].isascii():
+            mark = _ASCII_MARKS.get(mark, mark)
+        marks.append(mark)
+    return marks
+
+
+def _param(config: dict, key: str, default: str) -> str:
+    value = config.get("parameters", {}).get(key, {}).get("string_value", "")
+    return value if value != "" else default
+
+
+def _check_tensors(config: dict, section: str, expected: dict) -> None:
+    got = {t["name"]: (t.get("data_type"), [int(d) for d in t.get("dims", [])]) for t in config.get(section, [])}
+    if got != expected:
+        raise pb_utils.TritonModelException(
+            f"punc: config.pbtxt {section} must be {expected} (max_batch_size 0), got {got}"
+        )
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        if int(config.get("max_batch_size", 0)) != 0:
+            raise pb_utils.TritonModelException("punc: config.pbtxt needs max_batch_size: 0")
+        _check_tensors(config, "input", EXPECTED_INPUTS)
+        _check_tensors(config, "output", EXPECTED_OUTPUTS)
+        try:
+            threads = int(_param(config, "intra_op_threads", "1"))
+            self.max_text_chars = int(_param(config, "max_text_chars", "100000"))
+        except ValueError as e:
+            raise pb_utils.TritonModelException(f"punc: bad integer parameter in config.pbtxt: {e}") from e
+        if threads < 0 or self.max_text_chars <= 0:
+            raise pb_utils.TritonModelException(
+                "punc: intra_op_threads must be >= 0 and max_text_chars > 0 in config.pbtxt"
+            )
+        model_file = _param(config, "model_file", "model.onnx")
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        missing = [n for n in (model_file, "tokens.json", "punc.json") if not (version_dir / n).is_file()]
+        if missing:
+            raise pb_utils.TritonModelException(
+                f"punc: missing {', '.join(missing)} in {version_dir} "
+                "(run the exporter: funasr_triton_export.exporters.punc.export_punc)"
+            )
+        try:
+            self.punc = CtPunctuator(version_dir, intra_op_threads=threads, model_file=model_file)
+        except Exception as e:  # noqa: BLE001 - surface any load failure as a model error
+            raise pb_utils.TritonModelException(f"punc: cannot load {version_dir / model_file}: {e}") from e
+
+    def _read_text(self, request) -> str:
+        tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
+        if tensor is None:
+            raise ValueError("missing input TEXT")
+        data = tensor.as_numpy()
+        if data.size != 1 or data.ndim != 1:
+            raise ValueError(f"TEXT must hold exactly one string (shape [1]), got shape {list(data.shape)}")
+        value = data.reshape(-1)[0]
+        if isinstance(value, (bytes, bytearray, np.bytes_)):
+            try:
+                text = bytes(value).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"TEXT is not valid UTF-8: {e}") from None
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise ValueError(f"TEXT must be a string, got {type(value).__name__}")
+        if len(text) > self.max_text_chars:
+            raise ValueError(f"TEXT has {len(text)} characters, more than max_text_chars={self.max_text_chars}")
+        return text
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                result = self.punc.punctuate(self._read_text(request))
+                outputs = [
+                    pb_utils.Tensor("PUNC_TEXT", np.array([result.text.encode("utf-8")], dtype=np.object_)),
+                    pb_utils.Tensor(
+                        "WORDS", np.array([w.encode("utf-8") for w in result.words], dtype=np.object_)
+                    ),
+                    pb_utils.Tensor("PUNC_IDS", np.asarray(result.punc_ids, dtype=np.int32)),
+                    pb_utils.Tensor("PUNC_MARKS", np.array(
+                        [m.encode("utf-8") for m in punc_marks(result.words, result.punc_ids, self.punc.punc_list)],
+                        dtype=np.object_)),
+                ]
+                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            except ValueError as e:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"punc: {e}", pb_utils.TritonError.INVALID_ARG)))
+            except Exception as e:  # noqa: BLE001 - never raise out of execute
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"punc: internal error: {type(e).__name__}: {e}")
+                    )
+                )
+        return responses
+
+    def finalize(self):
+        self.punc = None

@@ -1,0 +1,107 @@
+"""CAM++ input features, numpy + kaldi-native-fbank only (no torch, no funasr).
+
+Mirrors funasr 1.4.16 `CAMPPlus.inference` → `funasr/models/campplus/utils.py:extract_feature`:
+
+    feature = Kaldi.fbank(wav.unsqueeze(0), num_mel_bins=80)   # every other option at its default
+    feature = feature - feature.mean(dim=0, keepdim=True)       # per-utterance mean subtraction only
+
+Unlike Paraformer's WavFrontend, the samples are **not** scaled by 32768: fbank runs on float
+samples in [-1, 1]. A constant gain only adds a constant to every log-mel energy, which the mean
+subtraction removes, except where the log floor (float eps) clips: at [-1, 1] scale near-silent
+frames (digital silence, quiet padding) hit the floor, so the scale is kept exactly as funasr has
+it rather than "normalised" to the ×32768 convention. The fbank options are torchaudio's
+`compliance.kaldi.fbank` defaults (dither 0, povey window, preemphasis 0.97, low_freq 20,
+snip_edges), which funasr's kaldi-native-fbank fallback (`funasr/utils/fbank.py`) passes through.
+"""
+from __future__ import annotations
+
+import kaldi_native_fbank as knf
+import numpy as np
+
+# torchaudio.compliance.kaldi.fbank defaults + num_mel_bins=80, as funasr's extract_feature calls it
+DEFAULT_OPTIONS = {
+    "sample_frequency": 16000.0,
+    "num_mel_bins": 80,
+    "frame_length": 25.0,
+    "frame_shift": 10.0,
+    "dither": 0.0,
+    "window_type": "povey",
+    "preemphasis_coefficient": 0.97,
+    "remove_dc_offset": True,
+    "round_to_power_of_two": True,
+    "snip_edges": True,
+    "low_freq": 20.0,
+    "high_freq": 0.0,
+    "energy_floor": 1.0,
+    "raw_energy": True,
+    "use_energy": False,
+    "use_log_fbank": True,
+    "use_power": True,
+    "htk_compat": False,
+    "waveform_scale": 1.0,  # funasr feeds [-1, 1] samples (no ×32768)
+    "subtract_mean": True,
+}
+
+
+def _options(opts: dict | None) -> dict:
+    """Accept campplus.json itself, its "features" section, or None (defaults)."""
+    opts = opts or {}
+    if "features" in opts:
+        opts = opts["features"]
+    unknown = set(opts) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown CAM++ feature options: {sorted(unknown)}")
+    return {**DEFAULT_OPTIONS, **opts}
+
+
+def fbank(wav: np.ndarray, opts: dict | None = None) -> np.ndarray:
+    """Kaldi log-mel fbank, [frames, num_mel_bins] float32 (0 frames if wav is shorter than one window)."""
+    o = _options(opts)
+    fo = knf.FbankOptions()
+    fo.frame_opts.samp_freq = float(o["sample_frequency"])
+    fo.frame_opts.frame_length_ms = float(o["frame_length"])
+    fo.frame_opts.frame_shift_ms = float(o["frame_shift"])
+    fo.frame_opts.dither = float(o["dither"])
+    fo.frame_opts.snip_edges = bool(o["snip_edges"])
+    fo.frame_opts.window_type = str(o["window_type"])
+    fo.frame_opts.preemph_coeff = float(o["preemphasis_coefficient"])
+    fo.frame_opts.remove_dc_offset = bool(o["remove_dc_offset"])
+    fo.frame_opts.round_to_power_of_two = bool(o["round_to_power_of_two"])
+    fo.mel_opts.num_bins = int(o["num_mel_bins"])
+    fo.mel_opts.low_freq = float(o["low_freq"])
+    fo.mel_opts.high_freq = float(o["high_freq"])
+    fo.energy_floor = float(o["energy_floor"])
+    fo.raw_energy = bool(o["raw_energy"])
+    fo.use_energy = bool(o["use_energy"])
+    fo.use_log_fbank = bool(o["use_log_fbank"])
+    fo.use_power = bool(o["use_power"])
+    fo.htk_compat = bool(o["htk_compat"])
+
+    samples = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if o["waveform_scale"] != 1.0:
+        samples = samples * np.float32(o["waveform_scale"])
+    fb = knf.OnlineFbank(fo)
+    fb.accept_waveform(float(o["sample_frequency"]), samples)
+    fb.input_finished()
+    n = fb.num_frames_ready
+    if n == 0:
+        return np.zeros((0, int(o["num_mel_bins"])), dtype=np.float32)
+    return np.stack([fb.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+
+
+def num_frames(num_samples: int, opts: dict | None = None) -> int:
+    """Frames fbank yields for this many samples (snip_edges=True), without computing them."""
+    o = _options(opts)
+    if not o["snip_edges"]:
+        raise ValueError("num_frames only implements snip_edges=True")
+    window = int(o["sample_frequency"] * o["frame_length"] * 0.001)
+    shift = int(o["sample_frequency"] * o["frame_shift"] * 0.001)
+    return 0 if num_samples < window else 1 + (num_samples - window) // shift
+
+
+def campplus_features(wav: np.ndarray, opts: dict) -> np.ndarray:
+    """16 kHz float samples in [-1, 1] → CAM++ input features [frames, 80] (float32)."""
+    feats = fbank(wav, opts)
+    if _options(opts)["subtract_mean"] and feats.shape[0]:
+        feats = feats - feats.mean(axis=0, keepdims=True, dtype=np.float32)
+    return np.ascontiguousarray(feats, dtype=np.float32)

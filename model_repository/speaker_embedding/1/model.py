@@ -1,0 +1,103 @@
+"""Triton stage (CPU profile): WAV window -> CAM++ speaker embedding (ONNX under onnxruntime).
+
+Features come from campplus_features.py (numpy port of funasr's CAM++ fbank). CAM++ has no length
+input (statistics pooling covers every frame), so requests are grouped by frame count and only
+equal-length windows share an ORT batch; diarization windows are all 1.5 s, so they batch fully.
+A request may carry several windows of the same length ([k, samples] -> [k, D]).
+Each request gets its own embedding or its own error.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from campplus_features import campplus_features
+from stage import StageInputError, answer_each, check_tensors, input_array, int_param, param
+
+STAGE = "speaker_embedding"
+INPUTS = {"WAV": "TYPE_FP32"}
+OUTPUTS = {"EMBEDDING": "TYPE_FP32"}
+# fbank needs 400 samples per frame; CAM++'s stride-2 TDNN then needs >= 3 frames (720 samples) to
+# leave 2 frames for the unbiased std of its statistics pooling (1 frame would give NaN).
+MIN_SAMPLES_FLOOR = 720
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        check_tensors(config, INPUTS, OUTPUTS)
+        model_dir = Path(args["model_repository"]) / args["model_version"]
+        model_path = model_dir / param(config, "model_file", "model.onnx")
+        for path in (model_path, model_dir / "campplus.json"):
+            if not path.exists():
+                raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export`")
+        self.conf = json.loads((model_dir / "campplus.json").read_text(encoding="utf-8"))
+        self.embedding_size = int(self.conf["embedding_size"])
+        self.min_samples = int_param(config, "min_samples", 4000, minimum=MIN_SAMPLES_FLOOR)
+        self.max_samples = int_param(config, "max_samples", 480000, minimum=self.min_samples)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        graph_outputs = [o.name for o in self.session.get_outputs()]
+        if graph_inputs != ["feats"] or graph_outputs != ["embedding"]:
+            raise pb_utils.TritonModelException(
+                f"{model_path} has {graph_inputs} -> {graph_outputs}, expected ['feats'] -> ['embedding']")
+
+    def _features(self, request) -> np.ndarray:
+        """[k, samples] WAV -> [k, frames, 80] features."""
+        wav = input_array(request, "WAV", np.float32, ndim=2)
+        n = wav.shape[1]
+        if not self.min_samples <= n <= self.max_samples:
+            raise StageInputError(f"WAV has {n} samples; {self.min_samples}..{self.max_samples} are accepted")
+        if wav.shape[0] < 1:
+            raise StageInputError("WAV has no rows")
+        if not np.isfinite(wav).all():
+            raise StageInputError("WAV contains NaN or infinite samples")
+        return np.stack([campplus_features(row, self.conf) for row in wav])
+
+    def _embed(self, feats: dict) -> dict:
+        """{key: [k, frames, 80]} -> {key: [k, D] or exception}; one ORT call per frame count."""
+        groups = {}
+        for key, f in feats.items():
+            groups.setdefault(f.shape[1], []).append(key)
+        results = {}
+        for keys in groups.values():
+            batch = np.concatenate([feats[k] for k in keys]) if len(keys) > 1 else feats[keys[0]]
+            try:
+                (emb,) = self.session.run(["embedding"], {"feats": batch})
+            except Exception as exc:  # noqa: BLE001 - the whole group shares the failure
+                results.update({k: exc for k in keys})
+                continue
+            row = 0
+            for k in keys:
+                rows = feats[k].shape[0]
+                out = emb[row:row + rows]
+                row += rows
+                if out.shape[1] != self.embedding_size:
+                    results[k] = RuntimeError(f"embedding has {out.shape[1]} dims, expected {self.embedding_size}")
+                elif not np.isfinite(out).all():
+                    results[k] = RuntimeError("embedding is not finite")
+                else:
+                    results[k] = np.ascontiguousarray(out, dtype=np.float32)
+        return results
+
+    def execute(self, requests):
+        outcome, feats = {}, {}
+        for request in requests:
+            try:
+                feats[id(request)] = self._features(request)
+            except Exception as exc:  # noqa: BLE001 - answered as this request's error below
+                outcome[id(request)] = exc
+        outcome.update(self._embed(feats))
+
+        def answer(request):
+            result = outcome[id(request)]
+            if isinstance(result, BaseException):
+                raise result
+            return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", result)])
+
+        return answer_each(STAGE, requests, answer)

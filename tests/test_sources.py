@@ -1,0 +1,32 @@
+"""Model sources: ModelScope path up to the network call, local dirs, clear refusals."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from funasr_triton_export.sources import MODELSCOPE_IDS, SourceError, download, resolve
+from tests.conftest import BIN, ROOT
+
+
+def test_default_ids_are_funasr_names():
+    assert MODELSCOPE_IDS["paraformer-zh"] == "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+    assert set(MODELSCOPE_IDS) >= {"paraformer-zh", "fsmn-vad", "ct-punc", "ct-punc-c", "cam++"}
+
+
+def test_modelscope_download_is_attempted_and_refused_clearly(tmp_path):
+    """The real ModelScope client is called; on these offline machines it fails with our advice."""
+    with pytest.raises(SourceError, match=r"--model-dir fsmn-vad=/path/to/dir") as info:
+        download("fsmn-vad", tmp_path)
+    assert MODELSCOPE_IDS["fsmn-vad"] in str(info.value)
+
+
+def test_local_dir_without_config_is_refused(tmp_path):
+    with pytest.raises(SourceError, match="config.yaml"):
+        resolve("modelscope", ["asr"], {"asr": tmp_path}, tmp_path)
+
+
+def test_export_cli_names_the_fix(tmp_path):
+    out = subprocess.run([str(BIN / "funasr-triton"), "export", "--stages", "asr", "--model-dir", f"paraformer-zh={tmp_path}",
+                          "--repository", str(tmp_path / "repo")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "config.yaml" in out.stderr
