@@ -22,7 +22,7 @@ class TritonPythonModel:
             if not (model_dir / name).exists():
                 raise pb_utils.TritonModelException(f"{model_dir / name} missing: run `funasr-triton export`")
         self.min_samples = int_param(config, "min_samples", 400, minimum=1)
-        self.max_samples = int_param(config, "max_samples", 960000, minimum=self.min_samples)
+        self.max_samples = int_param(config, "max_samples", 961600, minimum=self.min_samples)
         self.frontend = AsrFrontend.from_dir(model_dir)
         self.hotwords = HotwordTokenizer.from_dir(
             model_dir, max_hotwords=int_param(config, "max_hotwords", 50, minimum=0),

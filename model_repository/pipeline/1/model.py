@@ -49,7 +49,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         check_tensors(config, INPUTS, OUTPUTS)
         self.max_samples = int_param(config, "max_audio_seconds", 14400, minimum=1) * 16000
-        self.max_segment_ms = int_param(config, "max_segment_ms", 60000, minimum=1000)
+        self.max_segment_ms = int_param(config, "max_segment_ms", 60100, minimum=1000)
         self.min_segment_ms = int_param(config, "min_segment_ms", 30, minimum=1)
 
     @staticmethod
