@@ -158,3 +158,25 @@ def test_build_inputs_shapes():
     inputs = build_inputs(np.zeros(1600, np.float32), TranscribeOptions(hotwords=["阿里", " "]))
     names = {i.name(): i.shape() for i in inputs}
     assert names == {"WAV": [1, 1600], "HOTWORDS": [1, 1], "ENABLE_PUNC": [1, 1], "ENABLE_TIMESTAMPS": [1, 1]}
+
+
+def test_profile_selects_configs(repository, tmp_path, speech):
+    """--model-config-name: cpu-int8 loads configs/cpu-int8.pbtxt where it exists, config.pbtxt elsewhere."""
+    from funasr_triton.triton_client import TritonAsrClient
+    from tests.conftest import start_triton
+
+    handle = start_triton(repository, tmp_path, profile="cpu-int8")
+    try:
+        raw = grpcclient.InferenceServerClient(handle.grpc_url)
+        para = raw.get_model_config("paraformer", as_json=True)["config"]
+        punc = raw.get_model_config("punc", as_json=True)["config"]
+        vad = raw.get_model_config("vad", as_json=True)["config"]
+        raw.close()
+        assert para["parameters"]["model_file"]["string_value"] == "model_quant.onnx"
+        assert punc["parameters"]["model_file"]["string_value"] == "model_quant.onnx"
+        assert "model_file" not in vad.get("parameters", {})
+        client = TritonAsrClient(handle.grpc_url)
+        assert client.transcribe(speech)["text"]
+        client.close()
+    finally:
+        handle.server.stop()
