@@ -1,0 +1,938 @@
+"""`funasr-triton bench` (`make bench`): the served pipeline against FunASR AutoModel and funasr-onnx.
+
+One run, same weights, same audio, three runtimes:
+
+  served       the Triton `pipeline` model (VAD -> SeACo-Paraformer -> punctuation) through
+               TritonAsrClient.transcribe, per profile (cpu = fp32, cpu-int8), at each concurrency
+  automodel    FunASR AutoModel (PyTorch fp32) with vad_model + punc_model, 2 torch threads,
+               requests one after another (per-segment and default batch_size_s=300)
+  funasr-onnx  funasr_onnx Fsmn_vad -> SeacoParaformer (funasr's own ONNX export of the same
+               checkpoint) per segment -> CT_Transformer, 2 intra-op threads, sequential
+
+Weights: `--source test-large` (random weights with the real Paraformer-large sizes, the real
+FSMN-VAD, a tiny CT-Transformer), exported once into .cache/bench/model_repository and reused
+while its MANIFEST.json says the asr stage came from test:paraformer-large. Audio: espeak-ng
+Mandarin clips with short pauses. Baselines run in child processes (`python -m
+funasr_triton_export.bench <worker> spec.json out.json`) so their peak RSS is their own.
+
+Writes bench/results/<UTC timestamp>.json and regenerates docs/benchmark.md. Progress: one line
+per measurement on stderr. Targets from the issue are reported, not asserted.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache"
+BENCH = CACHE / "bench"
+REPO = BENCH / "model_repository"
+ONNX_DIR = BENCH / "funasr_onnx"
+AUDIO_DIR = BENCH / "audio"
+DOC = ROOT / "docs" / "benchmark.md"
+SOURCE = "test-large"
+ASR_ORIGIN = "test:paraformer-large"
+STAGES = ["vad", "asr", "punc"]
+SR = 16000
+THREADS = 2
+WARMUP = 2
+N_CLIPS = 4
+# issue targets (throughput ratios); reported, never asserted
+TARGETS = {
+    "served_fp32_vs_automodel": 1.2,
+    "served_fp32_vs_funasr_onnx": 0.95,
+    "served_int8_vs_automodel": 2.0,
+}
+SENTENCES = [
+    "今天天气很好，我们去公园散步吧。",
+    "语音识别服务需要快速而且准确。",
+    "请把会议记录发给我，谢谢。",
+    "北京是中国的首都，有很多名胜古迹。",
+    "他明天早上八点坐火车去上海。",
+    "这个模型可以识别普通话和一些英语单词。",
+    "我们的客服电话是一二三四五六七。",
+    "人工智能正在改变很多行业。",
+    "请问附近有没有地铁站？",
+    "下雨了，记得带伞。",
+    "阿里巴巴达摩院发布了新的语音模型。",
+    "欢迎使用离线语音转写服务。",
+]
+PUNCTUATION = set(" \t\n，。？、！,.?!;；:：")
+
+
+def progress(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# measurement helpers (shared by the parent and the worker processes)
+
+
+class RssSampler:
+    """Peak resident set size of a process (and, with tree=True, all its descendants), sampled."""
+
+    def __init__(self, pid: int, tree: bool = False, interval_s: float = 0.25):
+        self.pid, self.tree, self.interval_s = pid, tree, interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            import psutil
+
+            self._proc = psutil.Process(pid)
+        except Exception:  # noqa: BLE001 - psutil missing or process gone: no RSS numbers
+            self._proc = None
+
+    def sample(self) -> int:
+        if self._proc is None:
+            return 0
+        try:
+            procs = [self._proc] + (self._proc.children(recursive=True) if self.tree else [])
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except Exception:  # noqa: BLE001 - a child that just exited
+                    pass
+            return total
+        except Exception:  # noqa: BLE001
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> "RssSampler":
+        if self._proc is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def reset(self) -> None:
+        self.peak = self.sample()
+
+    def peak_mb(self) -> float | None:
+        self.peak = max(self.peak, self.sample())
+        return round(self.peak / 2**20, 1) if self._proc is not None else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+
+def text_units(text: str) -> int:
+    """Recognised units in a text: non-space, non-punctuation characters."""
+    return sum(1 for ch in text if ch not in PUNCTUATION)
+
+
+def summarize(latencies: list[float], wall_s: float, audio_s: float, units: list[int], sample_text: str = "",
+              segments: list[int] | None = None, **extra) -> dict:
+    lat = np.asarray(latencies, dtype=np.float64)
+    return {
+        "requests": len(latencies),
+        "audio_s": round(audio_s, 2),
+        "wall_s": round(wall_s, 3),
+        "throughput_x": round(audio_s / wall_s, 2),  # audio seconds per wall second
+        "rtf": round(wall_s / audio_s, 4),
+        "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
+        "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
+        "latency_mean_s": round(float(lat.mean()), 3),
+        "units_per_request": round(float(np.mean(units)), 1) if units else 0.0,
+        "segments_per_request": round(float(np.mean(segments)), 2) if segments else None,
+        **extra,
+        "sample_text": sample_text[:160],  # the first request's text (clip 0)
+    }
+
+
+def describe(m: dict) -> str:
+    rss = f", peak RSS {m['peak_rss_mb']:.0f} MB" if m.get("peak_rss_mb") else ""
+    return (f"{m['requests']} req, {m['audio_s']:.0f} s audio in {m['wall_s']:.1f} s -> {m['throughput_x']:.1f}x "
+            f"realtime, RTF {m['rtf']:.4f}, latency p50 {m['latency_p50_s']:.2f} s p95 {m['latency_p95_s']:.2f} s{rss}")
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()[:2000]
+
+
+def run_sequential(fn, clips: list[np.ndarray], order: list[int], sampler: RssSampler | None) -> dict:
+    latencies, units, texts, segments = [], [], [], []
+    if sampler is not None:
+        sampler.reset()
+    t0 = time.perf_counter()
+    for i in order:
+        t = time.perf_counter()
+        text, n_segments = fn(clips[i])
+        latencies.append(time.perf_counter() - t)
+        if n_segments is not None:
+            segments.append(n_segments)
+        units.append(text_units(text))
+        texts.append(text)
+    wall = time.perf_counter() - t0
+    audio = sum(len(clips[i]) for i in order) / SR
+    return summarize(latencies, wall, audio, units, texts[0], segments, concurrency=1,
+                     peak_rss_mb=sampler.peak_mb() if sampler is not None else None)
+
+
+# --------------------------------------------------------------------------------------------
+# audio
+
+
+def _espeak(text: str, speed: int, pitch: int) -> np.ndarray:
+    wav = subprocess.run(["espeak-ng", "-v", "cmn", "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    pcm = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-ac", "1", "-ar", str(SR),
+                          "-f", "s16le", "pipe:1"], input=wav, check=True, capture_output=True).stdout
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+def make_clips(seconds: float, n: int = N_CLIPS) -> list[np.ndarray]:
+    """`n` different Mandarin clips of about `seconds` each: sentences with pauses.
+
+    Pauses are short (0.3-1.0 s, inside one VAD segment) or, 40 % of the time, 1.5-2 s (FunASR's
+    FSMN-VAD ends a segment after about 1.3 s of silence), so a clip holds a few VAD segments.
+    """
+    clips = []
+    for k in range(n):
+        rng = random.Random(1000 + k)
+        speed, pitch = rng.choice([150, 160, 170, 180]), rng.choice([40, 50, 60])
+        parts, length = [np.zeros(int(0.3 * SR), np.float32)], int(0.3 * SR)
+        sentences = []
+        while length < seconds * SR:
+            if not sentences:
+                sentences = SENTENCES[:]
+                rng.shuffle(sentences)
+            speech = _espeak(sentences.pop(), speed, pitch)
+            pause_s = rng.uniform(1.5, 2.0) if rng.random() < 0.4 else rng.uniform(0.3, 1.0)
+            pause = np.zeros(int(pause_s * SR), np.float32)
+            parts += [speech, pause]
+            length += len(speech) + len(pause)
+        clips.append(np.concatenate(parts).astype(np.float32))
+    return clips
+
+
+# --------------------------------------------------------------------------------------------
+# model repository and funasr_onnx directories
+
+
+def _weight_file(path: Path) -> bool:
+    return path.parent.name == "1" and not path.name.endswith(".py") and path.name != ".keep"
+
+
+def sync_templates(src: Path, dst: Path) -> None:
+    """Copy the committed repository (configs, model.py, symlinks) into dst without weights.
+
+    Existing exported weights in dst stay; code and configs are refreshed from src.
+    """
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = Path(dirpath).relative_to(src)
+        target_dir = dst / rel
+        target_dir.mkdir(parents=True, exist_ok=True)
+        linked_dirs = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        for name in filenames + linked_dirs:
+            s, d = Path(dirpath) / name, target_dir / name
+            if name == "MANIFEST.json" or _weight_file(s):
+                continue
+            if s.is_symlink():
+                if d.is_symlink() or d.exists():
+                    d.unlink()
+                os.symlink(os.readlink(s), d)
+            elif not d.exists() or d.read_bytes() != s.read_bytes():
+                shutil.copy2(s, d)
+
+
+def _repo_reusable(repo: Path) -> bool:
+    manifest = repo / "MANIFEST.json"
+    if not manifest.exists():
+        return False
+    try:
+        stages = json.loads(manifest.read_text())["stages"]
+    except (ValueError, KeyError):
+        return False
+    return (stages.get("asr", {}).get("origin") == ASR_ORIGIN and all(s in stages for s in STAGES)
+            and all(stages[s].get("quantize") for s in ("asr", "punc"))
+            and (repo / "paraformer" / "1" / "model_quant.onnx").exists())
+
+
+def prepare(spec: dict) -> dict:
+    """(worker) Export the bench repository and funasr_onnx's directories when missing."""
+    from .repository import export_repository
+    from .sources import resolve
+
+    repo, onnx_dir, cache_dir = Path(spec["repo"]), Path(spec["onnx_dir"]), Path(spec["cache_dir"])
+    out: dict = {}
+    if _repo_reusable(repo):
+        progress(f"reusing {repo} (MANIFEST.json: asr from {ASR_ORIGIN})")
+    else:
+        progress(f"exporting --source {SOURCE} ({', '.join(STAGES)}, --quantize) into {repo}; takes 1-2 min")
+        t0 = time.monotonic()
+        sources = resolve(SOURCE, STAGES, {}, cache_dir)
+        export_repository(repo, sources, quantize=True, progress=progress)
+        out["export_s"] = round(time.monotonic() - t0, 1)
+    manifest = json.loads((repo / "MANIFEST.json").read_text())
+    src = {s: Path(manifest["stages"][s]["source_dir"]) for s in STAGES}
+
+    # funasr_onnx wants funasr's own export layout per model: model.onnx (+ model_eb.onnx for
+    # SeACo), config.yaml, am.mvn, tokens.json in one directory
+    asr = onnx_dir / "asr"
+    stamp = asr / "SOURCE"
+    if not (asr / "model.onnx").exists() or not (asr / "model_eb.onnx").exists() or \
+            not stamp.exists() or stamp.read_text() != manifest["written_at"]:
+        progress("exporting the ASR model with funasr's own exporter for funasr_onnx (model.onnx + model_eb.onnx)")
+        from funasr import AutoModel
+
+        from .onnx_utils import legacy_onnx_export
+
+        t0 = time.monotonic()
+        asr.mkdir(parents=True, exist_ok=True)
+        auto = AutoModel(model=str(src["asr"]), disable_update=True, device="cpu", disable_pbar=True, disable_log=True)
+        with legacy_onnx_export():
+            auto.export(type="onnx", quantize=False, output_dir=str(asr), device="cpu")
+        for name in ("config.yaml", "am.mvn", "tokens.json"):
+            shutil.copyfile(src["asr"] / name, asr / name)
+        stamp.write_text(manifest["written_at"])
+        out["funasr_onnx_export_s"] = round(time.monotonic() - t0, 1)
+    vad = onnx_dir / "vad"  # the repository's VAD model.onnx + its hub config.yaml
+    vad.mkdir(parents=True, exist_ok=True)
+    for s, name in ((repo / "vad" / "1" / "model.onnx", "model.onnx"), (repo / "vad" / "1" / "am.mvn", "am.mvn"),
+                    (src["vad"] / "config.yaml", "config.yaml")):
+        shutil.copyfile(s, vad / name)
+    punc = onnx_dir / "punc"  # the repository's punc dir already has model.onnx, tokens.json, config.yaml
+    punc.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "tokens.json", "config.yaml", "jieba_usr_dict"):
+        if (repo / "punc" / "1" / name).exists():
+            shutil.copyfile(repo / "punc" / "1" / name, punc / name)
+    out["source_dirs"] = {k: str(v) for k, v in src.items()}
+    out["origins"] = {s: manifest["stages"][s]["origin"] for s in STAGES}
+    out["manifest_written_at"] = manifest["written_at"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# baseline workers (child processes)
+
+
+def _load_clips(spec: dict) -> list[np.ndarray]:
+    return [np.load(p) for p in spec["clips"]]
+
+
+def bench_automodel(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from funasr import AutoModel
+
+    dirs = spec["source_dirs"]
+    clips, order = _load_clips(spec), spec["order"]
+    t0 = time.monotonic()
+    # ncpu: AutoModel (and every generate()) calls torch.set_num_threads(ncpu), default 4
+    model = AutoModel(model=dirs["asr"], vad_model=dirs["vad"], punc_model=dirs["punc"], disable_update=True,
+                      device="cpu", ncpu=THREADS, disable_pbar=True, disable_log=True)
+    torch.set_num_threads(THREADS)
+    load_s = time.monotonic() - t0
+    sampler = RssSampler(os.getpid()).start()
+    out = {"load_s": round(load_s, 1), "torch_threads": torch.get_num_threads(), "modes": {}}
+    modes = {"batch_size_s=1": {"batch_size_s": 1}, "batch_size_s=300 (default)": {"batch_size_s": 300}}
+    for mode, kwargs in modes.items():
+        def run(wav, kwargs=kwargs):
+            return model.generate(input=wav, disable_pbar=True, **kwargs)[0]["text"], None
+        try:
+            for i in order[:WARMUP]:
+                run(clips[i])
+            m = run_sequential(run, clips, order, sampler)
+            m["torch_threads"] = torch.get_num_threads()
+            progress(f"automodel {mode}: {describe(m)}")
+            out["modes"][mode] = m
+        except Exception as e:  # noqa: BLE001 - reported in the results
+            progress(f"automodel {mode}: FAILED {error_text(e)}")
+            out["modes"][mode] = {"error": error_text(e), "traceback": traceback.format_exc()[-3000:]}
+    sampler.stop()
+    return out
+
+
+def bench_funasr_onnx(spec: dict) -> dict:
+    onnx_dir = Path(spec["onnx_dir"])
+    clips, order = _load_clips(spec), spec["order"]
+    out: dict = {"modes": {}}
+    try:
+        from funasr_onnx import CT_Transformer, Fsmn_vad, SeacoParaformer
+
+        t0 = time.monotonic()
+        vad = Fsmn_vad(str(onnx_dir / "vad"), intra_op_num_threads=THREADS)
+        asr = SeacoParaformer(str(onnx_dir / "asr"), intra_op_num_threads=THREADS)
+        punc = CT_Transformer(str(onnx_dir / "punc"), intra_op_num_threads=THREADS)
+        out["load_s"] = round(time.monotonic() - t0, 1)
+        out["classes"] = ["Fsmn_vad", "SeacoParaformer", "CT_Transformer"]
+    except Exception as e:  # noqa: BLE001
+        progress(f"funasr-onnx: FAILED to load {error_text(e)}")
+        out["error"] = error_text(e)
+        out["traceback"] = traceback.format_exc()[-3000:]
+        return out
+
+    def run(wav: np.ndarray) -> tuple[str, int]:
+        segments = vad(wav)[0]
+        texts = []
+        for beg, end in segments:
+            seg = wav[beg * 16: end * 16]
+            if len(seg) < 480:  # as the served pipeline: too short for one LFR window
+                continue
+            res = asr(seg, "")  # SeACo without hotwords (funasr's export always runs the bias branch)
+            if res and res[0].get("preds"):
+                texts.append(res[0]["preds"] if isinstance(res[0]["preds"], str) else "".join(res[0]["preds"]))
+        joined = " ".join(t for t in texts if t)
+        return (punc(joined)[0] if joined.strip() else ""), len(segments)
+
+    sampler = RssSampler(os.getpid()).start()
+    mode = "per-segment (batch_size=1)"
+    try:
+        for i in order[:WARMUP]:
+            run(clips[i])
+        m = run_sequential(run, clips, order, sampler)
+        progress(f"funasr-onnx {mode}: {describe(m)}")
+        out["modes"][mode] = m
+    except Exception as e:  # noqa: BLE001
+        progress(f"funasr-onnx {mode}: FAILED {error_text(e)}")
+        out["modes"][mode] = {"error": error_text(e), "traceback": traceback.format_exc()[-3000:]}
+    sampler.stop()
+    return out
+
+
+WORKERS = {"prepare": prepare, "automodel": bench_automodel, "funasr-onnx": bench_funasr_onnx}
+
+
+def _quiet_logging() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[bench:%(name)s] %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]  # funasr's logging.basicConfig() becomes a no-op
+    root.setLevel(logging.ERROR)
+
+
+def worker_main(argv: list[str]) -> int:
+    """`python -m funasr_triton_export.bench WORKER SPEC.json OUT.json`."""
+    name, spec_path, out_path = argv
+    _quiet_logging()
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        import resource
+
+        with open(os.devnull, "w") as devnull:  # funasr prints banners on stdout
+            sys.stdout = devnull
+            result = WORKERS[name](spec)
+            sys.stdout = sys.__stdout__
+        result["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except Exception as e:  # noqa: BLE001
+        sys.stdout = sys.__stdout__
+        result = {"error": error_text(e), "traceback": traceback.format_exc()[-3000:]}
+    Path(out_path).write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0 if "error" not in result else 1
+
+
+def run_worker(name: str, spec: dict, timeout_s: float = 3600) -> dict:
+    spec_path, out_path = BENCH / f"{name}.spec.json", BENCH / f"{name}.out.json"
+    spec_path.write_text(json.dumps(spec, ensure_ascii=False))
+    out_path.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "export"), str(ROOT / "frontend"), env.get("PYTHONPATH")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "funasr_triton_export.bench", name, str(spec_path), str(out_path)],
+                          env=env, cwd=ROOT, timeout=timeout_s)
+    if out_path.exists():
+        return json.loads(out_path.read_text())
+    return {"error": f"worker {name} exited with code {proc.returncode} and wrote no result"}
+
+
+# --------------------------------------------------------------------------------------------
+# served pipeline
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _model_counts(url: str, model: str) -> tuple[int, int]:
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(url=url)
+    try:
+        stats = c.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+    finally:
+        c.close()
+
+
+def served_settings(profile: str) -> dict:
+    """intra_op_threads / instance count per model as the profile's config files say."""
+    import re
+
+    out = {}
+    for model in ("pipeline", "vad", "feature_extractor", "paraformer", "asr_decode", "punc"):
+        cfg = REPO / model / "configs" / f"{profile}.pbtxt"
+        if not cfg.exists():
+            cfg = REPO / model / "config.pbtxt"
+        if not cfg.exists():
+            continue
+        text = cfg.read_text()
+        threads = re.search(r'key:\s*"intra_op_threads",?\s*value:\s*{\s*string_value:\s*"(\d+)"', text)
+        count = re.search(r"instance_group\s*\[\s*{\s*count:\s*(\d+)", text)
+        out[model] = {"intra_op_threads": int(threads.group(1)) if threads else None,
+                      "instances": int(count.group(1)) if count else None}
+    return out
+
+
+def bench_served(profile: str, clips: list[np.ndarray], order: list[int], concurrencies: list[int]) -> dict:
+    import tritonclient.grpc as grpcclient
+
+    from funasr_triton.server import EmbeddedTriton, TritonOptions
+    from funasr_triton.triton_client import TranscribeOptions, TritonAsrClient
+
+    grpc_port, metrics_port, http_port = free_ports(3)
+    url = f"127.0.0.1:{grpc_port}"
+    log_file = BENCH / f"triton-{profile}.log"
+    log_file.unlink(missing_ok=True)
+    server = EmbeddedTriton(TritonOptions(REPO, profile, grpc_port, metrics_port, http_port), cache=CACHE,
+                            log_file=log_file)
+    out: dict = {"profile": profile, "log": str(log_file.relative_to(ROOT)), "settings": served_settings(profile),
+                 "concurrency": {}}
+    t0 = time.monotonic()
+    server.start()
+    sampler = None
+    try:
+        server.wait_ready(timeout_s=600)
+        out["load_s"] = round(time.monotonic() - t0, 1)
+        meta = grpcclient.InferenceServerClient(url=url)
+        out["triton_version"] = meta.get_server_metadata(as_json=True).get("version")
+        meta.close()
+        sampler = RssSampler(server.proc.pid, tree=True).start()
+        options = TranscribeOptions(hotwords=[], punctuation=True, timestamps=True)
+        local = threading.local()
+        clients: list = []
+        lock = threading.Lock()
+
+        def transcribe(i: int) -> tuple[float, int, str, int]:
+            if not hasattr(local, "client"):
+                local.client = TritonAsrClient(url, timeout_s=600)
+                with lock:
+                    clients.append(local.client)
+            t = time.perf_counter()
+            result = local.client.transcribe(clips[i], options)
+            text = result.get("text", "")
+            return time.perf_counter() - t, text_units(text), text, len(result.get("vad_segments", []))
+
+        try:
+            for i in order[:WARMUP]:
+                transcribe(i)
+            out["load_rss_mb"] = sampler.peak_mb()
+            for c in concurrencies:
+                try:
+                    before = _model_counts(url, "paraformer")
+                    sampler.reset()
+                    t_start = time.perf_counter()
+                    with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
+                        results = list(pool.map(transcribe, order))
+                    wall = time.perf_counter() - t_start
+                    after = _model_counts(url, "paraformer")
+                    inferences, executions = after[0] - before[0], after[1] - before[1]
+                    m = summarize([r[0] for r in results], wall, sum(len(clips[i]) for i in order) / SR,
+                                  [r[1] for r in results], results[0][2], [r[3] for r in results], concurrency=c, peak_rss_mb=sampler.peak_mb(),
+                                  paraformer_segments=inferences, paraformer_executions=executions,
+                                  paraformer_mean_batch=round(inferences / executions, 2) if executions else None)
+                    progress(f"served {profile} c={c}: {describe(m)}, paraformer batch {m['paraformer_mean_batch']}")
+                except Exception as e:  # noqa: BLE001
+                    m = {"concurrency": c, "error": f"{type(e).__name__}: {getattr(e, 'message', e)}"[:2000]}
+                    progress(f"served {profile} c={c}: FAILED {m['error']}")
+                out["concurrency"][str(c)] = m
+        finally:
+            for client in clients:
+                client.close()
+    except Exception as e:  # noqa: BLE001
+        out["error"] = error_text(e)
+        progress(f"served {profile}: FAILED {out['error']} (log: {log_file})")
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        server.stop()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
+    status = _git("status", "--porcelain")
+    return {
+        "cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable, "ram_gib": ram,
+        "platform": platform.platform(), "python": platform.python_version(),
+        "versions": {name: _version(dist) for name, dist in (
+            ("onnxruntime", "onnxruntime"), ("torch", "torch"), ("funasr", "funasr"), ("funasr_onnx", "funasr-onnx"),
+            ("nvidia_pytriton", "nvidia-pytriton"), ("tritonclient", "tritonclient"), ("numpy", "numpy"),
+            ("psutil", "psutil"))},
+        "espeak_ng": espeak.split(":")[0].strip() or None,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+    }
+
+
+def _best(measurements: dict) -> dict | None:
+    ok = [m for m in measurements.values() if "throughput_x" in m]
+    return max(ok, key=lambda m: m["throughput_x"]) if ok else None
+
+
+def compute_ratios(served: dict, automodel: dict, funasr_onnx: dict) -> dict:
+    auto_best = _best(automodel.get("modes", {}))
+    onnx_best = _best(funasr_onnx.get("modes", {}))
+    out = {}
+    for key, profile, base, base_name in (
+        ("served_fp32_vs_automodel", "cpu", auto_best, "automodel"),
+        ("served_fp32_vs_funasr_onnx", "cpu", onnx_best, "funasr-onnx"),
+        ("served_int8_vs_automodel", "cpu-int8", auto_best, "automodel"),
+    ):
+        entry: dict = {"target": TARGETS[key], "served_profile": profile, "baseline": base_name}
+        runs = served.get(profile, {}).get("concurrency", {})
+        best, c1 = _best(runs), runs.get("1")
+        if base is None or best is None:
+            entry["error"] = "missing measurement (see errors above)"
+        else:
+            entry["baseline_throughput_x"] = base["throughput_x"]
+            entry["best_concurrency"] = best["concurrency"]
+            entry["at_best_concurrency"] = round(best["throughput_x"] / base["throughput_x"], 2)
+            entry["meets_target_at_best"] = entry["at_best_concurrency"] >= TARGETS[key]
+            if c1 and "throughput_x" in c1:
+                entry["at_concurrency_1"] = round(c1["throughput_x"] / base["throughput_x"], 2)
+                entry["meets_target_at_1"] = entry["at_concurrency_1"] >= TARGETS[key]
+        out[key] = entry
+    return out
+
+
+def _rows(result: dict) -> list[tuple]:
+    rows = []
+    for profile, s in result["served"].items():
+        label = {"cpu": "served, profile `cpu` (ORT fp32)", "cpu-int8": "served, profile `cpu-int8` (ORT int8)"}.get(
+            profile, f"served, profile `{profile}`")
+        if "error" in s and not s.get("concurrency"):
+            rows.append((label, "—", s))
+        for c, m in s.get("concurrency", {}).items():
+            rows.append((label, c, m))
+    for name, r in (("FunASR AutoModel (PyTorch fp32)", result["automodel"]),
+                    ("funasr-onnx (ORT fp32)", result["funasr_onnx"])):
+        if "error" in r and not r.get("modes"):
+            rows.append((name, "1", r))
+        for mode, m in r.get("modes", {}).items():
+            rows.append((f"{name}, {mode}", "1", m))
+    return rows
+
+
+def _settings_text(settings: dict) -> str:
+    parts = []
+    for model, s in settings.items():
+        bits = []
+        if s.get("instances"):
+            bits.append(f"{s['instances']} instance{'s' if s['instances'] != 1 else ''}")
+        if s.get("intra_op_threads") is not None:
+            bits.append(f"{s['intra_op_threads']} intra-op thread{'s' if s['intra_op_threads'] != 1 else ''}")
+        if bits:
+            parts.append(f"`{model}` {', '.join(bits)}")
+    return "; ".join(parts) or "?"
+
+
+def _noise_text(result: dict) -> str:
+    """The two AutoModel modes do identical work on CPU: their spread estimates run-to-run noise."""
+    runs = [m["throughput_x"] for m in result["automodel"].get("modes", {}).values() if "throughput_x" in m]
+    if len(runs) < 2:
+        return ""
+    spread = (max(runs) - min(runs)) / min(runs) * 100
+    return (f" In this run the two AutoModel rows, which do identical work (see below), differ by "
+            f"{spread:.0f} %: read ratio differences of that order as noise.")
+
+
+def _fmt(v, spec: str = "") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def render_markdown(result: dict, json_rel: str) -> str:
+    mi, args = result["machine"], result["args"]
+    v = mi["versions"]
+    lines = [
+        "# Benchmark: served pipeline vs FunASR AutoModel vs funasr-onnx",
+        "",
+        f"Generated by `make bench` (`funasr-triton bench`) on {result['started_at']}; raw numbers in "
+        f"[`{json_rel}`]({json_rel if Path(json_rel).is_absolute() else '../' + json_rel}). "
+        "Regenerated on every run: do not edit by hand.",
+        "",
+        "Same weights (`--source test-large`: random weights at the real SeACo-Paraformer-large sizes, the real "
+        "FSMN-VAD, a tiny CT-Transformer), same audio, whole files in (VAD → ASR per segment → punctuation), "
+        "no hotwords, punctuation on.",
+        f"Audio: {len(result['audio']['clip_seconds'])} espeak-ng Mandarin clips of "
+        f"{', '.join(f'{s:.1f}' for s in result['audio']['clip_seconds'])} s (sentences with 0.3–1 s pauses and, "
+        f"between some, 1.5–2 s pauses that end a VAD segment); "
+        f"{args['requests']} requests per measurement ({result['audio']['audio_s_per_measurement']:.0f} s of audio), "
+        f"after {WARMUP} warm-up requests.",
+        "",
+        "## Results",
+        "",
+        "Throughput = audio seconds per wall-clock second (× realtime, higher is better); RTF = wall / audio "
+        "(lower is better); latency = one request, end to end, as the client sees it.",
+        "",
+        "| runtime | concurrency | throughput (× realtime) | RTF | latency p50 (s) | latency p95 (s) | peak RSS (MB) "
+        "| units/request | VAD segments/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    errors = []
+    for label, c, m in _rows(result):
+        if "throughput_x" not in m:
+            lines.append(f"| {label} | {c} | **failed** (see below) | | | | | | |")
+            errors.append((f"{label}, concurrency {c}", m.get("error", "?")))
+            continue
+        lines.append(f"| {label} | {c} | {m['throughput_x']:.1f} | {m['rtf']:.4f} | {m['latency_p50_s']:.2f} | "
+                     f"{m['latency_p95_s']:.2f} | {_fmt(m.get('peak_rss_mb'), '.0f')} | {m['units_per_request']:.0f} | "
+                     f"{_fmt(m.get('segments_per_request'), '.1f')} |")
+    lines += [
+        "",
+        "Peak RSS: served = sum over the tritonserver process tree (server + python-backend stubs; shared pages "
+        "count once per process) while the measurement ran; baselines = their own child process. "
+        "Units/request = recognised characters per request (non-space, non-punctuation): a check that every "
+        "runtime decoded about the same amount of text. VAD segments/request: as the served pipeline and "
+        "funasr-onnx report them (AutoModel does not expose its segments; its VAD is the served one, see "
+        "`funasr-triton verify`).",
+        "",
+    ]
+    served_batches = [(p, c, m.get("paraformer_mean_batch")) for p, s in result["served"].items()
+                      for c, m in s.get("concurrency", {}).items() if m.get("paraformer_mean_batch")]
+    if served_batches:
+        lines.append("Mean Paraformer batch size formed by Triton's dynamic batcher: " + ", ".join(
+            f"`{p}` c={c}: {b}" for p, c, b in served_batches) + ".")
+        lines.append("")
+    loads = [f"Triton `{p}` ready in {s['load_s']:.0f} s" for p, s in result["served"].items() if s.get("load_s")]
+    loads += [f"{name} loaded in {r['load_s']:.0f} s" for name, r in (("AutoModel", result["automodel"]),
+                                                                       ("funasr-onnx", result["funasr_onnx"]))
+              if r.get("load_s") is not None]
+    if loads:
+        lines += ["Start-up (not in the numbers above): " + ", ".join(loads) + ".", ""]
+    lines += ["## Ratios vs the issue's targets", "",
+              "Throughput of the served pipeline divided by the baseline's (the faster of its modes). "
+              "Sequential baselines are compared with the served pipeline at its best concurrency and at "
+              "concurrency 1.", "",
+              "| comparison | target | at best concurrency | at concurrency 1 |", "|---|---:|---:|---:|"]
+    names = {"served_fp32_vs_automodel": "served `cpu` (fp32) vs AutoModel (fp32)",
+             "served_fp32_vs_funasr_onnx": "served `cpu` (fp32) vs funasr-onnx (fp32)",
+             "served_int8_vs_automodel": "served `cpu-int8` vs AutoModel (fp32)"}
+    for key, r in result["ratios"].items():
+        if "error" in r:
+            lines.append(f"| {names[key]} | ≥ {r['target']}× | n/a ({r['error']}) | n/a |")
+            continue
+        best = f"{r['at_best_concurrency']:.2f}× (c={r['best_concurrency']}) {'✅' if r['meets_target_at_best'] else '❌'}"
+        one = (f"{r['at_concurrency_1']:.2f}× {'✅' if r['meets_target_at_1'] else '❌'}"
+               if "at_concurrency_1" in r else "—")
+        lines.append(f"| {names[key]} | ≥ {r['target']}× | {best} | {one} |")
+    lines += ["", "Targets are reported, not asserted: on this machine they are an observation, not a gate.", ""]
+    if errors:
+        lines += ["## Failures", ""]
+        for what, err in errors:
+            lines.append(f"- {what}: `{err}`")
+        lines.append("")
+    lines += [
+        "## Machine",
+        "",
+        f"- CPU: {mi['cpu']}, {mi['usable_cores']} usable cores ({mi['logical_cores']} logical), RAM {mi['ram_gib']} GiB",
+        f"- {mi['platform']}, Python {mi['python']}",
+        f"- onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, funasr {v.get('funasr')}, "
+        f"funasr-onnx {v.get('funasr_onnx')}, Triton {result['served'].get('cpu', {}).get('triton_version') or '?'} "
+        f"(nvidia-pytriton {v.get('nvidia_pytriton')}), tritonclient {v.get('tritonclient')}, numpy {v.get('numpy')}",
+        f"- git commit `{(mi.get('git_commit') or '?')[:12]}`{' (with uncommitted changes)' if mi.get('git_dirty') else ''}",
+        f"- threads: served (`cpu` profile) {_settings_text(result['served'].get('cpu', {}).get('settings', {}))}; "
+        f"AutoModel `ncpu={THREADS}` (torch threads {result['automodel'].get('torch_threads', '?')}); funasr-onnx "
+        f"`intra_op_num_threads={THREADS}` for each of its three models",
+        f"- total bench time {result['total_s'] / 60:.1f} min",
+        "",
+        "## How to read this / caveats",
+        "",
+        "- **Ratios matter, absolute times do not.** Everything shares the same few cores (here "
+        f"{mi['usable_cores']}) with the client, the server and the RSS sampler, on a VM whose neighbours "
+        "are not ours; absolute RTFs move between runs. Compare runtimes within one run." + _noise_text(result),
+        "- **Random weights.** The test-large Paraformer has the real sizes (≈220 M parameters, encoder 50 "
+        "blocks, decoder 16) so the compute per audio second is realistic, but it emits more tokens than real "
+        "speech (≈7–8/s vs 4–5/s), which overstates decoder cost, and its text is gibberish: the units/request "
+        "column is a like-for-like check, not an accuracy figure. The punctuation model is tiny, so punctuation "
+        "costs almost nothing here (the real 1 GB ct-punc does not).",
+        "- **Concurrency on 2 cores.** Concurrency does not add cores: the served pipeline gains from "
+        "concurrency only through Triton's dynamic batching of segments and overlap of VAD/features/decoding "
+        "with the Paraformer; latency grows with concurrency as requests queue. Segments batched together are "
+        "padded to the longest one, so on 2 cores a larger batch can cost more than it saves (compare the "
+        "c=4 and c=8 rows with the batch sizes above).",
+        "- **AutoModel batching.** funasr 1.4.16 sets `batch_size = 0` in `inference_with_vad` when the device "
+        "is `cpu`, so `batch_size_s` has no effect on CPU and both AutoModel rows decode one VAD segment at a "
+        "time; their difference is run-to-run noise.",
+        "- **funasr-onnx** runs funasr's own SeACo export (`model.onnx` + `model_eb.onnx`), which always applies "
+        "the SeACo bias branch (the served graph skips it without hotwords, as AutoModel does) and drops the last "
+        "token. Its `Fsmn_vad` also segments differently from AutoModel's (and the served) FSMN-VAD on the "
+        "same weights (see the VAD segments column), so it decodes more, shorter segments; with random weights "
+        "its text differs from AutoModel's, the amount of text is comparable.",
+        "- **int8** is dynamic MatMul quantization of random weights; token counts can differ a little from fp32.",
+        "- Served latency includes gRPC and JSON results with timestamps; AutoModel and funasr-onnx are "
+        "in-process calls.",
+        "",
+        "Reproduce: `make bench` (or `.venv/bin/funasr-triton bench --requests N --concurrency 1,4,8 "
+        "--profiles cpu,cpu-int8 --audio-seconds 20`). The first run exports the test-large repository into "
+        "`.cache/bench/` (1–2 min); later runs reuse it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(args) -> int:
+    t_total = time.monotonic()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    profiles = [p.strip() for p in str(args.profiles).split(",") if p.strip()]
+    n_requests = int(args.requests)
+    if n_requests < 1 or not concurrencies or min(concurrencies) < 1:
+        print("error: --requests and every --concurrency must be >= 1", file=sys.stderr)
+        return 2
+    BENCH.mkdir(parents=True, exist_ok=True)
+    progress(f"machine: {os.cpu_count()} cores; profiles {profiles}, concurrency {concurrencies}, "
+             f"{n_requests} requests of ~{args.audio_seconds:.0f} s per measurement")
+
+    # 1. repository (templates refreshed, weights exported once) and funasr_onnx directories
+    sync_templates(ROOT / "model_repository", REPO)
+    if (REPO / "speaker_embedding").exists():  # the pipeline never calls it; Triton would load it
+        shutil.rmtree(REPO / "speaker_embedding")
+    prep = run_worker("prepare", {"repo": str(REPO), "onnx_dir": str(ONNX_DIR), "cache_dir": str(CACHE / "models")})
+    if "error" in prep:
+        print(f"error: preparing the models failed: {prep['error']}\n{prep.get('traceback', '')}", file=sys.stderr)
+        return 1
+
+    # 2. audio
+    t0 = time.monotonic()
+    clips = make_clips(args.audio_seconds)
+    AUDIO_DIR.mkdir(parents=True, exist_ok=True)
+    clip_paths = []
+    for k, clip in enumerate(clips):
+        path = AUDIO_DIR / f"clip{k}.npy"
+        np.save(path, clip)
+        clip_paths.append(str(path))
+    order = [i % len(clips) for i in range(n_requests)]
+    audio_s = sum(len(clips[i]) for i in order) / SR
+    progress(f"audio: {len(clips)} clips ({', '.join(f'{len(c) / SR:.1f}' for c in clips)} s) in "
+             f"{time.monotonic() - t0:.1f} s; {audio_s:.0f} s of audio per measurement")
+
+    # 3. measurements
+    served = {p: bench_served(p, clips, order, concurrencies) for p in profiles}
+    spec = {"clips": clip_paths, "order": order, "source_dirs": prep["source_dirs"], "onnx_dir": str(ONNX_DIR)}
+    progress("automodel: loading (PyTorch fp32, ncpu=2)")
+    automodel = run_worker("automodel", spec)
+    if "error" in automodel and not automodel.get("modes"):
+        progress(f"automodel: FAILED {automodel['error']}")
+    progress("funasr-onnx: loading (Fsmn_vad, SeacoParaformer, CT_Transformer; 2 intra-op threads)")
+    funasr_onnx = run_worker("funasr-onnx", spec)
+    if "error" in funasr_onnx and not funasr_onnx.get("modes"):
+        progress(f"funasr-onnx: FAILED {funasr_onnx['error']}")
+
+    # 4. results
+    result = {
+        "format": 1,
+        "started_at": started.isoformat(timespec="seconds"),
+        "args": {"concurrency": concurrencies, "profiles": profiles, "audio_seconds": args.audio_seconds,
+                 "requests": n_requests},
+        "machine": machine_info(),
+        "models": {"source": SOURCE, "repository": str(REPO.relative_to(ROOT)),
+                   **{k: v for k, v in prep.items() if k != "ru_maxrss_mb"}},
+        "audio": {"clip_seconds": [round(len(c) / SR, 2) for c in clips], "order": order,
+                  "audio_s_per_measurement": round(audio_s, 2), "warmup_requests": WARMUP},
+        "served": served,
+        "automodel": automodel,
+        "funasr_onnx": funasr_onnx,
+    }
+    result["ratios"] = compute_ratios(served, automodel, funasr_onnx)
+    result["total_s"] = round(time.monotonic() - t_total, 1)
+    out_dir = Path(args.output_dir)
+    if not out_dir.is_absolute():
+        out_dir = Path.cwd() / out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    tmp.replace(out_path)
+    try:
+        json_rel = str(out_path.relative_to(ROOT))
+    except ValueError:
+        json_rel = str(out_path)
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(render_markdown(result, json_rel), encoding="utf-8")
+    for key, r in result["ratios"].items():
+        if "error" in r:
+            progress(f"ratio {key}: n/a ({r['error']})")
+        else:
+            progress(f"ratio {key}: {r['at_best_concurrency']:.2f}x at c={r['best_concurrency']}, "
+                     f"{r.get('at_concurrency_1', float('nan')):.2f}x at c=1 (target >= {r['target']}x)")
+    progress(f"wrote {out_path} and {DOC} in {result['total_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
