@@ -28,7 +28,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,10 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+
+from funasr_triton.server import free_ports
+
+from .speech import SENTENCES, espeak
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
@@ -58,20 +61,6 @@ TARGETS = {
     "served_fp32_vs_funasr_onnx": 0.95,
     "served_int8_vs_automodel": 2.0,
 }
-SENTENCES = [
-    "今天天气很好，我们去公园散步吧。",
-    "语音识别服务需要快速而且准确。",
-    "请把会议记录发给我，谢谢。",
-    "北京是中国的首都，有很多名胜古迹。",
-    "他明天早上八点坐火车去上海。",
-    "这个模型可以识别普通话和一些英语单词。",
-    "我们的客服电话是一二三四五六七。",
-    "人工智能正在改变很多行业。",
-    "请问附近有没有地铁站？",
-    "下雨了，记得带伞。",
-    "阿里巴巴达摩院发布了新的语音模型。",
-    "欢迎使用离线语音转写服务。",
-]
 PUNCTUATION = set(" \t\n，。？、！,.?!;；:：")
 
 
@@ -194,14 +183,6 @@ def run_sequential(fn, clips: list[np.ndarray], order: list[int], sampler: RssSa
 # audio
 
 
-def _espeak(text: str, speed: int, pitch: int) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "-v", "cmn", "-s", str(speed), "-p", str(pitch), "--stdout", text],
-                         check=True, capture_output=True).stdout
-    pcm = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-ac", "1", "-ar", str(SR),
-                          "-f", "s16le", "pipe:1"], input=wav, check=True, capture_output=True).stdout
-    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-
-
 def make_clips(seconds: float, n: int = N_CLIPS) -> list[np.ndarray]:
     """`n` different Mandarin clips of about `seconds` each: sentences with pauses.
 
@@ -218,7 +199,7 @@ def make_clips(seconds: float, n: int = N_CLIPS) -> list[np.ndarray]:
             if not sentences:
                 sentences = SENTENCES[:]
                 rng.shuffle(sentences)
-            speech = _espeak(sentences.pop(), speed, pitch)
+            speech = espeak(sentences.pop(), speed=speed, pitch=pitch)
             pause_s = rng.uniform(1.5, 2.0) if rng.random() < 0.4 else rng.uniform(0.3, 1.0)
             pause = np.zeros(int(pause_s * SR), np.float32)
             parts += [speech, pause]
@@ -463,18 +444,6 @@ def run_worker(name: str, spec: dict, timeout_s: float = 3600) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # served pipeline
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _model_counts(url: str, model: str) -> tuple[int, int]:

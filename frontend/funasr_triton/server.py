@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,19 @@ from .logs import event
 log = logging.getLogger(__name__)
 
 PROFILES = ("cpu", "cpu-int8", "gpu-6gb", "gpu-8gb", "gpu-12gb", "gpu-16gb")
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct TCP ports free right now on `host` (for test and benchmark servers)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((host, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
 
 
 class TritonNotFound(RuntimeError):
