@@ -75,7 +75,7 @@ def test_transcribe_cli_reports_bad_file(triton, cli_env, tmp_path):
 
 def _stats(client, model):
     s = client.statistics(model)["model_stats"][0]
-    return int(s["inference_count"]), int(s["execution_count"])
+    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))  # JSON omits zeros
 
 
 def test_segments_are_batched_across_requests(client):
@@ -89,8 +89,9 @@ def test_segments_are_batched_across_requests(client):
     inferences, executions = inf1 - inf0, exe1 - exe0
     assert inferences >= 16
     assert executions < inferences, f"paraformer ran {executions} batches for {inferences} segments"
-    # each answer belongs to its own request: same length of audio as sent
-    assert [r["duration_ms"] for r in results] == [len(w) // 16 for w in clips]
+    # the export is padding-invariant: a segment padded next to longer ones decodes exactly as alone
+    alone = [client.transcribe(w, TranscribeOptions(punctuation=False)) for w in clips]
+    assert [r["sentences"] for r in results] == [r["sentences"] for r in alone]
 
 
 def _raw_infer(url, model, arrays):

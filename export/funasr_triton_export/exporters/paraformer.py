@@ -3,7 +3,13 @@
 FunASR's own export (`funasr/models/seaco_paraformer/export_meta.py`) differs from AutoModel:
 it floors the token count (AutoModel rounds), always applies the SeACo branch (AutoModel skips it
 without hotwords) and needs a second graph for hotword embeddings. This wrapper reuses FunASR's
-Export modules but wires them as AutoModel does, so served tokens equal AutoModel's tokens:
+Export modules but wires them as AutoModel does, so served tokens equal AutoModel's tokens.
+
+It is also padding-invariant, which FunASR's batched inference is not: a segment padded in a batch
+decodes exactly as alone. Two places leak padding in FunASR: the CIF predictor's convolution reads
+the encoder output just past a row's end (so it is zeroed here), and the timestamp head's
+bidirectional LSTM runs its backward pass through the padding (so the backward direction runs on
+each row reversed within its own length).
 
   inputs   speech f32 [B,T,560], speech_lengths i32 [B],
            hotword_ids i32 [B,N,K] (0-padded token ids; entry N-1 is <s>, the no-bias entry),
@@ -28,8 +34,42 @@ OUTPUTS = ["token_ids", "token_num", "us_alphas", "us_cif_peak"]
 OPSET = 14
 
 
+def _split_bidirectional(blstm):
+    """Two unidirectional LSTMs carrying a one-layer bidirectional LSTM's weights."""
+    import torch
+
+    if blstm.num_layers != 1 or not blstm.bidirectional or not blstm.batch_first:
+        raise ValueError("expected a one-layer, bidirectional, batch-first LSTM in the timestamp head")
+    out = []
+    for suffix in ("", "_reverse"):
+        lstm = torch.nn.LSTM(blstm.input_size, blstm.hidden_size, 1, bias=blstm.bias, batch_first=True)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                if hasattr(blstm, f"{name}_l0{suffix}"):
+                    getattr(lstm, f"{name}_l0").copy_(getattr(blstm, f"{name}_l0{suffix}"))
+        out.append(lstm.eval())
+    return out
+
+
 def _wrapper_class():
     import torch
+    from funasr.models.bicif_paraformer.cif_predictor import cif_wo_hidden_export
+
+    class WidthMask(torch.nn.Module):
+        """FunASR's sequence_mask, but as wide as the padded time axis of the tensor the lengths
+        describe (registered per call) instead of max(lengths): inputs may then be padded beyond
+        their longest row, e.g. to length buckets so equal-shape batchers can merge them."""
+
+        def __init__(self):
+            super().__init__()
+            self.widths: dict[int, object] = {}
+
+        def forward(self, lengths, max_seq_len=None, dtype=torch.float32, device=None):
+            width = self.widths.get(id(lengths))
+            if width is None:
+                width = lengths.max()
+            row = torch.arange(width, device=lengths.device)
+            return (row[None, :] < lengths[:, None]).type(dtype)
 
     class SeacoParaformerGraph(torch.nn.Module):
         def __init__(self, model, kwargs: dict):
@@ -40,17 +80,59 @@ def _wrapper_class():
             self.decoder = backbone.decoder
             self.seaco_decoder = backbone.seaco_decoder
             self.hotword_output_layer = model.hotword_output_layer
-            self.make_pad_mask = backbone.make_pad_mask
+            self.make_pad_mask = WidthMask()
+            self.encoder.make_pad_mask = self.make_pad_mask
+            self.decoder.make_pad_mask = self.make_pad_mask
             self.embedding = embedder.embedding
             self.bias_encoder = embedder.bias_encoder  # time-major LSTM
             self.lstm_proj = getattr(model, "lstm_proj", None)
             self.no_bias = int(model.NO_BIAS)
+            self.upsample_times = int(model.predictor.upsample_times)
+            blstm = getattr(model.predictor, "blstm", None)
+            if getattr(model.predictor, "upsample_type", "cnn_blstm") != "cnn_blstm" or blstm is None \
+                    or getattr(model.predictor, "use_cif1_cnn", False):
+                raise ValueError("only CifPredictorV3 with upsample_type=cnn_blstm, use_cif1_cnn=false "
+                                 "(as in paraformer-zh) is supported")
+            self.lstm_fwd, self.lstm_bwd = _split_bidirectional(blstm)
+
+        def _timestamp_alphas(self, enc, enc_len, mask, token_num):
+            """CifPredictorV3.get_upsample_timestamp with a length-aware BLSTM."""
+            p = self.predictor
+            b = enc.shape[0]
+            x = p.upsample_cnn(enc.transpose(1, 2)).transpose(1, 2)  # [b, up*T, d]; frames do not overlap
+            lengths = enc_len.long() * self.upsample_times
+            t = torch.arange(x.shape[1], device=x.device)[None, :]
+            rev = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # per-row reversal
+            rev_index = rev[:, :, None].expand(-1, -1, x.shape[2])
+            fwd, _ = self.lstm_fwd(x)
+            bwd_rev, _ = self.lstm_bwd(torch.gather(x, 1, rev_index))
+            bwd = torch.gather(bwd_rev, 1, rev[:, :, None].expand(-1, -1, bwd_rev.shape[2]))
+            h = torch.cat([fwd, bwd], dim=-1)
+            alphas2 = torch.sigmoid(p.cif_output2(h))
+            alphas2 = torch.nn.functional.relu(alphas2 * p.smooth_factor2 - p.noise_threshold2)
+            mask2 = mask.repeat(1, self.upsample_times, 1).transpose(-1, -2).reshape(b, -1).unsqueeze(-1)
+            alphas2 = (alphas2 * mask2).squeeze(-1)
+            alphas2 = alphas2 * (token_num / alphas2.sum(-1))[:, None]
+            return alphas2, cif_wo_hidden_export(alphas2, p.threshold - 1e-4)
 
         def forward(self, speech, speech_lengths, hotword_ids, hotword_lengths):
+            widths = self.make_pad_mask.widths
+            widths.clear()
+            widths[id(speech_lengths)] = speech.shape[1]
             enc, enc_len = self.encoder(speech, speech_lengths)
+            widths[id(enc_len)] = enc.shape[1]
             mask = self.make_pad_mask(enc_len)[:, None, :]
+            enc = enc * mask.transpose(1, 2)  # nothing past a row's end may reach the predictor convs
             acoustic_embeds, token_length, _, _ = self.predictor(enc, mask)
             token_num = torch.round(token_length).type(torch.int32)
+            # The decoder masks to max(token_num) while CIF emitted max(fires) embeddings; rounding
+            # can exceed the fire count by one (FunASR then fails on the shape mismatch). Pad with
+            # zero embeddings to max(token_num): a no-op whenever the two agree.
+            fired = acoustic_embeds.shape[1]
+            pos = torch.arange(token_num.max(), device=speech.device)
+            keep = (pos < fired).type(acoustic_embeds.dtype)
+            pos = torch.minimum(pos, torch.tensor(fired - 1, device=speech.device).clamp(min=0))
+            acoustic_embeds = acoustic_embeds[:, pos] * keep[None, :, None]
             dec_out, dec_hidden, _ = self.decoder(
                 enc, enc_len, acoustic_embeds, token_num, return_hidden=True, return_both=True
             )
@@ -78,9 +160,7 @@ def _wrapper_class():
             use_bias = torch.tensor(n, device=speech.device) > 1
             token_ids = torch.where(use_bias, bias_ids, plain_ids).type(torch.int32)
 
-            us_alphas, us_cif_peak = self.predictor.get_upsample_timestmap(
-                enc, mask, token_num.type(torch.float32)
-            )
+            us_alphas, us_cif_peak = self._timestamp_alphas(enc, enc_len, mask, token_num.type(torch.float32))
             return token_ids, token_num, us_alphas, us_cif_peak
 
     return SeacoParaformerGraph

@@ -23,6 +23,11 @@ class TritonPythonModel:
                 raise pb_utils.TritonModelException(f"{model_dir / name} missing: run `funasr-triton export`")
         self.min_samples = int_param(config, "min_samples", 400, minimum=1)
         self.max_samples = int_param(config, "max_samples", 961600, minimum=self.min_samples)
+        # > 0: pad features to a multiple of this many frames (speech_lengths keeps the real length)
+        # and hotword ids to max_hotword_tokens, so equal-shape batchers (the onnxruntime backend of
+        # the GPU profiles) merge segments of different lengths; the exported graph is
+        # padding-invariant. 0 (cpu): paraformer pads ragged inputs itself.
+        self.bucket_frames = int_param(config, "pad_frames_to_multiple", 0, minimum=0)
         self.frontend = AsrFrontend.from_dir(model_dir)
         self.hotwords = HotwordTokenizer.from_dir(
             model_dir, max_hotwords=int_param(config, "max_hotwords", 50, minimum=0),
@@ -41,9 +46,13 @@ class TritonPythonModel:
         except ValueError as e:
             raise StageInputError(str(e)) from e
         feats = self.frontend(wav)
+        frames = feats.shape[0]
+        if self.bucket_frames:
+            feats = np.pad(feats, ((0, -(-frames // self.bucket_frames) * self.bucket_frames - frames), (0, 0)))
+            ids = np.pad(ids, ((0, 0), (0, self.hotwords.max_hotword_tokens - ids.shape[1])))
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("speech", feats[None]),
-            pb_utils.Tensor("speech_lengths", np.array([[feats.shape[0]]], dtype=np.int32)),
+            pb_utils.Tensor("speech_lengths", np.array([[frames]], dtype=np.int32)),
             pb_utils.Tensor("hotword_ids", ids[None]),
             pb_utils.Tensor("hotword_lengths", lengths[None]),
         ])

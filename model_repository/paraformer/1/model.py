@@ -99,18 +99,25 @@ class TritonPythonModel:
                 parsed[i] = self._parse(request)
             except Exception as exc:  # noqa: BLE001
                 responses[i] = error_response("paraformer", exc)
+        results = {}
         for batch in self._batches(parsed):
             try:
-                results = self._run(batch)
-            except Exception as exc:  # noqa: BLE001
-                for index, *_ in batch:
-                    responses[index] = error_response("paraformer", exc)
-                continue
-            for index, (ids, num, alphas, peak) in results.items():
-                responses[index] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("token_ids", ids[None].astype(np.int32)),
-                    pb_utils.Tensor("token_num", np.array([num], dtype=np.int32)),
-                    pb_utils.Tensor("us_alphas", alphas[None]),
-                    pb_utils.Tensor("us_cif_peak", peak[None]),
-                ])
+                results.update(self._run(batch))
+            except Exception as batch_exc:  # noqa: BLE001 - retry alone so only the culprit fails
+                for item in batch:
+                    error = batch_exc
+                    if len(batch) > 1:
+                        try:
+                            results.update(self._run([item]))
+                            continue
+                        except Exception as item_exc:  # noqa: BLE001
+                            error = item_exc
+                    responses[item[0]] = error_response("paraformer", error)
+        for index, (ids, num, alphas, peak) in results.items():
+            responses[index] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("token_ids", ids[None].astype(np.int32)),
+                pb_utils.Tensor("token_num", np.array([num], dtype=np.int32)),
+                pb_utils.Tensor("us_alphas", alphas[None]),
+                pb_utils.Tensor("us_cif_peak", peak[None]),
+            ])
         return responses
