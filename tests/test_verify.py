@@ -45,6 +45,7 @@ def test_verify_agrees_with_automodel(triton, repository, cli_env, tmp_path):
     assert report["vad"]["checks"] == len(paths)
     assert report["asr"]["checks"] >= 2 * len(paths) and report["asr+hotwords"]["checks"] == report["asr"]["checks"]
     assert report["punc"]["checks"] == len(paths)
+    assert report["pipeline"]["checks"] == len(paths)
     assert report["speaker"]["checks"] >= len(paths) and report["speaker"]["worst"] >= 0.999
     assert report["vad"]["worst"] <= 10
     # one-frame CIF near-ties are reported, and must stay rare
