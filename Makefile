@@ -28,8 +28,9 @@ models: setup
 	  $(BIN)/funasr-triton export --source $(MODELS) --quantize --repository $(REPO); \
 	else echo "$(REPO)/MANIFEST.json exists: models already exported (rm it to re-export)"; fi
 
+# embedded Triton (gRPC 8001, metrics 8002, HTTP 8003) + the HTTP frontend on port 8000
 serve: models
-	$(BIN)/funasr-triton triton --profile $(PROFILE) --model-repository $(REPO)
+	$(BIN)/funasr-triton serve --profile $(PROFILE) --model-repository $(REPO)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

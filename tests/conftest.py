@@ -71,3 +71,59 @@ def cli_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+class FrontendHandle:
+    def __init__(self, proc, base_url: str, log_file: Path):
+        self.proc, self.base_url, self.log_file = proc, base_url, log_file
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start_frontend(triton_url: str, log_dir: Path, **env_overrides: str) -> FrontendHandle:
+    """The real `funasr-triton frontend` process on a free port; env_overrides are FUNASR_TRITON_* settings."""
+    import time
+    import urllib.request
+
+    (port,) = free_ports(1)
+    env = dict(os.environ, FUNASR_TRITON_TRITON__URL=triton_url, FUNASR_TRITON_PORT=str(port),
+               FUNASR_TRITON_LOG_LEVEL="WARNING", **env_overrides)
+    log_file = log_dir / f"frontend-{port}.log"
+    proc = subprocess.Popen([str(BIN / "funasr-triton"), "frontend"], env=env, cwd=ROOT,
+                            stdout=open(log_file, "wb"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"frontend exited: {log_file.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return FrontendHandle(proc, base, log_file)
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError("frontend did not start")
+
+
+@pytest.fixture(scope="session")
+def frontend(triton, tmp_path_factory):
+    """The frontend with default settings (open, no API keys) against the session Triton."""
+    handle = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("frontend-logs"))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    """~9 s of Mandarin with pauses (several VAD segments), as a 16 kHz wav file."""
+    from tests.synth import SENTENCES, compose, write_wav
+
+    return write_wav(tmp_path_factory.mktemp("audio") / "speech.wav",
+                     compose(0.3, SENTENCES[0], 1.5, SENTENCES[1], 1.5, SENTENCES[2], 0.3))

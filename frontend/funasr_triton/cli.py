@@ -50,6 +50,36 @@ def cmd_triton(args) -> int:
                                        args.metrics_port, args.http_port, args.address, args.log_verbose))
 
 
+def cmd_frontend(args) -> int:
+    import uvicorn
+
+    from .app.config import Settings
+    from .app.main import create_app
+
+    settings = Settings()
+    logs.setup(settings.log_level)
+    host, port = args.host or settings.host, args.port or settings.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """Embedded Triton + the HTTP frontend in one command (what `make serve` runs)."""
+    import uvicorn
+
+    from .app.config import Settings
+    from .app.main import create_app
+    from .server import EmbeddedTriton, TritonOptions
+
+    settings = Settings()
+    opts = TritonOptions(Path(args.model_repository), args.profile, args.grpc_port, args.metrics_port, args.http_port)
+    settings.triton.url = f"127.0.0.1:{args.grpc_port}"
+    with EmbeddedTriton(opts):
+        uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+                    log_config=None, access_log=False)
+    return 0
+
+
 def cmd_transcribe(args) -> int:
     from .audio import decode
     from .errors import AsrError
@@ -112,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--http-port", type=int, default=8003)
     t.add_argument("--log-verbose", type=int, default=0)
     t.set_defaults(func=cmd_triton)
+
+    f = sub.add_parser("frontend", help="run the HTTP frontend (OpenAI, Aliyun NLS, /api) against a running Triton")
+    f.add_argument("--host", default=None, help="default: FUNASR_TRITON_HOST or 127.0.0.1")
+    f.add_argument("--port", type=int, default=None, help="default: FUNASR_TRITON_PORT or 8000")
+    f.set_defaults(func=cmd_frontend)
+
+    s = sub.add_parser("serve", help="embedded Triton + HTTP frontend")
+    s.add_argument("--profile", default="cpu")
+    s.add_argument("--model-repository", default=str(DEFAULT_REPO))
+    s.add_argument("--host", default=None)
+    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--metrics-port", type=int, default=8002)
+    s.add_argument("--http-port", type=int, default=8003)
+    s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("transcribe", help="recognise audio files through the pipeline model")
     r.add_argument("files", nargs="+")

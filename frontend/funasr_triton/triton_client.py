@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcclient_aio
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from .errors import AsrError
@@ -40,6 +42,11 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
         inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
         inputs[-1].set_data_from_numpy(flag)
     return inputs
+
+
+def _result_json(result) -> dict:
+    raw = result.as_numpy("RESULT").reshape(-1)[0]
+    return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
 
 
 def map_error(exc: InferenceServerException) -> AsrError:
@@ -77,8 +84,7 @@ class TritonAsrClient:
                                         client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise map_error(exc) from exc
-        raw = result.as_numpy("RESULT").reshape(-1)[0]
-        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        return _result_json(result)
 
     def statistics(self, model: str = "") -> dict:
         return self._client.get_inference_statistics(model_name=model, as_json=True)
@@ -120,3 +126,42 @@ class TritonAsrClient:
 
 def _str(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class AsyncTritonAsrClient:
+    """asyncio twin of TritonAsrClient for the HTTP frontend (tritonclient.grpc.aio)."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 600.0, ready_timeout_s: float = 2.0):
+        self.url = url
+        self.timeout_s = timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        # reconnect quickly after a Triton restart instead of gRPC's default backoff of up to 120 s
+        # (passing channel_args replaces tritonclient's defaults, so its message-size limits are restated)
+        self._client = grpcclient_aio.InferenceServerClient(url=url, channel_args=[
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 3000)])
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ready(self, models: tuple[str, ...] = REQUIRED_MODELS) -> bool:
+        try:
+            if not await self._client.is_server_ready(client_timeout=self.ready_timeout_s):
+                return False
+            for m in models:
+                if not await self._client.is_model_ready(m, client_timeout=self.ready_timeout_s):
+                    return False
+            return True
+        except InferenceServerException:
+            return False
+
+    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions | None = None) -> dict:
+        try:
+            result = await self._client.infer(PIPELINE, build_inputs(samples, options or TranscribeOptions()),
+                                              outputs=[grpcclient_aio.InferRequestedOutput("RESULT")],
+                                              client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise map_error(exc) from exc
+        return _result_json(result)

@@ -1,0 +1,74 @@
+"""Settings (pydantic-settings): every limit is named here. Environment: FUNASR_TRITON_<SECTION>__<FIELD>."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TritonSettings(BaseModel):
+    url: str = Field("127.0.0.1:8001", description="Triton gRPC address")
+    timeout_s: float = Field(600.0, gt=0, description="deadline of one recognition call")
+    ready_timeout_s: float = Field(2.0, gt=0, description="deadline of a readiness probe call")
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest accepted upload or fetched URL body")
+    max_audio_seconds: float = Field(4 * 3600, gt=0, description="longest accepted audio after decoding")
+    max_concurrent_jobs: int = Field(4, ge=1, description="recognitions running at once")
+    max_queued_jobs: int = Field(32, ge=0, description="recognitions waiting for a slot; beyond that: 429")
+    queue_timeout_s: float = Field(30.0, ge=0, description="longest wait for a slot before 429")
+    ffmpeg_timeout_s: float = Field(300.0, gt=0, description="longest ffmpeg decode")
+    max_hotwords: int = Field(50, ge=0, description="hotwords per request (request + hotword file)")
+    max_hotword_chars: int = Field(32, ge=1, description="longest hotword (the model takes at most 32 tokens per hotword)")
+
+
+class AudioSettings(BaseModel):
+    ffmpeg: str = Field("ffmpeg", description="ffmpeg binary")
+    denoise: bool = Field(False, description="apply `denoise_filter` before recognition")
+    denoise_filter: str = Field("highpass=f=80,afftdn=nf=-25", description="ffmpeg -af chain used when denoise is on")
+    url_fetch_enabled: bool = Field(False, description="allow audio by URL (Aliyun `audio_address`)")
+    url_allowed_hosts: list[str] = Field(default_factory=list,
+                                         description="hosts allowed even when they resolve to private/loopback addresses")
+    url_timeout_s: float = Field(30.0, gt=0, description="total time to fetch one URL")
+    url_max_redirects: int = Field(3, ge=0, description="redirects followed (each target re-checked)")
+
+
+class HotwordSettings(BaseModel):
+    file: Path | None = Field(None, description="one hotword per line, optional weight after it; re-read when it changes")
+
+
+class SubtitleSettings(BaseModel):
+    min_cue_ms: int = Field(500, ge=0, description="shortest cue; shorter cues are extended up to the next one")
+    merge_gap_ms: int = Field(300, ge=0, description="merge cues separated by less than this...")
+    merge_max_chars: int = Field(40, ge=1, description="...when the merged text stays within this many characters")
+    max_chars: int = Field(60, ge=1, description="longest cue text; longer sentences are split at word boundaries")
+    speaker_template: str = Field("{speaker}: ", description="prefix for cues with a speaker")
+
+
+class AuthSettings(BaseModel):
+    api_keys: list[SecretStr] = Field(default_factory=list, description='JSON list, e.g. ["k1","k2"]. None = open; '
+                                      "set = required on every API route (/health, /ready, /metrics stay open for probes)")
+
+
+class ModelSettings(BaseModel):
+    default: str = Field("paraformer-zh", description="the served model's name")
+    aliases: list[str] = Field(default_factory=lambda: ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+                                                          "gpt-4o-transcribe-diarize", "sensevoice", "paraformer"],
+                               description="names accepted as aliases of the default model")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUNASR_TRITON_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="frontend bind address")
+    port: int = Field(8000, description="frontend port")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    triton: TritonSettings = TritonSettings()
+    limits: LimitSettings = LimitSettings()
+    audio: AudioSettings = AudioSettings()
+    hotwords: HotwordSettings = HotwordSettings()
+    subtitles: SubtitleSettings = SubtitleSettings()
+    auth: AuthSettings = AuthSettings()
+    models: ModelSettings = ModelSettings()

@@ -1,0 +1,54 @@
+"""Hotwords from a file (one per line, optional weight after it), re-read when the file changes."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class HotwordFile:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._words: list[str] = []
+
+    def words(self) -> list[str]:
+        if self.path is None:
+            return []
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._words = None, []
+            return []
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            words = []
+            for line in Path(self.path).read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if parts and not parts[0].startswith("#"):
+                    # "词 20": SeACo has no per-word weight; the word is taken, the weight accepted and ignored
+                    words.append(parts[0])
+            self._stamp, self._words = stamp, words
+            log.info("hotword file loaded", extra={"fields": {"path": str(self.path), "count": len(words)}})
+        return list(self._words)
+
+
+def parse_hotwords(text: str | None) -> list[str]:
+    """Request hotwords: space/comma/newline separated; "词 20" weights and JSON {"词": 20} accepted."""
+    if not text:
+        return []
+    text = text.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            return [str(k) for k in json.loads(text)]
+        except ValueError:
+            pass
+    words = []
+    for token in text.replace(",", " ").replace("，", " ").split():
+        if not token.lstrip("-").replace(".", "", 1).isdigit():  # skip weights
+            words.append(token)
+    return words

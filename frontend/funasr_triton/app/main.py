@@ -1,0 +1,120 @@
+"""create_app(): one FastAPI app, one router per API surface, errors rendered in each surface's shape."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import AsrError
+from ..triton_client import AsyncTritonAsrClient
+from .config import Settings
+from .metrics import Metrics
+from .service import TranscriptionService
+
+log = logging.getLogger(__name__)
+Renderer = Callable[[Request, AsrError], Response]
+
+
+def _status_error(exc: StarletteHTTPException) -> AsrError:
+    codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    return AsrError(str(exc.detail), exc.status_code, codes.get(exc.status_code, "http_error"))
+
+
+def _validation_error(exc: RequestValidationError) -> AsrError:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(x) for x in first.get("loc", []) if x not in ("body", "query", "header", "form")]
+    param = loc[-1] if loc else None
+    msg = first.get("msg", "invalid request")
+    return AsrError(f"{param}: {msg}" if param else msg, 400, "invalid_request", param)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        client = AsyncTritonAsrClient(settings.triton.url, settings.triton.timeout_s, settings.triton.ready_timeout_s)
+        app.state.service = TranscriptionService(settings, client, metrics)
+        yield
+        await client.close()
+
+    app = FastAPI(title="funasr-triton", version="0.1.0", lifespan=lifespan,
+                  description="FunASR speech recognition on Triton: OpenAI audio API, Alibaba NLS REST, seed /api")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    renderers: list[tuple[str, Renderer]] = []
+    app.state.renderers = renderers
+
+    from ..aliyun_api.router import PREFIXES as ALIYUN_PREFIXES
+    from ..aliyun_api.router import render_error as aliyun_error
+    from ..aliyun_api.router import router as aliyun_router
+    from ..openai_api.router import PREFIXES as OPENAI_PREFIXES
+    from ..openai_api.router import render_error as openai_error
+    from ..openai_api.router import router as openai_router
+    from ..seed_api.router import PREFIXES as SEED_PREFIXES
+    from ..seed_api.router import render_error as seed_error
+    from ..seed_api.router import router as seed_router
+
+    for prefixes, render, router in ((OPENAI_PREFIXES, openai_error, openai_router),
+                                     (ALIYUN_PREFIXES, aliyun_error, aliyun_router),
+                                     (SEED_PREFIXES, seed_error, seed_router)):
+        app.include_router(router)
+        renderers.extend((p, render) for p in prefixes)
+
+    def render(request: Request, err: AsrError) -> Response:
+        path = request.url.path
+        for prefix, fn in renderers:
+            if path == prefix or path.startswith(prefix + "/"):
+                return fn(request, err)
+        return openai_error(request, err)
+
+    @app.exception_handler(AsrError)
+    async def on_asr_error(request: Request, exc: AsrError):
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError):
+        return render(request, _validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException):
+        return render(request, _status_error(exc))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return render(request, AsrError("internal server error", 500, "internal_error"))
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - t0)
+        return response
+
+    @app.get("/health", tags=["operations"])
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    async def ready(request: Request):
+        ok = await request.app.state.service.client.ready()
+        return JSONResponse({"status": "ready" if ok else "unavailable", "triton": settings.triton.url},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus_metrics():
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

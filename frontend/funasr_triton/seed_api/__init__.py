@@ -1,0 +1,1 @@
+"""The seed-compatible call-centre surface: `POST /api` (FunASR + pyannote shape)."""
