@@ -151,3 +151,14 @@ def test_long_audio_through_the_frontend(frontend, tmp_path):
                    data={"model": "whisper-1", "response_format": "verbose_json"})
     assert r.status_code == 200, r.text
     assert abs(r.json()["duration"] - len(wav) / 16000) < 0.1
+
+
+def test_frontend_imports_neither_torch_nor_funasr():
+    import subprocess
+    import sys
+
+    code = ("import sys; import funasr_triton.app.main as m; import funasr_triton.cli; m.create_app(); "
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'funasr', 'funasr_onnx', 'modelscope')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,7 +1,5 @@
 """The seed-compatible `/api` (the FunASR + pyannote call-centre service): multipart `audio` (or `file`)
 in, one line per sentence out, times in float seconds, errors as `{"code": <http status>, "msg", "data": []}`.
-
-Wire models live here: this surface is a single route and a single shape.
 """
 from __future__ import annotations
 
@@ -9,7 +7,6 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -17,6 +14,7 @@ from ..app.auth import bearer, key_ok, nls_token
 from ..app.hotwords import parse_hotwords
 from ..app.schemas import TranscribeOptions, Transcript
 from ..errors import AsrError
+from .protocol import SeedErrorResponse, SeedLine, SeedResponse
 
 PREFIXES: tuple[str, ...] = ("/api",)
 
@@ -25,26 +23,6 @@ FILE_FIELDS = ("audio", "file")
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and small fields around the one file
 
 router = APIRouter(tags=["seed"])
-
-
-class SeedLine(BaseModel):
-    line: int
-    speaker: str
-    start_time: float
-    end_time: float
-    text: str
-
-
-class SeedResponse(BaseModel):
-    code: int = 0
-    msg: str = "ok"
-    data: list[SeedLine]
-
-
-class SeedErrorResponse(BaseModel):
-    code: int
-    msg: str
-    data: list[SeedLine] = []
 
 
 def render_error(request: Request, err: AsrError) -> Response:
