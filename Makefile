@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[models,triton,export,test,bench]'
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[models,triton,export,test,bench,eval]'
 	touch $@
 
 # export only when the repository has no weights yet (or MODELS changed: `make clean-models`)

@@ -122,7 +122,7 @@ def test_diarized_json(oai, speech, plain):
     assert isinstance(d, TranscriptionDiarized)
     assert d.task == "transcribe" and d.text == plain.text
     assert d.segments and [s.id for s in d.segments] == [f"seg_{i}" for i in range(len(d.segments))]
-    assert all(s.type == "transcript.text.segment" and s.speaker == "A" and s.text for s in d.segments)
+    assert all(s.type == "transcript.text.segment" and s.speaker == "alice" and s.text for s in d.segments)
 
 
 def test_stream_deltas_then_done(oai, speech, plain):

@@ -118,6 +118,12 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_eval_diarization(args) -> int:
+    from .diarization_eval import main as eval_main
+
+    return eval_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="funasr-triton", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default="INFO")
@@ -183,6 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--audio-seconds", type=float, default=20.0)
     b.add_argument("--requests", type=int, default=16)
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("eval-diarization", help="DER/JER of the served diarization against reference RTTMs "
+                       "(needs the eval extra: pyannote.metrics)")
+    d.add_argument("--rttm-dir", required=True, help="reference <uri>.rttm files")
+    d.add_argument("--audio-dir", default=None, help="audio files, scored against <uri>.rttm in --rttm-dir")
+    d.add_argument("--hypothesis-dir", default=None,
+                   help="score existing hypothesis <uri>.rttm files instead of calling Triton")
+    d.add_argument("--output-dir", default=None, help="write the hypothesis RTTMs here")
+    d.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
+    d.add_argument("--num-speakers", type=int, default=None, help="exact speaker count per file")
+    d.add_argument("--min-speakers", type=int, default=None)
+    d.add_argument("--max-speakers", type=int, default=None)
+    d.add_argument("--collar", type=float, default=0.25,
+                   help="total width (s) of the unscored zone centred on each reference boundary "
+                   "(pyannote convention; md-eval -c 0.25 is --collar 0.5)")
+    d.add_argument("--skip-overlap", action="store_true", help="do not score overlapped reference speech")
+    d.add_argument("--json", action="store_true", help="print per-file and corpus scores as JSON")
+    d.add_argument("--timeout", type=float, default=600.0)
+    d.set_defaults(func=cmd_eval_diarization)
     return p
 
 

@@ -17,7 +17,8 @@ from tritonclient.utils import InferenceServerException
 from .errors import AsrError
 
 PIPELINE = "pipeline"
-REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc")
+REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc",
+                   "speaker_embedding")
 
 
 @dataclass
@@ -25,6 +26,10 @@ class TranscribeOptions:
     hotwords: list[str] = field(default_factory=list)
     punctuation: bool = True
     timestamps: bool = True
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
@@ -37,10 +42,19 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
         hot = np.array([[w.encode("utf-8") for w in words]], dtype=object)
         inputs.append(grpcclient.InferInput("HOTWORDS", list(hot.shape), "BYTES"))
         inputs[-1].set_data_from_numpy(hot)
-    for name, value in (("ENABLE_PUNC", options.punctuation), ("ENABLE_TIMESTAMPS", options.timestamps)):
+    flags = [("ENABLE_PUNC", options.punctuation), ("ENABLE_TIMESTAMPS", options.timestamps)]
+    if options.diarize:
+        flags.append(("ENABLE_DIARIZATION", True))
+    for name, value in flags:
         flag = np.array([[value]], dtype=bool)
         inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
         inputs[-1].set_data_from_numpy(flag)
+    if options.diarize:
+        for name, value in (("NUM_SPEAKERS", options.num_speakers), ("MIN_SPEAKERS", options.min_speakers),
+                            ("MAX_SPEAKERS", options.max_speakers)):
+            if value is not None:
+                inputs.append(grpcclient.InferInput(name, [1, 1], "INT32"))
+                inputs[-1].set_data_from_numpy(np.array([[value]], dtype=np.int32))
     return inputs
 
 

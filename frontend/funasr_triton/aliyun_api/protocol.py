@@ -43,6 +43,10 @@ class NlsAsrQuery(BaseModel):
     audio_address: str | None = Field(None, description="audio by http(s) URL instead of the body (when enabled)")
     enable_words: bool = Field(False, description="extension: word timings in `sentences[].words`")
     word_timestamps: bool = Field(False, description="extension (funasr-api name): same as enable_words")
+    enable_speaker_diarization: bool = Field(False, description="extension: speaker_id on every sentence")
+    speaker_count: int | None = Field(None, ge=1, le=32, description="extension: exact number of speakers")
+    min_speakers: int | None = Field(None, ge=1, le=32)
+    max_speakers: int | None = Field(None, ge=1, le=32)
 
 
 class NlsWord(BaseModel):

@@ -161,7 +161,9 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
                        "audio")
     words = query.enable_words or query.word_timestamps
     options = TranscribeOptions(hotwords=hotwords, punctuation=query.enable_punctuation_prediction, timestamps=words,
-                                pcm_sample_rate=pcm_rate(fmt, sample_rate, data))
+                                pcm_sample_rate=pcm_rate(fmt, sample_rate, data),
+                                diarize=query.enable_speaker_diarization, num_speakers=query.speaker_count,
+                                min_speakers=query.min_speakers, max_speakers=query.max_speakers)
     transcript = await service.transcribe(data, options)
     body = to_response(task_id, transcript, words, int((time.perf_counter() - t0) * 1000))
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers={"task_id": task_id})

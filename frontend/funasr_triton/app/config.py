@@ -47,6 +47,12 @@ class SubtitleSettings(BaseModel):
     speaker_template: str = Field("{speaker}: ", description="prefix for cues with a speaker")
 
 
+class DiarizationSettings(BaseModel):
+    label_template: str = Field("SPEAKER_{index:02d}", description="speaker label: {index} 0-based, {number} "
+                                "1-based, e.g. SPEAKER_{index:02d} or 说话人{number}")
+    max_speakers: int = Field(8, ge=1, description="upper bound when a request gives neither num_speakers nor max_speakers")
+
+
 class AuthSettings(BaseModel):
     api_keys: list[SecretStr] = Field(default_factory=list, description='JSON list, e.g. ["k1","k2"]. None = open; '
                                       "set = required on every API route (/health, /ready, /metrics stay open for probes)")
@@ -70,5 +76,6 @@ class Settings(BaseSettings):
     audio: AudioSettings = AudioSettings()
     hotwords: HotwordSettings = HotwordSettings()
     subtitles: SubtitleSettings = SubtitleSettings()
+    diarization: DiarizationSettings = DiarizationSettings()
     auth: AuthSettings = AuthSettings()
     models: ModelSettings = ModelSettings()

@@ -15,7 +15,8 @@ class Sentence(BaseModel):
     end_ms: int
     text: str
     words: list[Word] = Field(default_factory=list)
-    speaker: str | None = None
+    speaker: str | None = None  # label from settings.diarization.label_template
+    speaker_index: int | None = None  # 0-based, numbered by first appearance
 
 
 class Transcript(BaseModel):
@@ -24,6 +25,7 @@ class Transcript(BaseModel):
     sentences: list[Sentence]
     hotwords: list[str] = Field(default_factory=list)
     processing_ms: int = 0
+    num_speakers: int | None = None  # set when diarization ran
 
 
 class TranscribeOptions(BaseModel):
@@ -33,3 +35,7 @@ class TranscribeOptions(BaseModel):
     timestamps: bool = True
     # raw PCM input (Aliyun format=pcm): sample rate of s16le mono bytes; None = any container via ffmpeg
     pcm_sample_rate: int | None = None
+    diarize: bool = False
+    num_speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)

@@ -20,15 +20,23 @@ from .schemas import Sentence, TranscribeOptions, Transcript, Word
 log = logging.getLogger(__name__)
 
 
-def to_transcript(result: dict, hotwords: list[str], processing_ms: int) -> Transcript:
+def speaker_label(template: str, index: int) -> str:
+    return template.format(index=index, number=index + 1)
+
+
+def to_transcript(result: dict, hotwords: list[str], processing_ms: int,
+                  label_template: str = "SPEAKER_{index:02d}") -> Transcript:
     sentences = []
     for s in result.get("sentences", []):
         words = [Word(text=w, start_ms=int(t[0]), end_ms=int(t[1]))
                  for w, t in zip(s.get("words", []), s.get("timestamps", []))]
+        index = s.get("speaker")
         sentences.append(Sentence(start_ms=int(s["start_ms"]), end_ms=int(s["end_ms"]), text=s["text"],
-                                  words=words, speaker=s.get("speaker")))
+                                  words=words, speaker_index=index,
+                                  speaker=None if index is None else speaker_label(label_template, int(index))))
     return Transcript(text=result.get("text", ""), duration_ms=int(result.get("duration_ms", 0)),
-                      sentences=sentences, hotwords=hotwords, processing_ms=processing_ms)
+                      sentences=sentences, hotwords=hotwords, processing_ms=processing_ms,
+                      num_speakers=result.get("num_speakers"))
 
 
 class TranscriptionService:
@@ -89,7 +97,12 @@ class TranscriptionService:
                 af, options.pcm_sample_rate)
             t1 = time.perf_counter()
             self.metrics.ffmpeg_seconds.observe(t1 - t0)
-            result = await self.client.transcribe(samples, TritonOptions(hotwords, options.punctuation, options.timestamps))
+            max_speakers = options.max_speakers
+            if options.diarize and options.num_speakers is None and max_speakers is None:
+                max_speakers = max(self.settings.diarization.max_speakers, options.min_speakers or 1)
+            result = await self.client.transcribe(samples, TritonOptions(
+                hotwords, options.punctuation, options.timestamps, options.diarize, options.num_speakers,
+                options.min_speakers, max_speakers))
             t2 = time.perf_counter()
             self.metrics.triton_seconds.observe(t2 - t1)
             seconds = len(samples) / audio.SAMPLE_RATE
@@ -98,7 +111,7 @@ class TranscriptionService:
                 self.metrics.rtf.observe((t2 - t0) / seconds)
             event(log, "transcribed", audio_s=round(seconds, 2), ffmpeg_ms=int((t1 - t0) * 1000),
                   triton_ms=int((t2 - t1) * 1000), hotwords=len(hotwords))
-            return to_transcript(result, hotwords, int((t2 - t0) * 1000))
+            return to_transcript(result, hotwords, int((t2 - t0) * 1000), self.settings.diarization.label_template)
         finally:
             self.metrics.inflight.dec()
             await ctx.__aexit__(None, None, None)

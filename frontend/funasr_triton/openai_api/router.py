@@ -380,9 +380,14 @@ async def create_transcription(request: Request) -> Response:
         data = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
     finally:
         await form.close()
+    diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
+               or req.model == "gpt-4o-transcribe-diarize")
+    num_speakers = req.num_speakers
+    if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
+        num_speakers = len(req.known_speaker_names)
     options = TranscribeOptions(hotwords=_hotwords(req, request.app.state.settings.limits.max_hotword_chars),
-                                punctuation=True,
-                                timestamps=True)
+                                punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
+                                min_speakers=req.min_speakers, max_speakers=req.max_speakers)
     transcript = await _with_cancellation(request, service.transcribe(data, options))
     if req.stream:
         return StreamingResponse(sse(_stream_events(transcript, req)), media_type="text/event-stream",

@@ -57,8 +57,8 @@ async def bounded(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
-    """The uploaded audio (field `audio`, else `file`) and the optional `hotwords` field; the body is
+async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, dict[str, str]]:
+    """The uploaded audio (field `audio`, else `file`) and the other (text) fields; the body is
     parsed as it streams in and abandoned once it passes the upload limit."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise AsrError("send multipart/form-data with the audio in the field 'audio'", 400, "invalid_request", "audio")
@@ -75,10 +75,18 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str | No
         if upload is None:
             raise AsrError("the form has no file field 'audio' (or 'file')", 400, "invalid_request", "audio")
         data = await upload.read()
-        hotwords = form.get("hotwords")
-        return data, hotwords if isinstance(hotwords, str) else None
+        return data, {k: v for k, v in form.items() if isinstance(v, str)}
     finally:
         await form.close()
+
+
+def _count(fields: dict[str, str], name: str) -> int | None:
+    raw = fields.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 32:
+        raise AsrError(f"{name} must be an integer between 1 and 32", 400, "invalid_request", name)
+    return int(raw)
 
 
 @router.post("/api", summary="Transcribe one call recording (seed /api shape)", response_model=SeedResponse,
@@ -88,12 +96,18 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str | No
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["audio"],
                  "properties": {"audio": {"type": "string", "format": "binary", "description": "or field `file`"},
-                                "hotwords": {"type": "string", "description": "optional: \"词 20 词 15\""}}}}}}})
+                                "hotwords": {"type": "string", "description": "optional: \"词 20 词 15\""},
+                                "num_speakers": {"type": "integer", "description": "optional: exact speaker count"},
+                                "min_speakers": {"type": "integer"}, "max_speakers": {"type": "integer"},
+                                "enable_speaker_diarization": {"type": "boolean", "default": True}}}}}}})
 async def transcribe_call(request: Request) -> Response:
     authorize(request)
     service = request.app.state.service
-    data, hotwords = await read_upload(request, service.settings.limits.max_upload_bytes)
+    data, fields = await read_upload(request, service.settings.limits.max_upload_bytes)
     if not data:
         raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
-    transcript = await service.transcribe(data, TranscribeOptions(hotwords=parse_hotwords(hotwords), timestamps=False))
+    counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
+    diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
+    transcript = await service.transcribe(data, TranscribeOptions(
+        hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, **counts))
     return JSONResponse(to_response(transcript).model_dump(mode="json"))

@@ -10,11 +10,14 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from sentences import assemble, join_texts
+from diarize import speech_windows, window_samples, word_speakers
+from diarize_cluster import cluster_speakers, validate_speaker_options
+from sentences import assemble, join_texts, word_stamps
 from stage import StageInputError, check_tensors, error_response, input_array, int_param, strings
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
-          "ENABLE_TIMESTAMPS": "TYPE_BOOL"}
+          "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
+          "MIN_SPEAKERS": "TYPE_INT32", "MAX_SPEAKERS": "TYPE_INT32"}
 OUTPUTS = {"TEXT": "TYPE_STRING", "RESULT": "TYPE_STRING"}
 SAMPLES_PER_MS = 16
 
@@ -51,6 +54,7 @@ class TritonPythonModel:
         self.max_samples = int_param(config, "max_audio_seconds", 14400, minimum=1) * 16000
         self.max_segment_ms = int_param(config, "max_segment_ms", 60100, minimum=1000)
         self.min_segment_ms = int_param(config, "min_segment_ms", 30, minimum=1)
+        self.default_max_speakers = int_param(config, "default_max_speakers", 8, minimum=1)
 
     @staticmethod
     def _flag(request, name: str, default: bool) -> bool:
@@ -60,6 +64,28 @@ class TritonPythonModel:
         if value.dtype != np.bool_ or value.size != 1:
             raise StageInputError(f"{name} must be one BOOL")
         return bool(value.reshape(-1)[0])
+
+    @staticmethod
+    def _count(request, name: str):
+        value = input_array(request, name, required=False)
+        if value is None:
+            return None
+        if value.dtype != np.int32 or value.size != 1:
+            raise StageInputError(f"{name} must be one INT32")
+        n = int(value.reshape(-1)[0])
+        return None if n <= 0 else n
+
+    async def _speakers(self, wav: np.ndarray, segments: list[list[int]], stamps: list[list[int]],
+                        num: int | None, lo: int, hi: int) -> list[int]:
+        windows = speech_windows(segments)
+        if not windows:
+            return [0] * len(stamps)
+        outs = await asyncio.gather(*[
+            call("speaker_embedding", [pb_utils.Tensor("WAV", window_samples(wav, b, e)[None])], ["EMBEDDING"])
+            for b, e in windows])
+        embeddings = np.stack([o["EMBEDDING"].reshape(-1) for o in outs])
+        labels = cluster_speakers(embeddings, num_speakers=num, min_speakers=lo, max_speakers=hi)
+        return word_speakers(stamps, windows, labels)
 
     async def _segment(self, wav: np.ndarray, hotwords: np.ndarray) -> dict:
         return await call("asr", [pb_utils.Tensor("WAV", wav[None]), pb_utils.Tensor("HOTWORDS", hotwords[None])],
@@ -78,6 +104,15 @@ class TritonPythonModel:
         hotwords = np.array([w.encode("utf-8") for w in hot_words] or [b""], dtype=object)
         enable_punc = self._flag(request, "ENABLE_PUNC", True)
         enable_ts = self._flag(request, "ENABLE_TIMESTAMPS", True)
+        diarize = self._flag(request, "ENABLE_DIARIZATION", False)
+        num = self._count(request, "NUM_SPEAKERS")
+        lo = self._count(request, "MIN_SPEAKERS") or 1
+        hi = self._count(request, "MAX_SPEAKERS") or max(self.default_max_speakers, lo)
+        if diarize:
+            try:
+                validate_speaker_options(num, lo, hi)
+            except ValueError as e:
+                raise StageInputError(str(e)) from e
 
         vad = await call("vad", [pb_utils.Tensor("WAV", wav)], ["SEGMENTS"])
         segments = [[int(b), int(e)] for b, e in vad["SEGMENTS"].reshape(-1, 2)]
@@ -100,7 +135,12 @@ class TritonPythonModel:
                              ["PUNC_TEXT", "WORDS", "PUNC_MARKS"])
             punc = {"text": strings(out["PUNC_TEXT"])[0], "words": strings(out["WORDS"]),
                     "marks": strings(out["PUNC_MARKS"])}
-        result = assemble(asr, punc, duration_ms=wav.shape[0] // SAMPLES_PER_MS, with_timestamps=enable_ts)
+        speakers = None
+        if diarize:
+            stamps = [t for a in asr for t in word_stamps(a)]
+            speakers = await self._speakers(wav, segments, stamps, num, lo, hi)
+        result = assemble(asr, punc, duration_ms=wav.shape[0] // SAMPLES_PER_MS, with_timestamps=enable_ts,
+                          speakers=speakers)
         result["raw_text"] = raw_text
         result["hotwords"] = hot_words
         return result

@@ -35,46 +35,62 @@ def join_words(words: list[str], marks: list[str] | None = None) -> str:
     return out
 
 
-def _sentence(words, stamps, marks, with_timestamps, fallback_span):
-    start, end = (stamps[0][0], stamps[-1][1]) if stamps else fallback_span
-    s = {"start_ms": int(start), "end_ms": int(end), "text": join_words(words, marks)}
+def _sentence(words, stamps, marks, with_timestamps, speaker=None):
+    s = {"start_ms": int(stamps[0][0]), "end_ms": int(stamps[-1][1]), "text": join_words(words, marks)}
+    if speaker is not None:
+        s["speaker"] = int(speaker)
     if with_timestamps:
         s["words"] = list(words)
         s["timestamps"] = [list(map(int, t)) for t in stamps]
     return s
 
 
-def assemble(asr: list[dict], punc: dict | None, duration_ms: int, with_timestamps: bool = True) -> dict:
+def word_stamps(a: dict) -> list[list[int]]:
+    """Word timestamps; spread evenly over the segment in the rare case funasr's post-processing
+    returned fewer stamps than words, so no word is ever dropped."""
+    n = len(a["words"])
+    if len(a["timestamps"]) == n:
+        return a["timestamps"]
+    b, e = a["start_ms"], a["end_ms"]
+    return [[b + (e - b) * i // n, b + (e - b) * (i + 1) // n] for i in range(n)]
+
+
+def assemble(asr: list[dict], punc: dict | None, duration_ms: int, with_timestamps: bool = True,
+             speakers: list[int] | None = None) -> dict:
     """asr: per VAD segment {start_ms, end_ms, text, words, timestamps (absolute ms)}.
 
-    Sentences split at sentence-final punctuation when punctuation is on and its words align with
-    the ASR words one to one; otherwise one sentence per VAD segment.
+    Sentences end at sentence-final punctuation when punctuation is on and its words align with the
+    ASR words one to one, otherwise at VAD segment ends; with `speakers` (one per word) a sentence is
+    also split where the speaker changes.
     """
-    words = [w for a in asr for w in a["words"]]
-    stamps = [t for a in asr for t in a["timestamps"]]
+    items = [(w, t, seg) for seg, a in enumerate(asr) for w, t in zip(a["words"], word_stamps(a))]
+    aligned = punc is not None and len(punc["words"]) == len(items)
+    marks = punc["marks"] if aligned else [""] * len(items)
     sentences: list[dict] = []
-    aligned = punc is not None and len(punc["words"]) == len(words) and len(stamps) == len(words)
-    if aligned:
-        cur_w, cur_t, cur_m = [], [], []
-        for w, t, m in zip(words, stamps, punc["marks"]):
-            cur_w.append(w)
-            cur_t.append(t)
-            cur_m.append(m)
-            if m and m[-1] in SENTENCE_END:
-                sentences.append(_sentence(cur_w, cur_t, cur_m, with_timestamps, None))
-                cur_w, cur_t, cur_m = [], [], []
-        if cur_w:
-            sentences.append(_sentence(cur_w, cur_t, cur_m, with_timestamps, None))
-    else:
-        for a in asr:
-            if a["words"]:
-                sentences.append(_sentence(
-                    a["words"], a["timestamps"] if len(a["timestamps"]) == len(a["words"]) else [],
-                    None, with_timestamps, (a["start_ms"], a["end_ms"])))
+    cur: list[int] = []
+
+    def flush():
+        if cur:
+            sentences.append(_sentence([items[i][0] for i in cur], [items[i][1] for i in cur],
+                                       [marks[i] for i in cur] if aligned else None, with_timestamps,
+                                       speakers[cur[0]] if speakers is not None else None))
+            cur.clear()
+
+    for i in range(len(items)):
+        if cur:
+            prev = cur[-1]
+            boundary = (marks[prev] and marks[prev][-1] in SENTENCE_END) if aligned else items[prev][2] != items[i][2]
+            if boundary or (speakers is not None and speakers[prev] != speakers[i]):
+                flush()
+        cur.append(i)
+    flush()
     text = punc["text"] if punc is not None else join_texts([join_words(a["words"]) for a in asr])
-    return {
+    result = {
         "text": text,
         "duration_ms": int(duration_ms),
         "sentences": sentences,
         "vad_segments": [[a["start_ms"], a["end_ms"]] for a in asr],
     }
+    if speakers is not None:
+        result["num_speakers"] = len(set(speakers))
+    return result
