@@ -75,17 +75,12 @@ class TritonPythonModel:
         n = int(value.reshape(-1)[0])
         return None if n <= 0 else n
 
-    async def _speakers(self, wav: np.ndarray, segments: list[list[int]], stamps: list[list[int]],
-                        num: int | None, lo: int, hi: int) -> list[int]:
-        windows = speech_windows(segments)
-        if not windows:
-            return [0] * len(stamps)
+    @staticmethod
+    async def _embeddings(wav: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
         outs = await asyncio.gather(*[
             call("speaker_embedding", [pb_utils.Tensor("WAV", window_samples(wav, b, e)[None])], ["EMBEDDING"])
             for b, e in windows])
-        embeddings = np.stack([o["EMBEDDING"].reshape(-1) for o in outs])
-        labels = cluster_speakers(embeddings, num_speakers=num, min_speakers=lo, max_speakers=hi)
-        return word_speakers(stamps, windows, labels)
+        return np.stack([o["EMBEDDING"].reshape(-1) for o in outs]) if outs else np.zeros((0, 1), np.float32)
 
     async def _segment(self, wav: np.ndarray, hotwords: np.ndarray) -> dict:
         return await call("asr", [pb_utils.Tensor("WAV", wav[None]), pb_utils.Tensor("HOTWORDS", hotwords[None])],
@@ -117,8 +112,16 @@ class TritonPythonModel:
         vad = await call("vad", [pb_utils.Tensor("WAV", wav)], ["SEGMENTS"])
         segments = [[int(b), int(e)] for b, e in vad["SEGMENTS"].reshape(-1, 2)]
         segments = [s for s in split_long(segments, self.max_segment_ms) if s[1] - s[0] >= self.min_segment_ms]
-        results = await asyncio.gather(*[
-            self._segment(wav[b * SAMPLES_PER_MS: e * SAMPLES_PER_MS], hotwords) for b, e in segments])
+        windows = speech_windows(segments) if diarize else []
+        # speaker embeddings need only the VAD segments: they run while the segments are recognised
+        embedding_task = asyncio.ensure_future(self._embeddings(wav, windows)) if windows else None
+        try:
+            results = await asyncio.gather(*[
+                self._segment(wav[b * SAMPLES_PER_MS: e * SAMPLES_PER_MS], hotwords) for b, e in segments])
+        except BaseException:
+            if embedding_task is not None:
+                embedding_task.cancel()
+            raise
         asr = []
         for (beg, end), r in zip(segments, results):
             asr.append({
@@ -138,7 +141,14 @@ class TritonPythonModel:
         speakers = None
         if diarize:
             stamps = [t for a in asr for t in word_stamps(a)]
-            speakers = await self._speakers(wav, segments, stamps, num, lo, hi)
+            if embedding_task is None:
+                speakers = [0] * len(stamps)
+            else:
+                embeddings = await embedding_task
+                # clustering is CPU work: off the event loop the other requests of this batch share
+                labels = await asyncio.to_thread(cluster_speakers, embeddings, num_speakers=num,
+                                                 min_speakers=lo, max_speakers=hi)
+                speakers = word_speakers(stamps, windows, labels)
         result = assemble(asr, punc, duration_ms=wav.shape[0] // SAMPLES_PER_MS, with_timestamps=enable_ts,
                           speakers=speakers)
         result["raw_text"] = raw_text
