@@ -11,7 +11,8 @@ def problems() -> list[str]:
     out = []
     if sys.version_info < (3, 10):
         out.append(f"Python >= 3.10 needed, this is {sys.version.split()[0]}")
-    for tool, pkg in (("ffmpeg", "ffmpeg"), ("espeak-ng", "espeak-ng"), ("sox", "sox")):
+    for tool, pkg in (("ffmpeg", "ffmpeg"), ("espeak-ng", "espeak-ng"), ("sox", "sox"),
+                      ("promtool", "prometheus")):  # promtool checks helm/funasr-triton/files/prometheus in the tests
         if shutil.which(tool) is None:
             out.append(f"`{tool}` not found: apt-get install {pkg}")
     ver = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -31,7 +32,7 @@ def main() -> int:
         for p in found:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print("system check: ffmpeg, espeak-ng, sox, libpython present")
+    print("system check: ffmpeg, espeak-ng, sox, promtool, libpython present")
     return 0
 
 

@@ -1,0 +1,327 @@
+"""Deployment files: compose (compose-spec schema), Dockerfiles, Prometheus config/alerts (promtool), and the
+Grafana dashboard — every metric its queries (and the alert rules) name is really exported by the live stack."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ROOT / "helm" / "funasr-triton" / "files"  # monitoring assets shared by compose and the chart
+DASHBOARD = FILES / "dashboard.json"
+PROM_CONFIG = FILES / "prometheus" / "prometheus.yml"
+ALERTS = FILES / "prometheus" / "alerts.yml"
+DOCKERFILES = {"triton": ROOT / "model_repository" / "Dockerfile", "frontend": ROOT / "frontend" / "Dockerfile",
+               "export": ROOT / "export" / "Dockerfile"}
+
+# A CPU-only Triton exports no GPU metrics; these are named by the dashboard/alerts and cannot be scraped here.
+GPU_ONLY_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
+
+
+# ---------------------------------------------------------------- compose
+
+class _Reset:
+    """Compose's `!reset` tag: the key is removed from the merged file."""
+
+
+class _Override:
+    def __init__(self, value):
+        self.value = value
+
+
+class ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+def _reset(loader, node):
+    return _Reset()
+
+
+def _override(loader, node):
+    if isinstance(node, yaml.MappingNode):
+        return _Override(loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _Override(loader.construct_sequence(node, deep=True))
+    return _Override(loader.construct_scalar(node))
+
+
+ComposeLoader.add_constructor("!reset", _reset)
+ComposeLoader.add_constructor("!override", _override)
+
+
+def load_compose(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=ComposeLoader)
+
+
+def merge(base, over):
+    """Compose merge as needed here: mappings merge recursively, `!reset` removes, `!override` and scalars replace,
+    sequences of an override file are appended (ports, volumes...) without duplicates."""
+    if isinstance(over, _Override):
+        return over.value
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            if isinstance(v, _Reset):
+                out.pop(k, None)
+            elif k in out:
+                out[k] = merge(out[k], v)
+            else:
+                out[k] = v.value if isinstance(v, _Override) else v
+        return out
+    if isinstance(base, list) and isinstance(over, list):
+        return base + [v for v in over if v not in base]
+    return over
+
+
+def strip_tags(value):
+    assert not isinstance(value, (_Reset, _Override)), "!reset/!override belongs in an override file only"
+    if isinstance(value, dict):
+        return {k: strip_tags(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_tags(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def compose_schema() -> dict:
+    # compose-spec's JSON schema (Apache-2.0), as vendored by check-jsonschema
+    return json.loads(resources.files("check_jsonschema.builtin_schemas.vendor")
+                      .joinpath("compose-spec.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def compose_gpu() -> dict:
+    return strip_tags(load_compose(ROOT / "docker-compose.yml"))
+
+
+@pytest.fixture(scope="module")
+def compose_cpu() -> dict:
+    return merge(load_compose(ROOT / "docker-compose.yml"), load_compose(ROOT / "docker-compose.cpu.yml"))
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_compose_matches_compose_spec(variant, compose_schema, compose_gpu, compose_cpu):
+    doc = compose_gpu if variant == "gpu" else compose_cpu
+    cls = jsonschema.validators.validator_for(compose_schema)
+    errors = sorted(cls(compose_schema).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def _ports(service: dict) -> set[str]:
+    return {str(p).split(":")[-1] for p in service.get("ports", [])}
+
+
+def test_compose_services(compose_gpu, compose_cpu):
+    s = compose_gpu["services"]
+    assert {"triton", "frontend", "prometheus", "grafana", "export"} <= set(s)
+    t = s["triton"]
+    devices = t["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] for d in devices)
+    assert "gpu-" in t["environment"]["PROFILE"]
+    assert t["shm_size"]
+    assert any(v.endswith(":/models:ro") or v.endswith(":/models") for v in t["volumes"])
+    assert {"8000", "8001", "8002"} <= _ports(t)
+    assert "/v2/health/ready" in " ".join(t["healthcheck"]["test"])
+    f = s["frontend"]
+    assert f["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert f["environment"]["FUNASR_TRITON_TRITON__URL"] == "triton:8001"
+    assert "8000" in _ports(f)
+    assert "/health" in " ".join(f["healthcheck"]["test"])
+    assert s["export"]["profiles"] == ["export"]
+    for svc in s.values():  # every bind-mounted file or folder exists; named volumes are declared
+        for v in svc.get("volumes", []):
+            src = v.split(":")[0]
+            if src.startswith("."):
+                assert (ROOT / src).exists(), src
+            else:
+                assert src in compose_gpu["volumes"], src
+        if "build" in svc:
+            assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+    # the CPU override: no GPU reservation, cpu profile, everything else unchanged
+    tc = compose_cpu["services"]["triton"]
+    assert "deploy" not in tc
+    assert tc["environment"]["PROFILE"] == "${PROFILE:-cpu}"
+    assert tc["volumes"] == t["volumes"] and tc["healthcheck"] == t["healthcheck"]
+
+
+# ---------------------------------------------------------------- Dockerfiles
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _one(instr, word) -> list[str]:
+    return [rest for w, rest in instr if w == word]
+
+
+def _non_root(instr) -> None:
+    users = _one(instr, "USER")
+    assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
+
+
+def _requirement_names(reqs) -> set[str]:
+    return {re.split(r"[<>=!\[ ;]", r.strip("'\""), maxsplit=1)[0].lower() for r in reqs}
+
+
+def test_triton_dockerfile():
+    instr = _instructions(DOCKERFILES["triton"])
+    assert _one(instr, "FROM") == ["nvcr.io/nvidia/tritonserver:24.10-py3"]
+    pip = [r for r in _one(instr, "RUN") if "pip install" in r]
+    assert len(pip) == 1
+    installed = _requirement_names(re.findall(r'"([^"]+)"', pip[0]))
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert installed == _requirement_names(extras["models"]) | {"numpy"}, "keep in step with the `models` extra"
+    _non_root(instr)
+    assert "/v2/health/ready" in _one(instr, "HEALTHCHECK")[0]
+    entry = " ".join(_one(instr, "ENTRYPOINT"))
+    assert "--model-config-name" in entry and "PROFILE" in entry
+
+
+def test_frontend_dockerfile():
+    instr = _instructions(DOCKERFILES["frontend"])
+    assert re.fullmatch(r"python:3\.\d+-slim", _one(instr, "FROM")[0])
+    runs = " ".join(_one(instr, "RUN"))
+    assert "ffmpeg" in runs
+    assert re.search(r"pip install [^&]*\.(\s|$)", runs) and "[export]" not in runs and "torch" not in runs
+    _non_root(instr)
+    assert "/health" in _one(instr, "HEALTHCHECK")[0]
+    assert "frontend" in _one(instr, "ENTRYPOINT")[0]
+
+
+def test_export_dockerfile():
+    instr = _instructions(DOCKERFILES["export"])
+    runs = " ".join(_one(instr, "RUN"))
+    assert '".[export]"' in runs and "whl/cpu" in runs
+    _non_root(instr)
+    assert json.loads(_one(instr, "ENTRYPOINT")[0]) == ["funasr-triton", "export", "--repository", "/models"]
+
+
+# ---------------------------------------------------------------- Prometheus
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:  # `make setup` (doctor) and .ci/run install it
+        pytest.fail("promtool missing: apt-get install prometheus")
+    return path
+
+
+def test_promtool_check_config(promtool):
+    r = subprocess.run([promtool, "check", "config", str(PROM_CONFIG)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    scraped = {j["job_name"]: j for j in yaml.safe_load(PROM_CONFIG.read_text())["scrape_configs"]}
+    assert scraped["triton"]["static_configs"][0]["targets"] == ["triton:8002"]
+    assert scraped["frontend"]["static_configs"][0]["targets"] == ["frontend:8000"]
+
+
+def test_promtool_check_rules(promtool):
+    r = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- Grafana dashboard
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    return [(p["title"], t["expr"]) for p in dashboard()["panels"] if p["type"] != "row" for t in p["targets"]]
+
+
+def alert_exprs() -> list[tuple[str, str]]:
+    return [(r["alert"], r["expr"]) for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\b(?:funasr|nv)_[a-z0-9_]+\b", expr))
+
+
+def test_dashboard_structure():
+    d = dashboard()
+    panels = [p for p in d["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and "slo" in variables
+    for p in panels:
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
+        assert p["targets"] and all(t["expr"].strip() for t in p["targets"]), p["title"]
+    used = set().union(*(metric_names(e) for _, e in dashboard_exprs()))
+    assert {"funasr_audio_seconds_total", "funasr_rtf_bucket", "funasr_requests_total",
+            "funasr_request_duration_seconds_bucket", "nv_inference_queue_duration_us",
+            "nv_inference_compute_infer_duration_us", "nv_inference_count", "nv_inference_exec_count",
+            "nv_inference_pending_request_count", "nv_gpu_utilization", "nv_gpu_memory_used_bytes",
+            "nv_gpu_memory_total_bytes", "funasr_inflight_requests", "funasr_rejected_total"} <= used
+    headroom = [p for p in panels if "headroom" in p["title"].lower()]
+    assert headroom and "$slo" in headroom[0]["targets"][0]["expr"]
+
+
+def test_dashboard_queries_parse(promtool, tmp_path):
+    """Every panel query is valid PromQL: promtool checks them as recording rules (Grafana variables filled in)."""
+    rules = []
+    for i, (title, expr) in enumerate(dashboard_exprs()):
+        expr = expr.replace("$__rate_interval", "1m").replace("$slo", "10")
+        assert "$" not in expr, f"{title}: unknown variable in {expr}"
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    f = tmp_path / "dashboard-rules.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    r = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _exported(text: str) -> set[str]:
+    """Sample names and metric family names (from # TYPE, so labelled metrics with no sample yet count too)."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def _is_exported(name: str, exported: set[str]) -> bool:
+    if name in exported:
+        return True
+    base = re.sub(r"_(bucket|sum|count|total|created)$", "", name)
+    return base in exported
+
+
+def test_every_queried_metric_is_exported(triton, frontend, speech_wav):
+    r = httpx.post(frontend.base_url + "/v1/audio/transcriptions", timeout=300,
+                   files={"file": ("speech.wav", speech_wav.read_bytes(), "audio/wav")}, data={"model": "whisper-1"})
+    assert r.status_code == 200, r.text
+    with urllib.request.urlopen(triton.metrics_url, timeout=10) as resp:
+        triton_names = _exported(resp.read().decode())
+    front_names = _exported(httpx.get(frontend.base_url + "/metrics", timeout=10).text)
+    exported = triton_names | front_names
+    missing = []
+    for source, exprs in (("dashboard", dashboard_exprs()), ("alerts", alert_exprs())):
+        for title, expr in exprs:
+            for name in sorted(metric_names(expr)):
+                if name in GPU_ONLY_METRICS:
+                    continue
+                if not _is_exported(name, exported):
+                    missing.append(f"{source} / {title}: {name}")
+    assert not missing, "not exported by the live stack:\n" + "\n".join(missing)
+    # the allow-list stays honest: only GPU metrics, and only ones the files really use
+    used = set().union(*(metric_names(e) for _, e in dashboard_exprs() + alert_exprs()))
+    assert GPU_ONLY_METRICS <= used and all(n.startswith("nv_gpu_") for n in GPU_ONLY_METRICS)
