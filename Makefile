@@ -8,7 +8,7 @@ MODELS  ?= modelscope
 PROFILE ?= cpu
 REPO    ?= model_repository
 
-.PHONY: setup check-system models serve test bench clean
+.PHONY: setup check-system models serve test bench loadtest clean
 
 setup: check-system $(VENV)/.installed
 
@@ -37,6 +37,16 @@ test: setup
 
 bench: setup
 	$(BIN)/funasr-triton bench --output-dir bench/results
+
+# headless locust against a running stack (`make serve`): CSV + summary.json/summary.md in loadtest/results/<stamp>
+USERS    ?= 4
+SPAWN    ?= 2
+RUN_TIME ?= 60s
+HOST     ?= http://127.0.0.1:8000
+TRITON   ?= 127.0.0.1:8001
+loadtest: setup
+	$(BIN)/python -m loadtest.run --users $(USERS) --spawn-rate $(SPAWN) --run-time $(RUN_TIME) \
+	  --host $(HOST) --triton $(TRITON) --out loadtest/results/$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
