@@ -29,6 +29,14 @@ def check_tensors(config: dict, inputs: dict[str, str], outputs: dict[str, str])
                     f"{config.get('name')}: config must declare {kind} '{name}' as {dtype}, found {got}")
 
 
+def check_tensor_specs(config: dict, section: str, expected: dict[str, tuple[str, list[int]]]) -> None:
+    """Stricter twin of check_tensors for fixed contracts: exactly these tensors, data types and dims."""
+    got = {t["name"]: (t.get("data_type"), [int(d) for d in t.get("dims", [])]) for t in config.get(section, [])}
+    if got != expected:
+        raise pb_utils.TritonModelException(
+            f"{config.get('name')}: config.pbtxt {section} must be {expected} (max_batch_size 0), got {got}")
+
+
 def param(config: dict, key: str, default: str) -> str:
     return config.get("parameters", {}).get(key, {}).get("string_value", default)
 

@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct_punc import CtPunctuator  # noqa: E402
+from stage import check_tensor_specs  # noqa: E402
 
 EXPECTED_INPUTS = {"TEXT": ("TYPE_STRING", [1])}
 EXPECTED_OUTPUTS = {
@@ -42,21 +43,13 @@ def _param(config: dict, key: str, default: str) -> str:
     return value if value != "" else default
 
 
-def _check_tensors(config: dict, section: str, expected: dict) -> None:
-    got = {t["name"]: (t.get("data_type"), [int(d) for d in t.get("dims", [])]) for t in config.get(section, [])}
-    if got != expected:
-        raise pb_utils.TritonModelException(
-            f"punc: config.pbtxt {section} must be {expected} (max_batch_size 0), got {got}"
-        )
-
-
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         if int(config.get("max_batch_size", 0)) != 0:
             raise pb_utils.TritonModelException("punc: config.pbtxt needs max_batch_size: 0")
-        _check_tensors(config, "input", EXPECTED_INPUTS)
-        _check_tensors(config, "output", EXPECTED_OUTPUTS)
+        check_tensor_specs(config, "input", EXPECTED_INPUTS)
+        check_tensor_specs(config, "output", EXPECTED_OUTPUTS)
         try:
             threads = int(_param(config, "intra_op_threads", "1"))
             self.max_text_chars = int(_param(config, "max_text_chars", "100000"))

@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fsmn_vad import FsmnVad, InvalidAudioError, check_waveform  # noqa: E402
+from stage import check_tensor_specs  # noqa: E402
 
 EXPECTED_INPUTS = {"WAV": ("TYPE_FP32", [-1])}
 EXPECTED_OUTPUTS = {"SEGMENTS": ("TYPE_INT32", [-1, 2])}
@@ -33,14 +34,6 @@ def _param(config: dict, key: str, default: str) -> str:
     return value.strip() if value.strip() != "" else default
 
 
-def _check_tensors(config: dict, section: str, expected: dict) -> None:
-    got = {t["name"]: (t.get("data_type"), [int(d) for d in t.get("dims", [])]) for t in config.get(section, [])}
-    if got != expected:
-        raise pb_utils.TritonModelException(
-            f"vad: config.pbtxt {section} must be {expected} (max_batch_size 0), got {got}"
-        )
-
-
 def _error(message: str, invalid_arg: bool = True):
     code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid_arg else "INTERNAL", None)
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
@@ -52,8 +45,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         if int(config.get("max_batch_size", 0)) != 0:
             raise pb_utils.TritonModelException("vad: config.pbtxt needs max_batch_size: 0")
-        _check_tensors(config, "input", EXPECTED_INPUTS)
-        _check_tensors(config, "output", EXPECTED_OUTPUTS)
+        check_tensor_specs(config, "input", EXPECTED_INPUTS)
+        check_tensor_specs(config, "output", EXPECTED_OUTPUTS)
         try:
             threads = int(_param(config, "intra_op_threads", "1"))
             self.max_audio_seconds = float(_param(config, "max_audio_seconds", "14400"))
