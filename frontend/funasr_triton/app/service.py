@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -69,6 +70,24 @@ class TranscriptionService:
                            400, "too_many_hotwords", "hotwords")
         return words
 
+    @contextlib.asynccontextmanager
+    async def _admitted(self):
+        """A recognition slot, with its metrics: queued while waiting, rejected when refused, in flight while held."""
+        async with contextlib.AsyncExitStack() as stack:
+            self.metrics.queued.inc()
+            try:
+                await stack.enter_async_context(self.admission.slot())
+            except AsrError:
+                self.metrics.rejected.labels("busy").inc()
+                raise
+            finally:
+                self.metrics.queued.dec()
+            self.metrics.inflight.inc()
+            try:
+                yield
+            finally:
+                self.metrics.inflight.dec()
+
     async def fetch(self, url: str) -> bytes:
         return await fetch(url, self.settings.audio, self.settings.limits.max_upload_bytes)
 
@@ -78,18 +97,7 @@ class TranscriptionService:
             self.metrics.rejected.labels("too_large").inc()
             raise AsrError(f"the audio is {len(data)} bytes; at most {limits.max_upload_bytes} accepted", 413, "too_large", "file")
         hotwords = self.merged_hotwords(options.hotwords)
-        try:
-            self.metrics.queued.inc()
-            try:
-                ctx = self.admission.slot()
-                await ctx.__aenter__()
-            finally:
-                self.metrics.queued.dec()
-        except AsrError:
-            self.metrics.rejected.labels("busy").inc()
-            raise
-        try:
-            self.metrics.inflight.inc()
+        async with self._admitted():
             t0 = time.perf_counter()
             af = self.settings.audio.denoise_filter if self.settings.audio.denoise else None
             samples = await asyncio.to_thread(
@@ -112,6 +120,3 @@ class TranscriptionService:
             event(log, "transcribed", audio_s=round(seconds, 2), ffmpeg_ms=int((t1 - t0) * 1000),
                   triton_ms=int((t2 - t1) * 1000), hotwords=len(hotwords))
             return to_transcript(result, hotwords, int((t2 - t0) * 1000), self.settings.diarization.label_template)
-        finally:
-            self.metrics.inflight.dec()
-            await ctx.__aexit__(None, None, None)
