@@ -7,6 +7,7 @@ Exits 1 on any disagreement.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -50,6 +51,15 @@ class StageReport:
         self.checks += 1
         if not ok:
             self.failures.append(what)
+
+
+@functools.lru_cache(maxsize=1)
+def _join_texts():
+    """The pipeline's own text joining (model_repository/pipeline/1/sentences.py), imported once."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "pipeline" / "1"))
+    from sentences import join_texts
+
+    return join_texts
 
 
 def _silence_funasr() -> None:
@@ -105,10 +115,7 @@ def verify_file(path: str, samples: np.ndarray, client, models: dict, hotwords: 
             spk_r.check(cos >= MIN_COSINE, f"{path} [{beg},{end}]: cosine {cos:.5f}")
     joined, got_p = "", ""
     if any(texts):
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "pipeline" / "1"))
-        from sentences import join_texts
-
-        joined = join_texts(texts)
+        joined = _join_texts()(texts)
         got_p = client.punctuate(joined)
         if "punc" in models:
             ref_p = models["punc"].generate(input=joined)[0]["text"]
