@@ -6,6 +6,7 @@ INVALID_ARG -> 400, anything else -> 502.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from .errors import AsrError
 
 PIPELINE = "pipeline"
+STREAMING = "streaming_asr"
 REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc",
                    "speaker_embedding")
 
@@ -56,6 +58,27 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
                 inputs.append(grpcclient.InferInput(name, [1, 1], "INT32"))
                 inputs[-1].set_data_from_numpy(np.array([[value]], dtype=np.int32))
     return inputs
+
+
+def stream_inputs(samples: np.ndarray, config: str | None) -> list:
+    """streaming_asr inputs: WAV [1, samples] FP32 (16 kHz), CONFIG [1, 1] BYTES on the first request only."""
+    wav = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    inputs = [grpcclient.InferInput("WAV", list(wav.shape), "FP32")]
+    inputs[0].set_data_from_numpy(wav)
+    if config is not None:
+        inputs.append(grpcclient.InferInput("CONFIG", [1, 1], "BYTES"))
+        inputs[-1].set_data_from_numpy(np.array([[config.encode("utf-8")]], dtype=object))
+    return inputs
+
+
+def _events(result) -> list[dict]:
+    raw = result.as_numpy("EVENTS").reshape(-1)[0]
+    return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+
+
+def new_sequence_id() -> int:
+    """A random non-zero uint64 correlation id (unique across frontend replicas without coordination)."""
+    return secrets.randbits(63) | 1
 
 
 def _result_json(result) -> dict:
@@ -100,6 +123,10 @@ class TritonAsrClient:
             raise map_error(exc) from exc
         return _result_json(result)
 
+    def open_stream(self, config: dict | None = None) -> "TritonAsrStream":
+        """A real-time stream on the `streaming_asr` sequence model (see AsyncTritonAsrClient.open_stream)."""
+        return TritonAsrStream(self, config or {})
+
     def statistics(self, model: str = "") -> dict:
         return self._client.get_inference_statistics(model_name=model, as_json=True)
 
@@ -136,6 +163,32 @@ class TritonAsrClient:
     def speaker_embedding(self, samples: np.ndarray) -> np.ndarray:
         out = self._infer("speaker_embedding", {"WAV": np.asarray(samples, dtype=np.float32)[None]}, ["EMBEDDING"])
         return out["EMBEDDING"].reshape(-1)
+
+
+class TritonAsrStream:
+    """Synchronous twin of AsyncTritonAsrStream (tests, tools, internal callers)."""
+
+    def __init__(self, client: TritonAsrClient, config: dict):
+        self._client = client
+        self.sequence_id = new_sequence_id()
+        self._config: str | None = json.dumps(config)
+        self.ended = False
+
+    def send(self, samples: np.ndarray, end: bool = False) -> list[dict]:
+        if self.ended:
+            raise AsrError("the stream has already ended", 400, "stream_ended")
+        start, config = self._config is not None, self._config
+        self._config = None
+        self.ended = end
+        try:
+            result = self._client._client.infer(
+                STREAMING, stream_inputs(samples, config), outputs=[grpcclient.InferRequestedOutput("EVENTS")],
+                sequence_id=self.sequence_id, sequence_start=start, sequence_end=end,
+                client_timeout=self._client.timeout_s)
+        except InferenceServerException as exc:
+            self.ended = True
+            raise map_error(exc) from exc
+        return _events(result)
 
 
 def _str(value) -> str:
@@ -179,3 +232,61 @@ class AsyncTritonAsrClient:
         except InferenceServerException as exc:
             raise map_error(exc) from exc
         return _result_json(result)
+
+    def open_stream(self, config: dict | None = None) -> "AsyncTritonAsrStream":
+        """A real-time stream. config (JSON, read when the sequence starts): chunk_size [0,10,5],
+        partial (bool: online partial results), two_pass (bool: re-decode each sentence offline),
+        punctuation (bool), max_sentence_silence_ms (int), hotwords (list[str], 2-pass only)."""
+        return AsyncTritonAsrStream(self, config or {})
+
+
+class AsyncTritonAsrStream:
+    """One real-time stream: a Triton sequence (random correlation id) on the `streaming_asr` model.
+
+    `send(samples)` passes 16 kHz float samples (any length; the model buffers partial chunks) and
+    returns the events they produced: `sentence_begin`, `partial`, `sentence_end` dicts (see
+    model_repository/streaming_asr/config.pbtxt). The first call starts the sequence and carries the
+    stream's config; `send(..., end=True)` flushes and ends it. `abort()` ends it without waiting
+    for results, freeing the model's state at once (otherwise the model evicts it when idle).
+    """
+
+    def __init__(self, client: "AsyncTritonAsrClient", config: dict):
+        self._client = client
+        self.sequence_id = new_sequence_id()
+        self._config: str | None = json.dumps(config)
+        self.ended = False
+
+    @property
+    def started(self) -> bool:
+        return self._config is None
+
+    async def send(self, samples: np.ndarray, end: bool = False) -> list[dict]:
+        if self.ended:
+            raise AsrError("the stream has already ended", 400, "stream_ended")
+        start, config = self._config is not None, self._config
+        self._config = None
+        self.ended = end
+        try:
+            result = await self._client._client.infer(
+                STREAMING, stream_inputs(samples, config), outputs=[grpcclient_aio.InferRequestedOutput("EVENTS")],
+                sequence_id=self.sequence_id, sequence_start=start, sequence_end=end,
+                client_timeout=self._client.timeout_s)
+        except InferenceServerException as exc:
+            self.ended = True
+            raise map_error(exc) from exc
+        return _events(result)
+
+    async def abort(self) -> None:
+        """End the sequence now (state freed in the model); errors are ignored: this is cleanup."""
+        if self.ended or not self.started:
+            self.ended = True
+            return
+        self.ended = True
+        inputs = stream_inputs(np.zeros(0, np.float32), None)
+        inputs.append(grpcclient.InferInput("ABORT", [1, 1], "BOOL"))
+        inputs[-1].set_data_from_numpy(np.array([[True]]))
+        try:
+            await self._client._client.infer(STREAMING, inputs, sequence_id=self.sequence_id, sequence_end=True,
+                                             client_timeout=self._client.ready_timeout_s * 5)
+        except InferenceServerException:
+            pass

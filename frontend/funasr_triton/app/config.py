@@ -53,6 +53,23 @@ class DiarizationSettings(BaseModel):
     max_speakers: int = Field(8, ge=1, description="upper bound when a request gives neither num_speakers nor max_speakers")
 
 
+class StreamingSettings(BaseModel):
+    enabled: bool = Field(True, description="serve the real-time WebSocket routes (needs the `streaming_asr` model)")
+    max_streams: int = Field(32, ge=1, description="real-time streams open at once; more are refused with the "
+                             "protocol's own failure message")
+    max_stream_seconds: float = Field(4 * 3600, gt=0, description="longest audio one stream may send")
+    max_frame_bytes: int = Field(256 * 1024, gt=0, description="largest binary audio frame accepted")
+    idle_timeout_s: float = Field(10.0, gt=0, description="a stream that sends nothing this long is failed and freed")
+    start_timeout_s: float = Field(10.0, gt=0, description="time a client has to send its first (start) message")
+    chunk_size: list[int] = Field(default_factory=lambda: [0, 10, 5], min_length=3, max_length=3,
+                                  description="streaming Paraformer chunk [look-back, chunk, look-ahead] in 60 ms "
+                                  "frames; [0,10,5] = 600 ms")
+    max_sentence_silence_ms: int = Field(800, ge=100, le=6000,
+                                         description="silence that ends a sentence when a client gives none")
+    max_offline_seconds: float = Field(600.0, gt=0, description="longest audio a FunASR-protocol `offline` "
+                                       "session may buffer before it is recognised as one file")
+
+
 class AuthSettings(BaseModel):
     api_keys: list[SecretStr] = Field(default_factory=list, description='JSON list, e.g. ["k1","k2"]. None = open; '
                                       "set = required on every API route (/health, /ready, /metrics stay open for probes)")
@@ -77,5 +94,6 @@ class Settings(BaseSettings):
     hotwords: HotwordSettings = HotwordSettings()
     subtitles: SubtitleSettings = SubtitleSettings()
     diarization: DiarizationSettings = DiarizationSettings()
+    streaming: StreamingSettings = StreamingSettings()
     auth: AuthSettings = AuthSettings()
     models: ModelSettings = ModelSettings()

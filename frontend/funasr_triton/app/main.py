@@ -17,6 +17,7 @@ from ..triton_client import AsyncTritonAsrClient
 from .config import Settings
 from .metrics import Metrics
 from .service import TranscriptionService
+from .streaming import StreamingService
 
 log = logging.getLogger(__name__)
 Renderer = Callable[[Request, AsrError], Response]
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         client = AsyncTritonAsrClient(settings.triton.url, settings.triton.timeout_s, settings.triton.ready_timeout_s)
         app.state.service = TranscriptionService(settings, client, metrics)
+        app.state.streaming = StreamingService(settings, client, metrics, hotwords=app.state.service.merged_hotwords)
         yield
         await client.close()
 
