@@ -460,13 +460,18 @@ class E2EVad:
         self.decibel: list[float] = []
         self.scores = np.zeros((0, len(self.sil_pdf_ids)), dtype=np.float32)
         self.last_drop_frames = 0
+        self.next_seg = True  # streaming output: the next start is still to be announced
 
     # -- per chunk ------------------------------------------------------------------------
 
-    def forward(self, sil_scores: np.ndarray, waveform: np.ndarray, is_final: bool) -> list[list[int]]:
-        """``FsmnVADStreaming.forward`` (non-streaming output): completed segments of this chunk.
+    def forward(self, sil_scores: np.ndarray, waveform: np.ndarray, is_final: bool,
+                streaming: bool = False) -> list[list[int]]:
+        """``FsmnVADStreaming.forward``: the segments this chunk completed.
 
         ``sil_scores`` is the encoder posterior of the silence pdf(s), shape [T, len(sil_pdf_ids)].
+        Non-streaming output is [[beg, end], ...]; streaming output (``is_streaming_input``) also
+        announces a start as soon as it is confirmed: [beg, -1], later [-1, end] (or [beg, end]
+        when both fall in one chunk).
         """
         n_frames = sil_scores.shape[0]
         if n_frames == 0:
@@ -482,6 +487,21 @@ class E2EVad:
         segments = []
         for i in range(self.output_data_buf_offset, len(self.output_data_buf)):
             seg = self.output_data_buf[i]
+            if streaming:
+                if not seg.contain_seg_start_point:
+                    continue
+                if not self.next_seg and not seg.contain_seg_end_point:
+                    continue
+                start_ms = seg.start_ms if self.next_seg else -1
+                if seg.contain_seg_end_point:
+                    end_ms = seg.end_ms
+                    self.next_seg = True
+                    self.output_data_buf_offset += 1
+                else:
+                    end_ms = -1
+                    self.next_seg = False
+                segments.append([start_ms, end_ms])
+                continue
             if not is_final and (not seg.contain_seg_start_point or not seg.contain_seg_end_point):
                 continue
             segments.append([seg.start_ms, seg.end_ms])
@@ -892,3 +912,37 @@ class FsmnVad:
                     accumulated_ms = 0
                     in_speech = False
         return segments
+
+
+class OnlineVad:
+    """One stream of FSMN-VAD in funasr's streaming mode (``is_streaming_input=True``).
+
+    ``accept(chunk, is_final)`` takes consecutive chunks of 16 kHz samples and returns what
+    funasr's ``AutoModel(fsmn-vad).generate(input=chunk, cache=cache, is_final=...)`` returns for
+    them: ``[beg, -1]`` when a sentence start is confirmed, ``[-1, end]`` when it ends (``[beg,
+    end]`` when both happen in one chunk); times in ms from the stream start. The end silence is
+    fixed per stream (``max_end_silence_ms``, no dynamic schedule), as when funasr is given
+    ``max_end_silence_time``. The ONNX session is shared with ``vad`` (thread-safe); the state is
+    this object's.
+    """
+
+    def __init__(self, vad: "FsmnVad", max_end_silence_ms: int | None = None):
+        opts = vad.vad_opts
+        if max_end_silence_ms is not None:
+            opts = dataclasses.replace(opts, max_end_silence_time=int(max_end_silence_ms))
+        self.vad = vad
+        self.detector = E2EVad(opts, float(opts.speech_noise_thres))
+        self.frontend = OnlineFrontend(vad.frontend_conf, vad.cmvn)
+        self.caches = [np.zeros(shape, dtype=np.float32) for shape in vad.cache_shapes]
+        self.sil_ids = list(opts.sil_pdf_ids)
+
+    def accept(self, chunk: np.ndarray, is_final: bool) -> list[list[int]]:
+        feats, waveform = self.frontend.accept(np.asarray(chunk, dtype=np.float32), is_final)
+        if feats.shape[0] == 0:
+            return []
+        outputs = self.vad.session.run(
+            self.vad.output_names, {"speech": feats[None], **dict(zip(self.vad.cache_names, self.caches))})
+        self.caches = outputs[1:]
+        sil_scores = np.ascontiguousarray(outputs[0][0][:, self.sil_ids])
+        return self.detector.forward(sil_scores, waveform, is_final, streaming=True)
+
