@@ -13,29 +13,14 @@ import triton_python_backend_utils as pb_utils
 from diarize import speech_windows, window_samples, word_speakers
 from diarize_cluster import cluster_speakers, validate_speaker_options
 from sentences import assemble, join_texts, word_stamps
-from stage import StageInputError, check_tensors, error_response, input_array, int_param, strings
+from stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response, input_array,
+                   int_param, strings)
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
           "MIN_SPEAKERS": "TYPE_INT32", "MAX_SPEAKERS": "TYPE_INT32"}
 OUTPUTS = {"TEXT": "TYPE_STRING", "RESULT": "TYPE_STRING"}
 SAMPLES_PER_MS = 16
-
-
-class BlsError(Exception):
-    def __init__(self, message: str, invalid_arg: bool):
-        super().__init__(message)
-        self.invalid_arg = invalid_arg
-
-
-async def call(model: str, inputs: list, outputs: list[str]) -> dict:
-    request = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs, inputs=inputs)
-    response = await request.async_exec()
-    if response.has_error():
-        err = response.error()
-        invalid = err.code() == pb_utils.TritonError.INVALID_ARG
-        raise BlsError(f"{model}: {err.message()}", invalid)
-    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
 
 def split_long(segments: list[list[int]], max_ms: int) -> list[list[int]]:
@@ -160,8 +145,7 @@ class TritonPythonModel:
         responses = []
         for outcome in outcomes:
             if isinstance(outcome, BlsError):
-                code = pb_utils.TritonError.INVALID_ARG if outcome.invalid_arg else pb_utils.TritonError.INTERNAL
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome), code)))
+                responses.append(bls_error_response(outcome))
             elif isinstance(outcome, BaseException):
                 responses.append(error_response("pipeline", outcome))
             else:

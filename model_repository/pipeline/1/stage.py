@@ -86,5 +86,29 @@ def input_array(request, name: str, dtype=None, ndim: int | None = None, require
     return array
 
 
+class BlsError(Exception):
+    """A BLS call failed; `invalid_arg` keeps whether the callee blamed the input."""
+
+    def __init__(self, message: str, invalid_arg: bool):
+        super().__init__(message)
+        self.invalid_arg = invalid_arg
+
+
+async def call(model: str, inputs: list, outputs: list[str]) -> dict:
+    """One BLS request (needs `async def execute`); the named outputs as numpy arrays, or BlsError."""
+    request = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs, inputs=inputs)
+    response = await request.async_exec()
+    if response.has_error():
+        err = response.error()
+        invalid = err.code() == pb_utils.TritonError.INVALID_ARG
+        raise BlsError(f"{model}: {err.message()}", invalid)
+    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+
+
+def bls_error_response(exc: BlsError) -> "pb_utils.InferenceResponse":
+    code = pb_utils.TritonError.INVALID_ARG if exc.invalid_arg else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
+
+
 def strings(array) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
