@@ -1,0 +1,1 @@
+../../asr_decode/1/asr_text.py

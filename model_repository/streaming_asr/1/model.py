@@ -1,0 +1,125 @@
+"""Triton python backend for `streaming_asr`: real-time streams under the sequence batcher.
+
+Each request is one piece of one stream (Triton sequence = stream, CORRID = its id). Python
+models have no implicit state, so the streams live here (streams.py), keyed by correlation id,
+evicted when idle. The streaming Paraformer and the streaming FSMN-VAD run in-process
+(onnxruntime); sentence finals are re-decoded by the offline `asr` ensemble and punctuated by
+`punc` through BLS. Output EVENTS is a JSON list of the events the request produced.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fsmn_vad import FsmnVad  # noqa: E402
+from paraformer_online import ParaformerOnline  # noqa: E402
+from stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response,  # noqa: E402
+                   input_array, int_param, param, strings)
+from streams import ChunkRequest, StreamInputError, StreamManager  # noqa: E402
+
+INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL", "START": "TYPE_INT32",
+          "END": "TYPE_INT32", "READY": "TYPE_INT32", "CORRID": "TYPE_UINT64"}
+OUTPUTS = {"EVENTS": "TYPE_STRING"}
+
+
+class BlsOffline:
+    """2-pass: the offline `asr` ensemble re-decodes a sentence, `punc` punctuates it."""
+
+    async def recognize(self, wav: np.ndarray, hotwords: list[str]):
+        hot = np.array([[w.encode("utf-8") for w in hotwords] or [b""]], dtype=object)
+        out = await call("asr", [pb_utils.Tensor("WAV", wav.astype(np.float32)[None]), pb_utils.Tensor("HOTWORDS", hot)],
+                         ["TEXT", "WORDS", "TIMESTAMPS"])
+        return (strings(out["TEXT"])[0], strings(out["WORDS"]),
+                [[int(b), int(e)] for b, e in out["TIMESTAMPS"].reshape(-1, 2)])
+
+    async def punctuate(self, text: str) -> str:
+        out = await call("punc", [pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=object))],
+                         ["PUNC_TEXT"])
+        return strings(out["PUNC_TEXT"])[0]
+
+
+def _scalar(request, name: str, default=0):
+    value = input_array(request, name, required=False)
+    return default if value is None or value.size == 0 else value.reshape(-1)[0]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        check_tensors(config, INPUTS, OUTPUTS)
+        if "sequence_batching" not in config:
+            raise pb_utils.TritonModelException("streaming_asr: config.pbtxt needs sequence_batching (streams)")
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        for sub, hint in (("paraformer", "streaming"), ("vad", "vad")):
+            if not (version_dir / sub).is_dir():
+                raise pb_utils.TritonModelException(
+                    f"streaming_asr: {version_dir / sub} is missing: run `funasr-triton export` (stage {hint})")
+        threads = int_param(config, "intra_op_threads", 1)
+        providers = [p.strip() for p in param(config, "providers", "CPUExecutionProvider").split(",") if p.strip()]
+        quantized = param(config, "quantized", "false").strip().lower() == "true"
+        try:
+            asr = ParaformerOnline(version_dir / "paraformer", intra_op_threads=threads, providers=providers,
+                                   quantized=quantized)
+            vad = FsmnVad(version_dir / "vad", intra_op_threads=1)
+        except Exception as e:  # noqa: BLE001 - any load failure is a model load error
+            raise pb_utils.TritonModelException(f"streaming_asr: cannot load models from {version_dir}: {e}") from e
+        self.manager = StreamManager(
+            asr, vad, BlsOffline(),
+            max_streams=int_param(config, "max_streams", 256, minimum=1),
+            idle_s=float(int_param(config, "idle_seconds", 30, minimum=1)),
+            retain_ms=int_param(config, "retain_ms", 10000, minimum=1000),
+            max_hotwords=int_param(config, "max_hotwords", 50),
+            max_request_samples=int_param(config, "max_request_seconds", 60, minimum=1) * 16000)
+        labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
+        self.open_gauge = pb_utils.MetricFamily(
+            name="funasr_streaming_open_streams", description="streams held by a streaming_asr instance",
+            kind=pb_utils.MetricFamily.GAUGE).Metric(labels=labels)
+        self.evicted_counter = pb_utils.MetricFamily(
+            name="funasr_streaming_evicted_total", description="streams dropped after idle_seconds without END",
+            kind=pb_utils.MetricFamily.COUNTER).Metric(labels=labels)
+        self._evicted_seen = 0
+
+    def _chunk_request(self, request) -> ChunkRequest:
+        wav = input_array(request, "WAV", np.float32)
+        config = input_array(request, "CONFIG", required=False)
+        return ChunkRequest(
+            corrid=int(_scalar(request, "CORRID")), wav=wav.reshape(-1) if wav.ndim > 1 and wav.shape[0] == 1 else wav,
+            start=bool(_scalar(request, "START")), end=bool(_scalar(request, "END")),
+            abort=bool(_scalar(request, "ABORT", False)),
+            config=strings(config)[0] if config is not None and config.size else None)
+
+    async def execute(self, requests):
+        parsed: list[ChunkRequest | BaseException] = []
+        for request in requests:
+            try:
+                parsed.append(self._chunk_request(request))
+            except Exception as exc:  # noqa: BLE001
+                parsed.append(exc)
+        valid = [p for p in parsed if isinstance(p, ChunkRequest)]
+        outcomes = iter(await self.manager.run(valid))
+        responses = []
+        for p in parsed:
+            outcome = next(outcomes) if isinstance(p, ChunkRequest) else p
+            if isinstance(outcome, BlsError):
+                responses.append(bls_error_response(outcome))
+            elif isinstance(outcome, StreamInputError):
+                responses.append(error_response("streaming_asr", StageInputError(str(outcome))))
+            elif isinstance(outcome, BaseException):
+                responses.append(error_response("streaming_asr", outcome))
+            else:
+                payload = json.dumps(outcome, ensure_ascii=False).encode("utf-8")
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("EVENTS", np.array([[payload]], dtype=object))]))
+        self.open_gauge.set(len(self.manager.streams))
+        if self.manager.evicted > self._evicted_seen:
+            self.evicted_counter.increment(self.manager.evicted - self._evicted_seen)
+            self._evicted_seen = self.manager.evicted
+        return responses
+
+    def finalize(self):
+        self.manager = None
