@@ -5,6 +5,7 @@ import datetime
 import json
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,17 +17,24 @@ log = logging.getLogger(__name__)
 
 # repository models that each stage fills
 STAGE_MODELS = {
-    "vad": ["vad"],
+    "vad": ["vad", "streaming_asr"],  # streaming_asr/1/vad: the streaming model's own FSMN-VAD
     "asr": ["paraformer", "feature_extractor", "asr_decode"],
     "punc": ["punc"],
     "speaker": ["speaker_embedding"],
+    "streaming": ["streaming_asr"],
 }
+# files of a repository model that each stage writes (default: everything under <model>/1/)
+STAGE_SUBDIRS = {("vad", "streaming_asr"): "vad", ("streaming", "streaming_asr"): "paraformer"}
 
 
 def _export_stage(stage: str, src: Path, repo: Path, quantize: bool) -> None:
     if stage == "vad":
         from .exporters.vad import export_vad
-        export_vad(src, repo / "vad" / "1")
+        result = export_vad(src, repo / "vad" / "1")
+        streaming_vad = repo / "streaming_asr" / "1" / "vad"  # the streaming model runs its own VAD
+        streaming_vad.mkdir(parents=True, exist_ok=True)
+        for name in result["files"]:
+            shutil.copyfile(repo / "vad" / "1" / name, streaming_vad / name)
     elif stage == "asr":
         from .exporters.paraformer import export_asr_assets, export_paraformer
         export_paraformer(src, repo / "paraformer" / "1", quantize=quantize)
@@ -38,8 +46,21 @@ def _export_stage(stage: str, src: Path, repo: Path, quantize: bool) -> None:
     elif stage == "speaker":
         from .exporters.campplus import export_campplus
         export_campplus(src, repo / "speaker_embedding" / "1")
+    elif stage == "streaming":
+        from .exporters.paraformer_streaming import export_paraformer_streaming
+        export_paraformer_streaming(src, repo / "streaming_asr" / "1" / "paraformer", quantize=quantize)
     else:
         raise ValueError(stage)
+
+
+def _model_files(root: Path) -> list[Path]:
+    """Exported files under a model version dir, subdirectories included (no code, no links)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        f for f in root.rglob("*")
+        if f.is_file() and not f.is_symlink() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts
+    )
 
 
 def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: bool = False,
@@ -54,9 +75,10 @@ def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: 
         _export_stage(stage, src.path, repo, quantize)
         files = {}
         for model in STAGE_MODELS[stage]:
-            for f in sorted((repo / model / "1").iterdir()):
-                if f.is_file() and not f.is_symlink() and f.suffix != ".py":
-                    files[f"{model}/1/{f.name}"] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+            version = repo / model / "1"
+            sub = STAGE_SUBDIRS.get((stage, model))
+            for f in _model_files(version / sub if sub else version):
+                files[f"{model}/1/{f.relative_to(version).as_posix()}"] = {"sha256": sha256(f), "bytes": f.stat().st_size}
         manifest["stages"][stage] = {"origin": src.origin, "source_dir": str(src.path), "quantize": quantize,
                                      "files": files, "seconds": round(time.monotonic() - t0, 1)}
         progress(f"[{i}/{total}] {stage} done in {time.monotonic() - t0:.1f} s ({len(files)} files)")

@@ -14,9 +14,11 @@ MODELSCOPE_IDS = {
     "ct-punc": "iic/punc_ct-transformer_cn-en-common-vocab471067-large",
     "ct-punc-c": "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch",
     "cam++": "iic/speech_campplus_sv_zh-cn_16k-common",
+    "paraformer-zh-streaming": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online",
 }
 # repository stage -> default FunASR model name
-STAGES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc", "speaker": "cam++"}
+STAGES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc", "speaker": "cam++",
+          "streaming": "paraformer-zh-streaming"}
 
 
 class SourceError(RuntimeError):
@@ -93,6 +95,9 @@ def build_test_model(stage: str, root: Path, large: bool = False) -> ResolvedSou
     elif stage == "speaker":
         from .testmodels import campplus as builder
         kwargs = {}
+    elif stage == "streaming":
+        from .testmodels import paraformer_streaming as builder
+        kwargs = {"size": "large" if large else "tiny"}
     else:
         raise SourceError(f"no test model for stage {stage}")
     if not (target / "config.yaml").exists():

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="turn FunASR checkpoints into the Triton model repository")
     e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
-                   help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker) or name (paraformer-zh, ...)")
-    e.add_argument("--stages", default="vad,asr,punc,speaker")
+                   help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
+    e.add_argument("--stages", default="vad,asr,punc,speaker,streaming")
     e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
     e.add_argument("--repository", default=str(DEFAULT_REPO))
     e.add_argument("--cache-dir", default=".cache/models")
