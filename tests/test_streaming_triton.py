@@ -90,7 +90,6 @@ def test_online_only_and_final_only_modes(client, two_sentences):
 def test_served_partials_equal_funasr_automodel_chunk_by_chunk(client):
     """Parity: the served online text after every chunk equals funasr AutoModel's streaming
     generate(cache=..., is_final=...) on the same tiny streaming model (before the first sentence end)."""
-    import torch
     from funasr import AutoModel
 
     sys.path.insert(0, str(ROOT / "model_repository" / "asr_decode" / "1"))
@@ -110,11 +109,11 @@ def test_served_partials_equal_funasr_automodel_chunk_by_chunk(client):
     cache: dict = {}
     tokens: list[str] = []
     expected = []
-    n = -(-wav.shape[0] // CHUNK)
+    n = wav.shape[0] // CHUNK  # whole chunks: a shorter non-final piece waits in both
     for i in range(n):
         chunk = wav[i * CHUNK:(i + 1) * CHUNK]
         emitted.clear()
-        model.generate(input=torch.from_numpy(chunk.copy()), cache=cache, is_final=False, chunk_size=[0, 10, 5],
+        model.generate(input=chunk, cache=cache, is_final=False, chunk_size=[0, 10, 5],
                        encoder_chunk_look_back=0, decoder_chunk_look_back=0)
         assert len(emitted) == 1
         tokens += emitted[0]
@@ -179,7 +178,7 @@ def test_faults_fail_alone_and_free_state(client, triton, two_sentences):
     orphan._config = None
     with pytest.raises(AsrError) as err:
         orphan.send(two_sentences[:CHUNK])
-    assert err.value.status == 400 and "not open" in err.value.message
+    assert err.value.status == 400 and "START" in err.value.message  # refused by the sequence batcher
     # bad configs are refused at START
     for bad in ({"chunk_size": [0, 0, 5]}, {"partial": False, "two_pass": False}, {"nope": 1},
                 {"max_sentence_silence_ms": 5}):

@@ -19,7 +19,7 @@ from .errors import AsrError
 
 PIPELINE = "pipeline"
 STREAMING = "streaming_asr"
-REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc",
+REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc", "streaming_asr",
                    "speaker_embedding")
 
 

@@ -22,8 +22,8 @@ from stage import (BlsError, StageInputError, bls_error_response, call, check_te
                    input_array, int_param, param, strings)
 from streams import ChunkRequest, StreamInputError, StreamManager  # noqa: E402
 
-INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL", "START": "TYPE_INT32",
-          "END": "TYPE_INT32", "READY": "TYPE_INT32", "CORRID": "TYPE_UINT64"}
+INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
+CONTROLS = {"CONTROL_SEQUENCE_START": "START", "CONTROL_SEQUENCE_END": "END", "CONTROL_SEQUENCE_CORRID": "CORRID"}
 OUTPUTS = {"EVENTS": "TYPE_STRING"}
 
 
@@ -52,8 +52,12 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         check_tensors(config, INPUTS, OUTPUTS)
-        if "sequence_batching" not in config:
-            raise pb_utils.TritonModelException("streaming_asr: config.pbtxt needs sequence_batching (streams)")
+        controls = {c.get("kind"): ci["name"] for ci in config.get("sequence_batching", {}).get("control_input", [])
+                    for c in ci.get("control", [])}
+        wrong = {kind: name for kind, name in CONTROLS.items() if controls.get(kind) != name}
+        if wrong:
+            raise pb_utils.TritonModelException(
+                f"streaming_asr: config.pbtxt needs sequence_batching with control inputs {wrong} (one per stream)")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         for sub, hint in (("paraformer", "streaming"), ("vad", "vad")):
             if not (version_dir / sub).is_dir():
@@ -76,12 +80,14 @@ class TritonPythonModel:
             max_hotwords=int_param(config, "max_hotwords", 50),
             max_request_samples=int_param(config, "max_request_seconds", 60, minimum=1) * 16000)
         labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
-        self.open_gauge = pb_utils.MetricFamily(
-            name="funasr_streaming_open_streams", description="streams held by a streaming_asr instance",
-            kind=pb_utils.MetricFamily.GAUGE).Metric(labels=labels)
-        self.evicted_counter = pb_utils.MetricFamily(
-            name="funasr_streaming_evicted_total", description="streams dropped after idle_seconds without END",
-            kind=pb_utils.MetricFamily.COUNTER).Metric(labels=labels)
+        # the families must outlive their metrics: keep both
+        self.metric_families = [
+            pb_utils.MetricFamily(name="funasr_streaming_open_streams", description="streams held by a "
+                                  "streaming_asr instance", kind=pb_utils.MetricFamily.GAUGE),
+            pb_utils.MetricFamily(name="funasr_streaming_evicted_total", description="streams dropped after "
+                                  "idle_seconds without END", kind=pb_utils.MetricFamily.COUNTER)]
+        self.open_gauge = self.metric_families[0].Metric(labels=labels)
+        self.evicted_counter = self.metric_families[1].Metric(labels=labels)
         self._evicted_seen = 0
 
     def _chunk_request(self, request) -> ChunkRequest:
@@ -123,3 +129,5 @@ class TritonPythonModel:
 
     def finalize(self):
         self.manager = None
+        self.open_gauge = self.evicted_counter = None  # metrics before their families
+        self.metric_families = None
