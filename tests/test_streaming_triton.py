@@ -51,6 +51,7 @@ def test_event_sequence_and_two_pass_finals(client, two_sentences):
     # times: integer ms, ordered, covering the spoken regions (0.5 s of silence first)
     for e in ends:
         assert isinstance(e["begin_ms"], int) and isinstance(e["end_ms"], int)
+        assert 0 < e["confidence"] <= 1  # from the online decoder's token probabilities
         assert 0 <= e["begin_ms"] < e["end_ms"] <= two_sentences.shape[0] // 16
     assert ends[0]["begin_ms"] >= 200 and ends[0]["end_ms"] <= ends[1]["begin_ms"]
     # 2-pass: the final text is the offline model's decode of exactly that span, then punctuation

@@ -234,6 +234,7 @@ class OnlineStream:
         self.finished = False
         self.steps = 0  # decode() calls that included this stream
         self.num_tokens = 0  # tokens emitted so far
+        self.token_probs: list[float] = []  # decoder probability of every emitted token, in order
 
     def __repr__(self) -> str:
         return (f"OnlineStream(chunk_size={list(self.chunk_size)}, steps={self.steps}, "
@@ -402,13 +403,18 @@ class ParaformerOnline:
             }
             for i, name in enumerate(self.in_cache_names):
                 feed[name] = np.stack([job.stream.decoder_caches[i] for job in group])
-            sample_ids, *caches = self.decoder.run(["sample_ids", *self.out_cache_names], feed)
+            logits, sample_ids, *caches = self.decoder.run(["logits", "sample_ids", *self.out_cache_names], feed)
+            # probability of each chosen token (softmax of the logits at the argmax): confidence
+            top = logits.max(axis=-1, keepdims=True)
+            chosen = 1.0 / np.exp(logits - top).sum(axis=-1)
             keep = self.decoder_cache_shape[1]
             for row, job in enumerate(group):
                 job.stream.decoder_caches = [np.ascontiguousarray(c[row, :, -keep:]) for c in caches]
-                ids = [int(i) for i in sample_ids[row, :n_tokens] if int(i) not in self.drop_ids]
-                tokens = [self.tokens[i] for i in ids]
+                kept = [(int(i), float(p)) for i, p in zip(sample_ids[row, :n_tokens], chosen[row, :n_tokens])
+                        if int(i) not in self.drop_ids]
+                tokens = [self.tokens[i] for i, _ in kept]
                 job.stream.num_tokens += len(tokens)
+                job.stream.token_probs.extend(p for _, p in kept)
                 out[job.item].extend(tokens)
 
     # -- one step of several streams ------------------------------------------------------

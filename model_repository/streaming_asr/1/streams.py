@@ -137,6 +137,7 @@ class Stream:
         self.in_sentence = False
         self.begin_ms = 0
         self.tokens: list[str] = []
+        self.probs: list[float] = []  # online decoder probability of each token of the open sentence
         self.partial_text = ""
         self.last_seen = time.monotonic()
 
@@ -168,11 +169,13 @@ class Stream:
         lo = max(self.begin_ms * SAMPLES_PER_MS - self.audio_start, 0)
         hi = max(end_ms * SAMPLES_PER_MS - self.audio_start, lo)
         text = self._text() if self.tokens else ""
+        # confidence: geometric mean of the online decoder's token probabilities (0 without an online pass)
+        confidence = float(np.exp(np.mean(np.log(np.maximum(self.probs, 1e-12))))) if self.probs else 0.0
         event = {"event": "sentence_end", "index": self.index, "begin_ms": self.begin_ms, "end_ms": end_ms,
-                 "text": text, "raw_text": text, "online_text": text, "words": []}
+                 "text": text, "raw_text": text, "online_text": text, "words": [], "confidence": round(confidence, 4)}
         job = FinalJob(event, self.audio[lo:hi].copy(), self.config)
         self.in_sentence = False
-        self.tokens, self.partial_text = [], ""
+        self.tokens, self.probs, self.partial_text = [], [], ""
         if self.online is not None:  # FunASR's 2pass server resets the online decoder at every sentence end
             self.online = self.asr.new_stream(self.config.chunk_size)
         drop = min(max(end_ms * SAMPLES_PER_MS - self.audio_start, 0), self.audio.shape[0])
@@ -185,6 +188,8 @@ class Stream:
         self.consumed += chunk.shape[0]
         now_ms = self.consumed // SAMPLES_PER_MS
         self.tokens.extend(new_tokens)
+        if new_tokens:
+            self.probs.extend(self.online.token_probs[-len(new_tokens):])
         events: list[dict] = []
         jobs: list[FinalJob] = []
         for beg, end in self.vad.accept(chunk, final):
