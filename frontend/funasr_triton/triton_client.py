@@ -254,7 +254,8 @@ class AsyncTritonAsrStream:
         self._client = client
         self.sequence_id = new_sequence_id()
         self._config: str | None = json.dumps(config)
-        self.ended = False
+        self.ended = False  # no more requests from this object
+        self._closed = False  # the model has let go of the stream (END answered or ABORT sent)
 
     @property
     def started(self) -> bool:
@@ -274,14 +275,15 @@ class AsyncTritonAsrStream:
         except InferenceServerException as exc:
             self.ended = True
             raise map_error(exc) from exc
+        self._closed = end
         return _events(result)
 
     async def abort(self) -> None:
         """End the sequence now (state freed in the model); errors are ignored: this is cleanup."""
-        if self.ended or not self.started:
-            self.ended = True
-            return
         self.ended = True
+        if self._closed or not self.started:
+            return
+        self._closed = True
         inputs = stream_inputs(np.zeros(0, np.float32), None)
         inputs.append(grpcclient.InferInput("ABORT", [1, 1], "BOOL"))
         inputs[-1].set_data_from_numpy(np.array([[True]]))
