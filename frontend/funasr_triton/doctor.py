@@ -12,7 +12,8 @@ def problems() -> list[str]:
     if sys.version_info < (3, 10):
         out.append(f"Python >= 3.10 needed, this is {sys.version.split()[0]}")
     for tool, pkg in (("ffmpeg", "ffmpeg"), ("espeak-ng", "espeak-ng"), ("sox", "sox"),
-                      ("promtool", "prometheus")):  # promtool checks helm/funasr-triton/files/prometheus in the tests
+                      ("promtool", "prometheus"),  # promtool checks helm/funasr-triton/files/prometheus in the tests
+                      ("chromium", "chromium")):  # the browser demo test drives it through Playwright
         if shutil.which(tool) is None:
             out.append(f"`{tool}` not found: apt-get install {pkg}")
     ver = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -32,7 +33,7 @@ def main() -> int:
         for p in found:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print("system check: ffmpeg, espeak-ng, sox, promtool, libpython present")
+    print("system check: ffmpeg, espeak-ng, sox, promtool, chromium, libpython present")
     return 0
 
 

@@ -64,12 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..seed_api.router import PREFIXES as SEED_PREFIXES
     from ..seed_api.router import render_error as seed_error
     from ..seed_api.router import router as seed_router
+    from .demo import router as demo_router
 
     for prefixes, render, router in ((OPENAI_PREFIXES, openai_error, openai_router),
                                      (ALIYUN_PREFIXES, aliyun_error, aliyun_router),
                                      (SEED_PREFIXES, seed_error, seed_router)):
         app.include_router(router)
         renderers.extend((p, render) for p in prefixes)
+    app.include_router(demo_router)
 
     def render(request: Request, err: AsrError) -> Response:
         path = request.url.path
