@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..aliyun_api.router import PREFIXES as ALIYUN_PREFIXES
     from ..aliyun_api.router import render_error as aliyun_error
     from ..aliyun_api.router import router as aliyun_router
+    from ..funasr_ws.router import router as funasr_ws_router
+    from ..nls_ws.router import router as nls_ws_router
     from ..openai_api.router import PREFIXES as OPENAI_PREFIXES
     from ..openai_api.router import render_error as openai_error
     from ..openai_api.router import router as openai_router
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      (SEED_PREFIXES, seed_error, seed_router)):
         app.include_router(router)
         renderers.extend((p, render) for p in prefixes)
+    app.include_router(nls_ws_router)  # WebSocket routes: failures are protocol messages, not HTTP errors
+    app.include_router(funasr_ws_router)
     app.include_router(demo_router)
 
     def render(request: Request, err: AsrError) -> Response:
