@@ -15,6 +15,11 @@ while its MANIFEST.json says the asr stage came from test:paraformer-large. Audi
 Mandarin clips with short pauses. Baselines run in child processes (`python -m
 funasr_triton_export.bench <worker> spec.json out.json`) so their peak RSS is their own.
 
+After the offline measurements, bench_streaming.py measures real-time streaming on the same
+repository (`streaming_asr`, test-large streaming Paraformer): N simulated live streams against the
+served model, and FunASR AutoModel / funasr-onnx streaming on the same weights (`--streams 0`
+skips it; `--skip-offline` runs only the streaming part, for quick iteration).
+
 Writes bench/results/<UTC timestamp>.json and regenerates docs/benchmark.md. Progress: one line
 per measurement on stderr. Targets from the issue are reported, not asserted.
 """
@@ -50,7 +55,10 @@ AUDIO_DIR = BENCH / "audio"
 DOC = ROOT / "docs" / "benchmark.md"
 SOURCE = "test-large"
 ASR_ORIGIN = "test:paraformer-large"
-STAGES = ["vad", "asr", "punc"]
+STREAMING_ORIGIN = "test:paraformer_streaming-large"
+STAGES = ["vad", "asr", "punc", "streaming"]
+# models the offline measurements load (explicit model control: streaming_asr stays unloaded)
+OFFLINE_MODELS = ["pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc"]
 SR = 16000
 THREADS = 2
 WARMUP = 2
@@ -70,6 +78,60 @@ def progress(msg: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # measurement helpers (shared by the parent and the worker processes)
+
+
+def _machine_busy_s() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / tick, steal / tick
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its descendants, reaped ones included (children_user/system)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:  # exited in between
+            pass
+    return total
+
+
+class CpuMeter:
+    """CPU used during one measurement: the whole machine (/proc/stat) vs this bench's process tree.
+
+    `other_cores` = average cores kept busy by processes outside the bench (other jobs on a shared
+    VM: their load slows every runtime down and makes absolute numbers and ratios noisy).
+    """
+
+    def __init__(self, pid: int | None = None):
+        self.pid = pid or os.getpid()
+        self.t0 = time.perf_counter()
+        self.machine0 = _machine_busy_s()
+        self.own0 = _tree_cpu_s(self.pid)
+
+    def stop(self) -> dict | None:
+        machine = _machine_busy_s()
+        if machine is None or self.machine0 is None:
+            return None
+        wall = max(time.perf_counter() - self.t0, 1e-6)
+        busy, steal = machine[0] - self.machine0[0], machine[1] - self.machine0[1]
+        own = _tree_cpu_s(self.pid) - self.own0
+        return {"machine_busy_cores": round(busy / wall, 2), "bench_cores": round(own / wall, 2),
+                "other_cores": round(max(busy - own, 0.0) / wall, 2), "steal_cores": round(steal / wall, 2)}
 
 
 class RssSampler:
@@ -164,6 +226,7 @@ def run_sequential(fn, clips: list[np.ndarray], order: list[int], sampler: RssSa
     latencies, units, texts, segments = [], [], [], []
     if sampler is not None:
         sampler.reset()
+    cpu = CpuMeter()
     t0 = time.perf_counter()
     for i in order:
         t = time.perf_counter()
@@ -176,7 +239,7 @@ def run_sequential(fn, clips: list[np.ndarray], order: list[int], sampler: RssSa
     wall = time.perf_counter() - t0
     audio = sum(len(clips[i]) for i in order) / SR
     return summarize(latencies, wall, audio, units, texts[0], segments, concurrency=1,
-                     peak_rss_mb=sampler.peak_mb() if sampler is not None else None)
+                     peak_rss_mb=sampler.peak_mb() if sampler is not None else None, cpu=cpu.stop())
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,8 +275,9 @@ def make_clips(seconds: float, n: int = N_CLIPS) -> list[np.ndarray]:
 # model repository and funasr_onnx directories
 
 
-def _weight_file(path: Path) -> bool:
-    return path.parent.name == "1" and not path.name.endswith(".py") and path.name != ".keep"
+def _weight_file(rel: Path) -> bool:
+    """<model>/1/... (any depth, e.g. streaming_asr/1/paraformer/encoder.onnx) except code."""
+    return len(rel.parts) >= 3 and rel.parts[1] == "1" and not rel.name.endswith(".py") and rel.name != ".keep"
 
 
 def sync_templates(src: Path, dst: Path) -> None:
@@ -229,7 +293,7 @@ def sync_templates(src: Path, dst: Path) -> None:
         linked_dirs = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
         for name in filenames + linked_dirs:
             s, d = Path(dirpath) / name, target_dir / name
-            if name == "MANIFEST.json" or _weight_file(s):
+            if name == "MANIFEST.json" or _weight_file(rel / name):
                 continue
             if s.is_symlink():
                 if d.is_symlink() or d.exists():
@@ -239,17 +303,23 @@ def sync_templates(src: Path, dst: Path) -> None:
                 shutil.copy2(s, d)
 
 
-def _repo_reusable(repo: Path) -> bool:
+def _stages_to_export(repo: Path) -> list[str]:
+    """The STAGES whose exported files are missing or not test-large (the rest are reused)."""
     manifest = repo / "MANIFEST.json"
-    if not manifest.exists():
-        return False
     try:
-        stages = json.loads(manifest.read_text())["stages"]
+        stages = json.loads(manifest.read_text())["stages"] if manifest.exists() else {}
     except (ValueError, KeyError):
-        return False
-    return (stages.get("asr", {}).get("origin") == ASR_ORIGIN and all(s in stages for s in STAGES)
-            and all(stages[s].get("quantize") for s in ("asr", "punc"))
-            and (repo / "paraformer" / "1" / "model_quant.onnx").exists())
+        stages = {}
+    ok = {
+        "vad": (repo / "vad" / "1" / "model.onnx").exists()
+        and (repo / "streaming_asr" / "1" / "vad" / "model.onnx").exists(),
+        "asr": stages.get("asr", {}).get("origin") == ASR_ORIGIN
+        and (repo / "paraformer" / "1" / "model_quant.onnx").exists(),
+        "punc": (repo / "punc" / "1" / "model.onnx").exists(),
+        "streaming": stages.get("streaming", {}).get("origin") == STREAMING_ORIGIN
+        and (repo / "streaming_asr" / "1" / "paraformer" / "encoder_quant.onnx").exists(),
+    }
+    return [s for s in STAGES if not (s in stages and stages[s].get("quantize") and ok[s])]
 
 
 def prepare(spec: dict) -> dict:
@@ -259,23 +329,27 @@ def prepare(spec: dict) -> dict:
 
     repo, onnx_dir, cache_dir = Path(spec["repo"]), Path(spec["onnx_dir"]), Path(spec["cache_dir"])
     out: dict = {}
-    if _repo_reusable(repo):
-        progress(f"reusing {repo} (MANIFEST.json: asr from {ASR_ORIGIN})")
+    missing = _stages_to_export(repo)
+    if not missing:
+        progress(f"reusing {repo} (MANIFEST.json: asr from {ASR_ORIGIN}, streaming from {STREAMING_ORIGIN})")
     else:
-        progress(f"exporting --source {SOURCE} ({', '.join(STAGES)}, --quantize) into {repo}; takes 1-2 min")
+        progress(f"exporting --source {SOURCE} ({', '.join(missing)}, --quantize) into {repo}; takes 1-2 min "
+                 "per large stage")
         t0 = time.monotonic()
-        sources = resolve(SOURCE, STAGES, {}, cache_dir)
+        sources = resolve(SOURCE, missing, {}, cache_dir)
         export_repository(repo, sources, quantize=True, progress=progress)
         out["export_s"] = round(time.monotonic() - t0, 1)
+        out["exported_stages"] = missing
     manifest = json.loads((repo / "MANIFEST.json").read_text())
     src = {s: Path(manifest["stages"][s]["source_dir"]) for s in STAGES}
+    asr_stamp = f"{manifest['stages']['asr']['origin']} {manifest['stages']['asr']['files']['paraformer/1/model.onnx']['sha256']}"
 
     # funasr_onnx wants funasr's own export layout per model: model.onnx (+ model_eb.onnx for
     # SeACo), config.yaml, am.mvn, tokens.json in one directory
     asr = onnx_dir / "asr"
     stamp = asr / "SOURCE"
     if not (asr / "model.onnx").exists() or not (asr / "model_eb.onnx").exists() or \
-            not stamp.exists() or stamp.read_text() != manifest["written_at"]:
+            not stamp.exists() or stamp.read_text() != asr_stamp:
         progress("exporting the ASR model with funasr's own exporter for funasr_onnx (model.onnx + model_eb.onnx)")
         from funasr import AutoModel
 
@@ -288,7 +362,7 @@ def prepare(spec: dict) -> dict:
             auto.export(type="onnx", quantize=False, output_dir=str(asr), device="cpu")
         for name in ("config.yaml", "am.mvn", "tokens.json"):
             shutil.copyfile(src["asr"] / name, asr / name)
-        stamp.write_text(manifest["written_at"])
+        stamp.write_text(asr_stamp)
         out["funasr_onnx_export_s"] = round(time.monotonic() - t0, 1)
     vad = onnx_dir / "vad"  # the repository's VAD model.onnx + its hub config.yaml
     vad.mkdir(parents=True, exist_ok=True)
@@ -300,6 +374,9 @@ def prepare(spec: dict) -> dict:
     for name in ("model.onnx", "tokens.json", "config.yaml", "jieba_usr_dict"):
         if (repo / "punc" / "1" / name).exists():
             shutil.copyfile(repo / "punc" / "1" / name, punc / name)
+    from .bench_streaming import funasr_onnx_streaming_dir
+
+    funasr_onnx_streaming_dir(repo, onnx_dir / "streaming", src["streaming"])
     out["source_dirs"] = {k: str(v) for k, v in src.items()}
     out["origins"] = {s: manifest["stages"][s]["origin"] for s in STAGES}
     out["manifest_written_at"] = manifest["written_at"]
@@ -398,6 +475,12 @@ def bench_funasr_onnx(spec: dict) -> dict:
 WORKERS = {"prepare": prepare, "automodel": bench_automodel, "funasr-onnx": bench_funasr_onnx}
 
 
+def _workers() -> dict:
+    from .bench_streaming import WORKERS as STREAMING_WORKERS
+
+    return {**WORKERS, **STREAMING_WORKERS}
+
+
 def _quiet_logging() -> None:
     import logging
 
@@ -418,7 +501,7 @@ def worker_main(argv: list[str]) -> int:
 
         with open(os.devnull, "w") as devnull:  # funasr prints banners on stdout
             sys.stdout = devnull
-            result = WORKERS[name](spec)
+            result = _workers()[name](spec)
             sys.stdout = sys.__stdout__
         result["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     except Exception as e:  # noqa: BLE001
@@ -457,12 +540,13 @@ def _model_counts(url: str, model: str) -> tuple[int, int]:
         c.close()
 
 
-def served_settings(profile: str) -> dict:
+def served_settings(profile: str, models: tuple[str, ...] = ("pipeline", "vad", "feature_extractor", "paraformer",
+                                                              "asr_decode", "punc")) -> dict:
     """intra_op_threads / instance count per model as the profile's config files say."""
     import re
 
     out = {}
-    for model in ("pipeline", "vad", "feature_extractor", "paraformer", "asr_decode", "punc"):
+    for model in models:
         cfg = REPO / model / "configs" / f"{profile}.pbtxt"
         if not cfg.exists():
             cfg = REPO / model / "config.pbtxt"
@@ -486,8 +570,9 @@ def bench_served(profile: str, clips: list[np.ndarray], order: list[int], concur
     url = f"127.0.0.1:{grpc_port}"
     log_file = BENCH / f"triton-{profile}.log"
     log_file.unlink(missing_ok=True)
-    server = EmbeddedTriton(TritonOptions(REPO, profile, grpc_port, metrics_port, http_port), cache=CACHE,
-                            log_file=log_file)
+    load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in OFFLINE_MODELS))
+    server = EmbeddedTriton(TritonOptions(REPO, profile, grpc_port, metrics_port, http_port, extra_args=load),
+                            cache=CACHE, log_file=log_file)
     out: dict = {"profile": profile, "log": str(log_file.relative_to(ROOT)), "settings": served_settings(profile),
                  "concurrency": {}}
     t0 = time.monotonic()
@@ -523,6 +608,7 @@ def bench_served(profile: str, clips: list[np.ndarray], order: list[int], concur
                 try:
                     before = _model_counts(url, "paraformer")
                     sampler.reset()
+                    cpu = CpuMeter()
                     t_start = time.perf_counter()
                     with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
                         results = list(pool.map(transcribe, order))
@@ -532,7 +618,8 @@ def bench_served(profile: str, clips: list[np.ndarray], order: list[int], concur
                     m = summarize([r[0] for r in results], wall, sum(len(clips[i]) for i in order) / SR,
                                   [r[1] for r in results], results[0][2], [r[3] for r in results], concurrency=c, peak_rss_mb=sampler.peak_mb(),
                                   paraformer_segments=inferences, paraformer_executions=executions,
-                                  paraformer_mean_batch=round(inferences / executions, 2) if executions else None)
+                                  paraformer_mean_batch=round(inferences / executions, 2) if executions else None,
+                                  cpu=cpu.stop())
                     progress(f"served {profile} c={c}: {describe(m)}, paraformer batch {m['paraformer_mean_batch']}")
                 except Exception as e:  # noqa: BLE001
                     m = {"concurrency": c, "error": f"{type(e).__name__}: {getattr(e, 'message', e)}"[:2000]}
@@ -676,20 +763,29 @@ def _noise_text(result: dict) -> str:
             f"{spread:.0f} %: read ratio differences of that order as noise.")
 
 
+def other_load_text(measurements: list[dict], cores: int | None) -> str:
+    """One sentence on CPU used by processes outside the bench during the given measurements."""
+    loads = [m["cpu"]["other_cores"] for m in measurements if isinstance(m, dict) and m.get("cpu")]
+    if not loads:
+        return ""
+    worst, mean = max(loads), sum(loads) / len(loads)
+    if worst <= 0.15:
+        return (f"Processes outside the bench used at most {worst:.2f} core during these measurements: the machine "
+                "was otherwise idle.")
+    return (f"**Shared machine:** processes outside the bench (other jobs on this VM) kept on average {mean:.2f} "
+            f"and at worst {worst:.2f} of the {cores or '?'} cores busy during these measurements (`cpu.other_cores` "
+            "per measurement in the JSON): every runtime ran slower than on an idle machine, and unevenly, so "
+            "read ratios with that noise in mind.")
+
+
 def _fmt(v, spec: str = "") -> str:
     return "—" if v is None else format(v, spec)
 
 
-def render_markdown(result: dict, json_rel: str) -> str:
-    mi, args = result["machine"], result["args"]
-    v = mi["versions"]
+def _offline_lines(result: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """Whole-file measurements: results table, batch sizes, start-up, ratios; and their failures."""
+    args = result["args"]
     lines = [
-        "# Benchmark: served pipeline vs FunASR AutoModel vs funasr-onnx",
-        "",
-        f"Generated by `make bench` (`funasr-triton bench`) on {result['started_at']}; raw numbers in "
-        f"[`{json_rel}`]({json_rel if Path(json_rel).is_absolute() else '../' + json_rel}). "
-        "Regenerated on every run: do not edit by hand.",
-        "",
         "Same weights (`--source test-large`: random weights at the real SeACo-Paraformer-large sizes, the real "
         "FSMN-VAD, a tiny CT-Transformer), same audio, whole files in (VAD → ASR per segment → punctuation), "
         "no hotwords, punctuation on.",
@@ -739,6 +835,11 @@ def render_markdown(result: dict, json_rel: str) -> str:
               if r.get("load_s") is not None]
     if loads:
         lines += ["Start-up (not in the numbers above): " + ", ".join(loads) + ".", ""]
+    measured = [m for s in result["served"].values() for m in s.get("concurrency", {}).values()]
+    measured += [m for r in (result["automodel"], result["funasr_onnx"]) for m in r.get("modes", {}).values()]
+    load_text = other_load_text(measured, result["machine"].get("usable_cores"))
+    if load_text:
+        lines += [load_text, ""]
     lines += ["## Ratios vs the issue's targets", "",
               "Throughput of the served pipeline divided by the baseline's (the faster of its modes). "
               "Sequential baselines are compared with the served pipeline at its best concurrency and at "
@@ -756,55 +857,96 @@ def render_markdown(result: dict, json_rel: str) -> str:
                if "at_concurrency_1" in r else "—")
         lines.append(f"| {names[key]} | ≥ {r['target']}× | {best} | {one} |")
     lines += ["", "Targets are reported, not asserted: on this machine they are an observation, not a gate.", ""]
+    return lines, errors
+
+
+def render_markdown(result: dict, json_rel: str) -> str:
+    mi, args = result["machine"], result["args"]
+    v = mi["versions"]
+    skip_offline = bool(args.get("skip_offline"))
+    lines = [
+        "# Benchmark: served pipeline vs FunASR AutoModel vs funasr-onnx",
+        "",
+        f"Generated by `make bench` (`funasr-triton bench`) on {result['started_at']}; raw numbers in "
+        f"[`{json_rel}`]({json_rel if Path(json_rel).is_absolute() else '../' + json_rel}). "
+        "Regenerated on every run: do not edit by hand.",
+        "",
+    ]
+    errors: list[tuple[str, str]] = []
+    if skip_offline:
+        lines += ["Offline (whole-file) measurements skipped in this run (`--skip-offline`). Audio: "
+                  f"{len(result['audio']['clip_seconds'])} espeak-ng Mandarin clips of "
+                  f"{', '.join(f'{s:.1f}' for s in result['audio']['clip_seconds'])} s.", ""]
+    else:
+        offline, errors = _offline_lines(result)
+        lines += offline
     if errors:
         lines += ["## Failures", ""]
         for what, err in errors:
             lines.append(f"- {what}: `{err}`")
         lines.append("")
+    if result.get("streaming"):
+        from .bench_streaming import render_section
+
+        lines += render_section(result["streaming"], mi.get("usable_cores"))
+    triton_version = (result["served"].get("cpu", {}).get("triton_version")
+                      or ((result.get("streaming") or {}).get("served") or {}).get("triton_version") or "?")
     lines += [
         "## Machine",
         "",
         f"- CPU: {mi['cpu']}, {mi['usable_cores']} usable cores ({mi['logical_cores']} logical), RAM {mi['ram_gib']} GiB",
         f"- {mi['platform']}, Python {mi['python']}",
         f"- onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, funasr {v.get('funasr')}, "
-        f"funasr-onnx {v.get('funasr_onnx')}, Triton {result['served'].get('cpu', {}).get('triton_version') or '?'} "
+        f"funasr-onnx {v.get('funasr_onnx')}, Triton {triton_version} "
         f"(nvidia-pytriton {v.get('nvidia_pytriton')}), tritonclient {v.get('tritonclient')}, numpy {v.get('numpy')}",
         f"- git commit `{(mi.get('git_commit') or '?')[:12]}`{' (with uncommitted changes)' if mi.get('git_dirty') else ''}",
-        f"- threads: served (`cpu` profile) {_settings_text(result['served'].get('cpu', {}).get('settings', {}))}; "
-        f"AutoModel `ncpu={THREADS}` (torch threads {result['automodel'].get('torch_threads', '?')}); funasr-onnx "
-        f"`intra_op_num_threads={THREADS}` for each of its three models",
-        f"- total bench time {result['total_s'] / 60:.1f} min",
+    ]
+    if not skip_offline:
+        lines.append(
+            f"- threads (offline): served (`cpu` profile) "
+            f"{_settings_text(result['served'].get('cpu', {}).get('settings', {}))}; AutoModel `ncpu={THREADS}` "
+            f"(torch threads {result['automodel'].get('torch_threads', '?')}); funasr-onnx "
+            f"`intra_op_num_threads={THREADS}` for each of its three models")
+    lines += [
+        f"- load average at the start {', '.join(str(x) for x in mi.get('loadavg_at_start', [])) or '?'}; total bench "
+        f"time {result['total_s'] / 60:.1f} min",
         "",
-        "## How to read this / caveats",
-        "",
-        "- **Ratios matter, absolute times do not.** Everything shares the same few cores (here "
-        f"{mi['usable_cores']}) with the client, the server and the RSS sampler, on a VM whose neighbours "
-        "are not ours; absolute RTFs move between runs. Compare runtimes within one run." + _noise_text(result),
-        "- **Random weights.** The test-large Paraformer has the real sizes (≈220 M parameters, encoder 50 "
-        "blocks, decoder 16) so the compute per audio second is realistic, but it emits more tokens than real "
-        "speech (≈7–8/s vs 4–5/s), which overstates decoder cost, and its text is gibberish: the units/request "
-        "column is a like-for-like check, not an accuracy figure. The punctuation model is tiny, so punctuation "
-        "costs almost nothing here (the real 1 GB ct-punc does not).",
-        "- **Concurrency on 2 cores.** Concurrency does not add cores: the served pipeline gains from "
-        "concurrency only through Triton's dynamic batching of segments and overlap of VAD/features/decoding "
-        "with the Paraformer; latency grows with concurrency as requests queue. Segments batched together are "
-        "padded to the longest one, so on 2 cores a larger batch can cost more than it saves (compare the "
-        "c=4 and c=8 rows with the batch sizes above).",
-        "- **AutoModel batching.** funasr 1.4.16 sets `batch_size = 0` in `inference_with_vad` when the device "
-        "is `cpu`, so `batch_size_s` has no effect on CPU and both AutoModel rows decode one VAD segment at a "
-        "time; their difference is run-to-run noise.",
-        "- **funasr-onnx** runs funasr's own SeACo export (`model.onnx` + `model_eb.onnx`), which always applies "
-        "the SeACo bias branch (the served graph skips it without hotwords, as AutoModel does) and drops the last "
-        "token. Its `Fsmn_vad` also segments differently from AutoModel's (and the served) FSMN-VAD on the "
-        "same weights (see the VAD segments column), so it decodes more, shorter segments; with random weights "
-        "its text differs from AutoModel's, the amount of text is comparable.",
-        "- **int8** is dynamic MatMul quantization of random weights; token counts can differ a little from fp32.",
-        "- Served latency includes gRPC and JSON results with timestamps; AutoModel and funasr-onnx are "
-        "in-process calls.",
-        "",
+    ]
+    if not skip_offline:
+        lines += [
+            "## How to read the offline numbers / caveats",
+            "",
+            "- **Ratios matter, absolute times do not.** Everything shares the same few cores (here "
+            f"{mi['usable_cores']}) with the client, the server and the RSS sampler, on a VM whose neighbours "
+            "are not ours; absolute RTFs move between runs. Compare runtimes within one run." + _noise_text(result),
+            "- **Random weights.** The test-large Paraformer has the real sizes (≈220 M parameters, encoder 50 "
+            "blocks, decoder 16) so the compute per audio second is realistic, but it emits more tokens than real "
+            "speech (≈7–8/s vs 4–5/s), which overstates decoder cost, and its text is gibberish: the units/request "
+            "column is a like-for-like check, not an accuracy figure. The punctuation model is tiny, so punctuation "
+            "costs almost nothing here (the real 1 GB ct-punc does not).",
+            "- **Concurrency on 2 cores.** Concurrency does not add cores: the served pipeline gains from "
+            "concurrency only through Triton's dynamic batching of segments and overlap of VAD/features/decoding "
+            "with the Paraformer; latency grows with concurrency as requests queue. Segments batched together are "
+            "padded to the longest one, so on 2 cores a larger batch can cost more than it saves (compare the "
+            "c=4 and c=8 rows with the batch sizes above).",
+            "- **AutoModel batching.** funasr 1.4.16 sets `batch_size = 0` in `inference_with_vad` when the device "
+            "is `cpu`, so `batch_size_s` has no effect on CPU and both AutoModel rows decode one VAD segment at a "
+            "time; their difference is run-to-run noise.",
+            "- **funasr-onnx** runs funasr's own SeACo export (`model.onnx` + `model_eb.onnx`), which always applies "
+            "the SeACo bias branch (the served graph skips it without hotwords, as AutoModel does) and drops the last "
+            "token. Its `Fsmn_vad` also segments differently from AutoModel's (and the served) FSMN-VAD on the "
+            "same weights (see the VAD segments column), so it decodes more, shorter segments; with random weights "
+            "its text differs from AutoModel's, the amount of text is comparable.",
+            "- **int8** is dynamic MatMul quantization of random weights; token counts can differ a little from fp32.",
+            "- Served latency includes gRPC and JSON results with timestamps; AutoModel and funasr-onnx are "
+            "in-process calls.",
+            "",
+        ]
+    lines += [
         "Reproduce: `make bench` (or `.venv/bin/funasr-triton bench --requests N --concurrency 1,4,8 "
-        "--profiles cpu,cpu-int8 --audio-seconds 20`). The first run exports the test-large repository into "
-        "`.cache/bench/` (1–2 min); later runs reuse it.",
+        "--profiles cpu,cpu-int8 --audio-seconds 20 --streams 20`; `--streams 0` skips the streaming part, "
+        "`--skip-offline` runs only the streaming part). The first run exports the test-large repository "
+        "(offline and streaming models) into `.cache/bench/` (a few minutes); later runs reuse it.",
         "",
     ]
     return "\n".join(lines)
@@ -817,15 +959,29 @@ def render_markdown(result: dict, json_rel: str) -> str:
 def main(args) -> int:
     t_total = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     profiles = [p.strip() for p in str(args.profiles).split(",") if p.strip()]
     n_requests = int(args.requests)
-    if n_requests < 1 or not concurrencies or min(concurrencies) < 1:
-        print("error: --requests and every --concurrency must be >= 1", file=sys.stderr)
+    try:
+        stream_counts = [int(n) for n in str(getattr(args, "streams", "0") or "0").split(",") if n.strip()]
+    except ValueError:
+        stream_counts = [-1]
+    stream_counts = [n for n in stream_counts if n != 0]
+    skip_offline = bool(getattr(args, "skip_offline", False))
+    if n_requests < 1 or not concurrencies or min(concurrencies) < 1 or min(stream_counts, default=0) < 0:
+        print("error: --requests and every --concurrency must be >= 1, --streams a list of counts >= 0",
+              file=sys.stderr)
+        return 2
+    if skip_offline and not stream_counts:
+        print("error: --skip-offline with --streams 0 leaves nothing to measure", file=sys.stderr)
         return 2
     BENCH.mkdir(parents=True, exist_ok=True)
-    progress(f"machine: {os.cpu_count()} cores; profiles {profiles}, concurrency {concurrencies}, "
-             f"{n_requests} requests of ~{args.audio_seconds:.0f} s per measurement")
+    progress(f"machine: {os.cpu_count()} cores; "
+             + ("offline skipped" if skip_offline else f"profiles {profiles}, concurrency {concurrencies}, "
+                f"{n_requests} requests of ~{args.audio_seconds:.0f} s per measurement")
+             + (f"; real-time streams {stream_counts}" if stream_counts else "; streaming skipped")
+             + f"; load average {load_at_start}")
 
     # 1. repository (templates refreshed, weights exported once) and funasr_onnx directories
     sync_templates(ROOT / "model_repository", REPO)
@@ -850,25 +1006,34 @@ def main(args) -> int:
     progress(f"audio: {len(clips)} clips ({', '.join(f'{len(c) / SR:.1f}' for c in clips)} s) in "
              f"{time.monotonic() - t0:.1f} s; {audio_s:.0f} s of audio per measurement")
 
-    # 3. measurements
-    served = {p: bench_served(p, clips, order, concurrencies) for p in profiles}
-    spec = {"clips": clip_paths, "order": order, "source_dirs": prep["source_dirs"], "onnx_dir": str(ONNX_DIR)}
-    progress("automodel: loading (PyTorch fp32, ncpu=2)")
-    automodel = run_worker("automodel", spec)
-    if "error" in automodel and not automodel.get("modes"):
-        progress(f"automodel: FAILED {automodel['error']}")
-    progress("funasr-onnx: loading (Fsmn_vad, SeacoParaformer, CT_Transformer; 2 intra-op threads)")
-    funasr_onnx = run_worker("funasr-onnx", spec)
-    if "error" in funasr_onnx and not funasr_onnx.get("modes"):
-        progress(f"funasr-onnx: FAILED {funasr_onnx['error']}")
+    # 3. measurements: offline (whole files), then real-time streaming
+    served: dict = {}
+    automodel: dict = {}
+    funasr_onnx: dict = {}
+    if not skip_offline:
+        served = {p: bench_served(p, clips, order, concurrencies) for p in profiles}
+        spec = {"clips": clip_paths, "order": order, "source_dirs": prep["source_dirs"], "onnx_dir": str(ONNX_DIR)}
+        progress("automodel: loading (PyTorch fp32, ncpu=2)")
+        automodel = run_worker("automodel", spec)
+        if "error" in automodel and not automodel.get("modes"):
+            progress(f"automodel: FAILED {automodel['error']}")
+        progress("funasr-onnx: loading (Fsmn_vad, SeacoParaformer, CT_Transformer; 2 intra-op threads)")
+        funasr_onnx = run_worker("funasr-onnx", spec)
+        if "error" in funasr_onnx and not funasr_onnx.get("modes"):
+            progress(f"funasr-onnx: FAILED {funasr_onnx['error']}")
+    streaming = None
+    if stream_counts:
+        from .bench_streaming import run_streaming
+
+        streaming = run_streaming(clips, clip_paths, prep["source_dirs"], ONNX_DIR, stream_counts)
 
     # 4. results
     result = {
         "format": 1,
         "started_at": started.isoformat(timespec="seconds"),
         "args": {"concurrency": concurrencies, "profiles": profiles, "audio_seconds": args.audio_seconds,
-                 "requests": n_requests},
-        "machine": machine_info(),
+                 "requests": n_requests, "streams": stream_counts, "skip_offline": skip_offline},
+        "machine": {**machine_info(), "loadavg_at_start": load_at_start},
         "models": {"source": SOURCE, "repository": str(REPO.relative_to(ROOT)),
                    **{k: v for k, v in prep.items() if k != "ru_maxrss_mb"}},
         "audio": {"clip_seconds": [round(len(c) / SR, 2) for c in clips], "order": order,
@@ -876,8 +1041,9 @@ def main(args) -> int:
         "served": served,
         "automodel": automodel,
         "funasr_onnx": funasr_onnx,
+        "streaming": streaming,
     }
-    result["ratios"] = compute_ratios(served, automodel, funasr_onnx)
+    result["ratios"] = {} if skip_offline else compute_ratios(served, automodel, funasr_onnx)
     result["total_s"] = round(time.monotonic() - t_total, 1)
     out_dir = Path(args.output_dir)
     if not out_dir.is_absolute():

@@ -182,12 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
 
-    b = sub.add_parser("bench", help="throughput/RTF of the served pipeline vs AutoModel and funasr-onnx")
+    b = sub.add_parser("bench", help="throughput/RTF of the served pipeline and real-time streaming latency vs "
+                       "AutoModel and funasr-onnx")
     b.add_argument("--output-dir", default="bench/results")
     b.add_argument("--concurrency", default="1,4,8")
     b.add_argument("--profiles", default="cpu,cpu-int8")
     b.add_argument("--audio-seconds", type=float, default=20.0)
     b.add_argument("--requests", type=int, default=16)
+    b.add_argument("--streams", default="20,4",
+                   help="simulated real-time streams for the streaming_asr measurement: the first count is the "
+                   "main load (paced and unpaced runs), further counts add paced runs (0: skip streaming)")
+    b.add_argument("--skip-offline", action="store_true",
+                   help="only the streaming measurement (quick iteration); the offline tables are left out")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("eval-diarization", help="DER/JER of the served diarization against reference RTTMs "
