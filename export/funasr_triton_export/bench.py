@@ -769,9 +769,9 @@ def other_load_text(measurements: list[dict], cores: int | None) -> str:
     if not loads:
         return ""
     worst, mean = max(loads), sum(loads) / len(loads)
-    if worst <= 0.15:
-        return (f"Processes outside the bench used at most {worst:.2f} core during these measurements: the machine "
-                "was otherwise idle.")
+    if worst <= 0.25 and mean <= 0.1:
+        return (f"Processes outside the bench used {mean:.2f} core on average, at most {worst:.2f}, during these "
+                "measurements: the machine was otherwise about idle.")
     return (f"**Shared machine:** processes outside the bench (other jobs on this VM) kept on average {mean:.2f} "
             f"and at worst {worst:.2f} of the {cores or '?'} cores busy during these measurements (`cpu.other_cores` "
             "per measurement in the JSON): every runtime ran slower than on an idle machine, and unevenly, so "
