@@ -26,6 +26,7 @@ LOOK_BACK = {"encoder_chunk_look_back": 0, "decoder_chunk_look_back": 0}
 
 
 def _load_runtime():
+    sys.path.insert(0, str(RUNTIME_DIR))  # its fsmn_vad.py (shared LFR) is symlinked there
     spec = importlib.util.spec_from_file_location("paraformer_online", RUNTIME_DIR / "paraformer_online.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("paraformer_online", module)

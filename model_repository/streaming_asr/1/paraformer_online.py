@@ -45,6 +45,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fsmn_vad import apply_lfr  # symlinked beside this file
+
 SAMPLES_PER_FRAME = 960  # funasr: chunk_stride_samples = chunk_size[1] * 960 (60 ms at 16 kHz)
 CONFIG_FILE = "paraformer_streaming.json"
 
@@ -144,36 +146,10 @@ class OnlineFrontend:
         frame_num = int((sample_length - self.frame_sample_length) / self.frame_shift_sample_length + 1)
         return frame_num if frame_num >= 1 and sample_length >= self.frame_sample_length else 0
 
-    def _apply_lfr(self, inputs: np.ndarray, is_final: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``WavFrontendOnline.apply_lfr``: (LFR frames, new splice cache)."""
-        m, n = self.lfr_m, self.lfr_n
-        t = inputs.shape[0]
-        t_lfr = int(np.ceil((t - (m - 1) // 2) / n))
-        splice_idx = t_lfr
-        rows = t_lfr
-        last_idx = (t - m) // n + 1
-        num_padding = m - (t - last_idx * n)
-        padded = inputs
-        if is_final:
-            if num_padding > 0:
-                num_padding = (2 * m - 2 * t + (t_lfr - 1 + last_idx) * n) / 2 * (t_lfr - last_idx)
-                padded = np.vstack([inputs] + [inputs[-1:]] * int(num_padding))
-        elif num_padding > 0:
-            rows = last_idx
-            splice_idx = last_idx
-        splice_idx = min(t - 1, splice_idx * n)
-        rows = max(rows, 0)
-        # torch's as_strided((rows, m*D), (n*D, 1)) over the (padded) storage
-        index = np.arange(rows)[:, None] * n + np.arange(m)[None, :]
-        if rows and index[-1, -1] >= padded.shape[0]:
-            raise RuntimeError("LFR window runs past the available fbank frames")
-        out = padded[index].reshape(rows, m * inputs.shape[1])
-        return out, inputs[splice_idx:]
-
     def _lfr_cmvn(self, state: _FrontendState, feats: np.ndarray, is_final: bool) -> np.ndarray:
         """``WavFrontendOnline.forward_lfr_cmvn`` (batch 1)."""
         if self.lfr_m != 1 or self.lfr_n != 1:
-            feats, state.lfr_splice_cache = self._apply_lfr(feats, is_final)
+            feats, state.lfr_splice_cache = apply_lfr(feats, self.lfr_m, self.lfr_n, is_final)
         if self.cmvn is not None:
             dim = feats.shape[1]
             feats = (feats + self.cmvn[0:1, :dim]) * self.cmvn[1:2, :dim]

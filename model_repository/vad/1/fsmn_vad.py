@@ -205,6 +205,33 @@ def load_cmvn(path: str | Path) -> np.ndarray:
     return np.array([np.array(means, dtype=np.float32), np.array(scales, dtype=np.float32)])
 
 
+def apply_lfr(inputs: np.ndarray, m: int, n: int, is_final: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``WavFrontendOnline.apply_lfr`` (batch 1): (LFR frames, new splice cache). Shared by the VAD's and
+    the streaming Paraformer's frontends (streaming_asr/1/paraformer_online.py)."""
+    t = inputs.shape[0]
+    t_lfr = int(np.ceil((t - (m - 1) // 2) / n))
+    splice_idx = t_lfr
+    rows = t_lfr
+    last_idx = (t - m) // n + 1
+    num_padding = m - (t - last_idx * n)
+    padded = inputs
+    if is_final:
+        if num_padding > 0:
+            num_padding = (2 * m - 2 * t + (t_lfr - 1 + last_idx) * n) / 2 * (t_lfr - last_idx)
+            padded = np.vstack([inputs] + [inputs[-1:]] * int(num_padding))
+    elif num_padding > 0:
+        rows = last_idx
+        splice_idx = last_idx
+    splice_idx = min(t - 1, splice_idx * n)
+    rows = max(rows, 0)
+    # torch's as_strided((rows, m*D), (n*D, 1)) over the (padded) storage
+    index = np.arange(rows)[:, None] * n + np.arange(m)[None, :]
+    if rows and index[-1, -1] >= padded.shape[0]:
+        raise RuntimeError("LFR window runs past the available fbank frames")
+    out = padded[index].reshape(rows, m * inputs.shape[1])
+    return out.astype(np.float32, copy=False), inputs[splice_idx:]
+
+
 class OnlineFrontend:
     """funasr ``WavFrontendOnline.forward`` with ``return_waveform=True`` (batch 1), one call per chunk.
 
@@ -276,36 +303,10 @@ class OnlineFrontend:
         frame_num = int((sample_length - self.frame_sample_length) / self.frame_shift_sample_length + 1)
         return frame_num if frame_num >= 1 and sample_length >= self.frame_sample_length else 0
 
-    def _apply_lfr(self, inputs: np.ndarray, is_final: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``WavFrontendOnline.apply_lfr``: returns (LFR frames, new splice cache)."""
-        m, n = self.lfr_m, self.lfr_n
-        t = inputs.shape[0]
-        t_lfr = int(np.ceil((t - (m - 1) // 2) / n))
-        splice_idx = t_lfr
-        rows = t_lfr
-        last_idx = (t - m) // n + 1
-        num_padding = m - (t - last_idx * n)
-        padded = inputs
-        if is_final:
-            if num_padding > 0:
-                num_padding = (2 * m - 2 * t + (t_lfr - 1 + last_idx) * n) / 2 * (t_lfr - last_idx)
-                padded = np.vstack([inputs] + [inputs[-1:]] * int(num_padding))
-        elif num_padding > 0:
-            rows = last_idx
-            splice_idx = last_idx
-        splice_idx = min(t - 1, splice_idx * n)
-        rows = max(rows, 0)
-        # torch's as_strided((rows, m*D), (n*D, 1)) over the (padded) storage
-        index = np.arange(rows)[:, None] * n + np.arange(m)[None, :]
-        if rows and index[-1, -1] >= padded.shape[0]:
-            raise RuntimeError("LFR window runs past the available fbank frames")
-        out = padded[index].reshape(rows, m * inputs.shape[1])
-        return out.astype(np.float32, copy=False), inputs[splice_idx:]
-
     def _lfr_cmvn(self, feats: np.ndarray, is_final: bool) -> np.ndarray:
         """``WavFrontendOnline.forward_lfr_cmvn`` (batch 1)."""
         if self.lfr_m != 1 or self.lfr_n != 1:
-            feats, self.lfr_splice_cache = self._apply_lfr(feats, is_final)
+            feats, self.lfr_splice_cache = apply_lfr(feats, self.lfr_m, self.lfr_n, is_final)
         if self.cmvn is not None:
             dim = feats.shape[1]
             feats = (feats + self.cmvn[0:1, :dim]) * self.cmvn[1:2, :dim]
