@@ -22,7 +22,6 @@ Failures: one `{"mode", "wav_name", "text": "", "is_final": true, "is_end": true
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -30,6 +29,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from ..app.auth import bearer, key_ok
+from ..app import wsio
 from ..app.hotwords import parse_hotwords
 from ..app.schemas import TranscribeOptions, Transcript
 from ..app.streaming import Stream, StreamEvent, StreamOptions
@@ -122,26 +122,14 @@ class FunasrSession:
     # ---- transport ----------------------------------------------------------------------------------------
 
     async def receive(self, timeout_s: float, waiting_for: str) -> dict:
-        try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout_s)
-        except asyncio.TimeoutError:
-            raise AsrError(f"no {waiting_for} within {timeout_s:g} s", 408, "idle_timeout") from None
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        return message
+        return await wsio.receive(self.ws, timeout_s, f"no {waiting_for} within {timeout_s:g} s")
 
     async def send(self, message: FunasrResult | FunasrErrorMessage) -> None:
         text = message.model_dump_json(exclude_none=True)
-        try:  # bounded: a client that stops reading only loses its own session
-            await asyncio.wait_for(self.ws.send_text(text), self.limits.idle_timeout_s)
-        except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
-            raise WebSocketDisconnect(1006) from exc
+        await wsio.send_text(self.ws, text, self.limits.idle_timeout_s)
 
     async def close(self, code: int = 1000) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(code), self.limits.idle_timeout_s)
-        except (asyncio.TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
-            pass
+        await wsio.close(self.ws, code, self.limits.idle_timeout_s)
 
     async def fail(self, err: AsrError) -> None:
         code = close_code(err)

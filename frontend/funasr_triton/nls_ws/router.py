@@ -19,7 +19,6 @@ state on every path, a vanished client included.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import struct
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 
 from ..aliyun_api.protocol import NlsStatus
 from ..app.auth import key_ok, nls_token
+from ..app import wsio
 from ..app.hotwords import parse_hotwords
 from ..app.streaming import Stream, StreamEvent, StreamOptions
 from ..errors import AsrError
@@ -194,31 +194,17 @@ class NlsSession:
     # ---- transport ----------------------------------------------------------------------------------------
 
     async def receive(self, timeout_s: float, waiting_for: str) -> dict:
-        """The next text or binary message; WebSocketDisconnect when the client left, AsrError 408 on silence."""
-        try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout_s)
-        except asyncio.TimeoutError:
-            raise AsrError(f"Websocket session is idle for too long time: no {waiting_for} within {timeout_s:g} s",
-                           408, "idle_timeout") from None
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        return message
+        return await wsio.receive(self.ws, timeout_s, f"Websocket session is idle for too long time: no {waiting_for} within {timeout_s:g} s")
 
     async def send(self, name: str, payload=None, status: int = NlsStatus.SUCCESS,
                    status_text: str | None = None, namespace: str | None = None) -> None:
         header = NlsServerHeader(namespace=namespace or self.namespace, name=name, status=status,
                                  task_id=self.task_id, **({"status_text": status_text} if status_text else {}))
         text = NlsServerMessage(header=header, payload=payload).model_dump_json(exclude_none=True)
-        try:  # bounded: a client that stops reading only loses its own session
-            await asyncio.wait_for(self.ws.send_text(text), self.limits.idle_timeout_s)
-        except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
-            raise WebSocketDisconnect(1006) from exc
+        await wsio.send_text(self.ws, text, self.limits.idle_timeout_s)
 
     async def close(self, code: int = 1000) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(code), self.limits.idle_timeout_s)
-        except (asyncio.TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
-            pass
+        await wsio.close(self.ws, code, self.limits.idle_timeout_s)
 
     async def fail(self, err: AsrError) -> None:
         status = nls_status(err)
