@@ -7,8 +7,10 @@ BIN    := $(VENV)/bin
 MODELS  ?= modelscope
 PROFILE ?= cpu
 REPO    ?= model_repository
+# what fills speaker_embedding: campplus (FunASR CAM++) or pyannote (pyannote.audio 3.1's WeSpeaker ResNet34)
+SPEAKER_MODEL ?= campplus
 
-.PHONY: setup check-system models serve test bench loadtest clean
+.PHONY: setup check-system pyannote-env models serve test bench loadtest clean
 
 setup: check-system $(VENV)/.installed
 
@@ -22,17 +24,25 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[models,triton,export,test,bench,eval]'
 	touch $@
 
+# the interpreter `export --speaker-model pyannote` runs in: pyannote.audio 3.x needs torchaudio < 2.9,
+# which cannot share .venv's torch pin (export/pyannote-env.sh explains); layered on .venv
+pyannote-env: $(VENV)/pyannote/.installed
+
+$(VENV)/pyannote/.installed: $(VENV)/.installed export/requirements-pyannote.txt export/pyannote-env.sh
+	bash export/pyannote-env.sh $(VENV)
+	touch $@
+
 # export only when the repository has no weights yet (or MODELS changed: `make clean-models`)
-models: setup
+models: setup $(if $(filter pyannote,$(SPEAKER_MODEL)),pyannote-env)
 	@if [ ! -f $(REPO)/MANIFEST.json ]; then \
-	  $(BIN)/funasr-triton export --source $(MODELS) --quantize --repository $(REPO); \
+	  $(BIN)/funasr-triton export --source $(MODELS) --speaker-model $(SPEAKER_MODEL) --quantize --repository $(REPO); \
 	else echo "$(REPO)/MANIFEST.json exists: models already exported (rm it to re-export)"; fi
 
 # embedded Triton (gRPC 8001, metrics 8002, HTTP 8003) + the HTTP frontend on port 8000
 serve: models
 	$(BIN)/funasr-triton serve --profile $(PROFILE) --model-repository $(REPO)
 
-test: setup
+test: setup pyannote-env
 	$(BIN)/python -m pytest -q tests
 
 bench: setup

@@ -32,8 +32,8 @@ def _load(name: str, path: Path):
     return module
 
 
-campplus_features_mod = _load("campplus_features", STAGE_DIR / "1" / "campplus_features.py")
-campplus_features = campplus_features_mod.campplus_features
+speaker_features_mod = _load("speaker_features", STAGE_DIR / "1" / "speaker_features.py")
+campplus_features = speaker_features_mod.speaker_features
 
 
 def _clip(seconds: float, index: int) -> np.ndarray:
@@ -68,7 +68,7 @@ def env(tmp_path_factory):
     model_dir = build(base / "hub", seed=0)
     out_dir = base / "1"
     info = export_campplus(model_dir, out_dir)
-    conf = json.loads((out_dir / "campplus.json").read_text(encoding="utf-8"))
+    conf = json.loads((out_dir / "embedding.json").read_text(encoding="utf-8"))
     session = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     auto = AutoModel(model=str(model_dir), disable_update=True, disable_pbar=True, device="cpu")
     clips = {s: _clip(s, k) for k, s in enumerate(CLIP_SECONDS)}
@@ -88,8 +88,8 @@ def _reference(env, wav: np.ndarray) -> np.ndarray:
 
 
 def test_export_files_and_contract(env):
-    assert sorted(env.info["files"]) == ["campplus.json", "model.onnx"]
-    assert sorted(p.name for p in env.out_dir.iterdir()) == ["campplus.json", "model.onnx"]
+    assert sorted(env.info["files"]) == ["embedding.json", "model.onnx"]
+    assert sorted(p.name for p in env.out_dir.iterdir()) == ["embedding.json", "model.onnx"]
     assert env.conf["embedding_size"] == 64 and env.conf["feat_dim"] == 80
     assert env.conf["features"]["dither"] == 0.0 and env.conf["features"]["waveform_scale"] == 1.0
     assert env.info["opset"] == 19 and env.info["max_rel_diff"] < 1e-4

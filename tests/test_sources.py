@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from funasr_triton_export.sources import MODELSCOPE_IDS, SourceError, download, resolve
+from funasr_triton_export.sources import HF_IDS, MODELSCOPE_IDS, SPEAKER_MODELS, SourceError, download, resolve
 from tests.conftest import BIN, ROOT
 
 
@@ -30,3 +30,17 @@ def test_export_cli_names_the_fix(tmp_path):
     out = subprocess.run([str(BIN / "funasr-triton"), "export", "--stages", "asr", "--model-dir", f"paraformer-zh={tmp_path}",
                           "--repository", str(tmp_path / "repo")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "config.yaml" in out.stderr
+
+
+def test_pyannote_download_is_attempted_and_refused_clearly(tmp_path):
+    """--speaker-model pyannote without --model-dir: the real huggingface_hub client is called."""
+    with pytest.raises(SourceError, match=r"--model-dir speaker=/path/to/dir") as info:
+        resolve("modelscope", ["speaker"], {}, tmp_path, {"speaker": SPEAKER_MODELS["pyannote"]})
+    assert HF_IDS["pyannote"] == "pyannote/wespeaker-voxceleb-resnet34-LM"
+    assert HF_IDS["pyannote"] in str(info.value) and "Hugging Face" in str(info.value)
+
+
+def test_pyannote_local_dir_needs_the_checkpoint(tmp_path):
+    (tmp_path / "config.yaml").write_text("model: {}\n")
+    with pytest.raises(SourceError, match="pytorch_model.bin"):
+        resolve("modelscope", ["speaker"], {"speaker": tmp_path}, tmp_path, {"speaker": "pyannote"})

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .onnx_utils import sha256
-from .sources import ResolvedSource
+from .sources import PYANNOTE, ResolvedSource
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ STAGE_MODELS = {
 STAGE_SUBDIRS = {("vad", "streaming_asr"): "vad", ("streaming", "streaming_asr"): "paraformer"}
 
 
-def _export_stage(stage: str, src: Path, repo: Path, quantize: bool) -> None:
+def _export_stage(stage: str, src: Path, repo: Path, quantize: bool, model: str = "") -> None:
     if stage == "vad":
         from .exporters.vad import export_vad
         result = export_vad(src, repo / "vad" / "1")
@@ -43,14 +43,25 @@ def _export_stage(stage: str, src: Path, repo: Path, quantize: bool) -> None:
     elif stage == "punc":
         from .exporters.punc import export_punc
         export_punc(src, repo / "punc" / "1", quantize=quantize)
+    elif stage == "speaker" and model == PYANNOTE:
+        from .exporters.wespeaker import export_wespeaker
+        _clear_exported(repo / "speaker_embedding" / "1")
+        export_wespeaker(src, repo / "speaker_embedding" / "1")
     elif stage == "speaker":
         from .exporters.campplus import export_campplus
+        _clear_exported(repo / "speaker_embedding" / "1")
         export_campplus(src, repo / "speaker_embedding" / "1")
     elif stage == "streaming":
         from .exporters.paraformer_streaming import export_paraformer_streaming
         export_paraformer_streaming(src, repo / "streaming_asr" / "1" / "paraformer", quantize=quantize)
     else:
         raise ValueError(stage)
+
+
+def _clear_exported(version: Path) -> None:
+    """Remove what an earlier export left in a model version dir (the slot may change model)."""
+    for f in _model_files(version):
+        f.unlink()
 
 
 def _model_files(root: Path) -> list[Path]:
@@ -72,14 +83,14 @@ def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: 
     for i, (stage, src) in enumerate(sources.items(), 1):
         progress(f"[{i}/{total}] exporting {stage} from {src.origin} ({src.path})")
         t0 = time.monotonic()
-        _export_stage(stage, src.path, repo, quantize)
+        _export_stage(stage, src.path, repo, quantize, src.model)
         files = {}
         for model in STAGE_MODELS[stage]:
             version = repo / model / "1"
             sub = STAGE_SUBDIRS.get((stage, model))
             for f in _model_files(version / sub if sub else version):
                 files[f"{model}/1/{f.relative_to(version).as_posix()}"] = {"sha256": sha256(f), "bytes": f.stat().st_size}
-        manifest["stages"][stage] = {"origin": src.origin, "source_dir": str(src.path), "quantize": quantize,
+        manifest["stages"][stage] = {"origin": src.origin, "model": src.model, "source_dir": str(src.path), "quantize": quantize,
                                      "files": files, "seconds": round(time.monotonic() - t0, 1)}
         progress(f"[{i}/{total}] {stage} done in {time.monotonic() - t0:.1f} s ({len(files)} files)")
     import funasr

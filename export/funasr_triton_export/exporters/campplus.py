@@ -1,4 +1,4 @@
-"""CAM++ speaker embedding (cam++) → model.onnx + campplus.json for the Triton `speaker_embedding` stage.
+"""CAM++ speaker embedding (cam++) → model.onnx + embedding.json for the Triton `speaker_embedding` stage.
 
 funasr has no export_meta.py for CAMPPlus, so the model's own `forward` is exported with the legacy
 (TorchScript) exporter at opset 19 (at opset 14/17 ONNX AveragePool(ceil_mode=True) treats the
@@ -12,7 +12,7 @@ may share a batch (padding would change the embedding).
 
 Written into out_dir:
   model.onnx
-  campplus.json   embedding_size, feat_dim and the fbank options campplus_features.py needs
+  embedding.json  model_class, embedding_size, feat_dim and the fbank options speaker_features.py needs
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 INPUTS = ["feats"]
 OUTPUTS = ["embedding"]
 OPSET = 19
+META_FILE = "embedding.json"  # what model_repository/speaker_embedding/1/model.py reads
 FEAT_DIM = 80  # funasr's extract_feature hard-codes num_mel_bins=80
 CHECK_FRAMES = (23, 100, 151, 437)  # 0.25 s, a whole seg_pooling segment, 1.5 s, a ragged tail
 
 # torchaudio.compliance.kaldi.fbank defaults with num_mel_bins=80 (funasr/models/campplus/utils.py);
-# must stay in step with model_repository/speaker_embedding/1/campplus_features.py:DEFAULT_OPTIONS.
+# must stay in step with model_repository/speaker_embedding/1/speaker_features.py:DEFAULT_OPTIONS.
 FEATURE_OPTIONS = {
     "sample_frequency": 16000.0,
     "num_mel_bins": FEAT_DIM,
@@ -161,8 +162,8 @@ def export_campplus(model_dir: Path, out_dir: Path) -> dict:
     if rel_diff > 1e-3:
         raise RuntimeError(f"exported CAM++ model.onnx differs from PyTorch by {rel_diff} (relative)")
 
-    (out_dir / "campplus.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
-    files = ["model.onnx", "campplus.json"]
+    (out_dir / META_FILE).write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    files = ["model.onnx", META_FILE]
     log.info("exported CAM++ to %s (max relative |onnx - torch| = %.2e)", out_dir, rel_diff)
     return {
         "files": files,

@@ -14,7 +14,7 @@ from diarize import speech_windows, window_samples, word_speakers
 from diarize_cluster import cluster_speakers, validate_speaker_options
 from sentences import assemble, join_texts, word_stamps
 from stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response, input_array,
-                   int_param, strings)
+                   int_param, param, strings)
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
@@ -40,6 +40,14 @@ class TritonPythonModel:
         self.max_segment_ms = int_param(config, "max_segment_ms", 60100, minimum=1000)
         self.min_segment_ms = int_param(config, "min_segment_ms", 30, minimum=1)
         self.default_max_speakers = int_param(config, "default_max_speakers", 8, minimum=1)
+        raw = param(config, "speaker_merge_threshold", "0.78")
+        try:
+            self.merge_threshold = float(raw)
+        except ValueError:
+            self.merge_threshold = float("nan")
+        if not 0.0 < self.merge_threshold <= 1.0:
+            raise pb_utils.TritonModelException(
+                f"pipeline: parameter speaker_merge_threshold={raw!r} must be a number in (0, 1]")
 
     @staticmethod
     def _flag(request, name: str, default: bool) -> bool:
@@ -132,7 +140,8 @@ class TritonPythonModel:
                 embeddings = await embedding_task
                 # clustering is CPU work: off the event loop the other requests of this batch share
                 labels = await asyncio.to_thread(cluster_speakers, embeddings, num_speakers=num,
-                                                 min_speakers=lo, max_speakers=hi)
+                                                 min_speakers=lo, max_speakers=hi,
+                                                 merge_threshold=self.merge_threshold)
                 speakers = word_speakers(stamps, windows, labels)
         result = assemble(asr, punc, duration_ms=wav.shape[0] // SAMPLES_PER_MS, with_timestamps=enable_ts,
                           speakers=speakers)

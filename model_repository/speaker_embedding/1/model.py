@@ -1,10 +1,11 @@
-"""Triton stage (CPU profile): WAV window -> CAM++ speaker embedding (ONNX under onnxruntime).
+"""Triton stage (CPU profile): WAV window -> speaker embedding (ONNX under onnxruntime).
 
-Features come from campplus_features.py (numpy port of funasr's CAM++ fbank). CAM++ has no length
-input (statistics pooling covers every frame), so requests are grouped by frame count and only
-equal-length windows share an ORT batch; diarization windows are all 1.5 s, so they batch fully.
-A request may carry several windows of the same length ([k, samples] -> [k, D]).
-Each request gets its own embedding or its own error.
+The exported model is either CAM++ (FunASR, the default) or pyannote.audio 3.x's WeSpeaker ResNet34
+(`funasr-triton export --speaker-model pyannote`); `embedding.json` names it and carries its fbank
+options, which speaker_features.py applies. Neither model has a length input (statistics pooling
+covers every frame), so requests are grouped by frame count and only equal-length windows share an
+ORT batch; diarization windows are all 1.5 s, so they batch fully. A request may carry several
+windows of the same length ([k, samples] -> [k, D]). Each request gets its own embedding or error.
 """
 import json
 from pathlib import Path
@@ -13,15 +14,17 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from campplus_features import campplus_features
+from speaker_features import speaker_features
 from stage import StageInputError, answer_each, check_tensors, input_array, int_param, param
 
 STAGE = "speaker_embedding"
 INPUTS = {"WAV": "TYPE_FP32"}
 OUTPUTS = {"EMBEDDING": "TYPE_FP32"}
-# fbank needs 400 samples per frame; CAM++'s stride-2 TDNN then needs >= 3 frames (720 samples) to
-# leave 2 frames for the unbiased std of its statistics pooling (1 frame would give NaN).
+# Shortest window each model can embed; embedding.json may name its own ("min_samples"). fbank needs
+# 400 samples per frame; CAM++'s stride-2 TDNN then needs >= 3 frames (720 samples) to leave 2 frames
+# for the unbiased std of its statistics pooling (1 frame would give NaN).
 MIN_SAMPLES_FLOOR = 720
+META_FILE = "embedding.json"
 
 
 class TritonPythonModel:
@@ -30,12 +33,17 @@ class TritonPythonModel:
         check_tensors(config, INPUTS, OUTPUTS)
         model_dir = Path(args["model_repository"]) / args["model_version"]
         model_path = model_dir / param(config, "model_file", "model.onnx")
-        for path in (model_path, model_dir / "campplus.json"):
+        for path in (model_path, model_dir / META_FILE):
             if not path.exists():
                 raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export`")
-        self.conf = json.loads((model_dir / "campplus.json").read_text(encoding="utf-8"))
-        self.embedding_size = int(self.conf["embedding_size"])
-        self.min_samples = int_param(config, "min_samples", 4000, minimum=MIN_SAMPLES_FLOOR)
+        self.conf = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+        try:
+            self.embedding_size = int(self.conf["embedding_size"])
+            floor = max(MIN_SAMPLES_FLOOR, int(self.conf.get("min_samples", 0)))
+            speaker_features(np.zeros(floor, np.float32), self.conf)  # rejects unknown fbank options
+        except (KeyError, TypeError, ValueError) as exc:
+            raise pb_utils.TritonModelException(f"{model_dir / META_FILE}: {exc}") from exc
+        self.min_samples = int_param(config, "min_samples", 4000, minimum=floor)
         self.max_samples = int_param(config, "max_samples", 480000, minimum=self.min_samples)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
@@ -48,7 +56,7 @@ class TritonPythonModel:
                 f"{model_path} has {graph_inputs} -> {graph_outputs}, expected ['feats'] -> ['embedding']")
 
     def _features(self, request) -> np.ndarray:
-        """[k, samples] WAV -> [k, frames, 80] features."""
+        """[k, samples] WAV -> [k, frames, num_mel_bins] features."""
         wav = input_array(request, "WAV", np.float32, ndim=2)
         n = wav.shape[1]
         if not self.min_samples <= n <= self.max_samples:
@@ -57,10 +65,10 @@ class TritonPythonModel:
             raise StageInputError("WAV has no rows")
         if not np.isfinite(wav).all():
             raise StageInputError("WAV contains NaN or infinite samples")
-        return np.stack([campplus_features(row, self.conf) for row in wav])
+        return np.stack([speaker_features(row, self.conf) for row in wav])
 
     def _embed(self, feats: dict) -> dict:
-        """{key: [k, frames, 80]} -> {key: [k, D] or exception}; one ORT call per frame count."""
+        """{key: [k, frames, bins]} -> {key: [k, D] or exception}; one ORT call per frame count."""
         groups = {}
         for key, f in feats.items():
             groups.setdefault(f.shape[1], []).append(key)

@@ -1,24 +1,24 @@
-"""CAM++ input features, numpy + kaldi-native-fbank only (no torch, no funasr).
+"""Speaker-embedding input features, numpy + kaldi-native-fbank only (no torch, no funasr, no torchaudio).
 
-Mirrors funasr 1.4.16 `CAMPPlus.inference` → `funasr/models/campplus/utils.py:extract_feature`:
+Both served embedding models take torchaudio `compliance.kaldi.fbank` features with per-window mean
+subtraction; they differ only in options, which the exporter writes into `embedding.json` ("features"):
 
-    feature = Kaldi.fbank(wav.unsqueeze(0), num_mel_bins=80)   # every other option at its default
-    feature = feature - feature.mean(dim=0, keepdim=True)       # per-utterance mean subtraction only
-
-Unlike Paraformer's WavFrontend, the samples are **not** scaled by 32768: fbank runs on float
-samples in [-1, 1]. A constant gain only adds a constant to every log-mel energy, which the mean
-subtraction removes, except where the log floor (float eps) clips: at [-1, 1] scale near-silent
-frames (digital silence, quiet padding) hit the floor, so the scale is kept exactly as funasr has
-it rather than "normalised" to the ×32768 convention. The fbank options are torchaudio's
-`compliance.kaldi.fbank` defaults (dither 0, povey window, preemphasis 0.97, low_freq 20,
-snip_edges), which funasr's kaldi-native-fbank fallback (`funasr/utils/fbank.py`) passes through.
+* CAM++ (funasr 1.4.16 `funasr/models/campplus/utils.py:extract_feature`):
+      feature = Kaldi.fbank(wav.unsqueeze(0), num_mel_bins=80)   # every other option at its default
+      feature = feature - feature.mean(dim=0, keepdim=True)
+  Samples stay in [-1, 1] (waveform_scale 1): a constant gain only adds a constant to every log-mel
+  energy, which the mean subtraction removes, except where the log floor (float eps) clips, so the
+  scale is kept exactly as funasr has it. Options are torchaudio's defaults (povey window,
+  preemphasis 0.97, low_freq 20, snip_edges), which funasr's kaldi-native-fbank fallback passes through.
+* WeSpeaker ResNet34 as pyannote.audio 3.x runs it (`BaseWeSpeakerResNet.compute_fbank`): samples
+  ×32768 (waveform_scale), hamming window, 80 bins, then the mean over the window is subtracted.
 """
 from __future__ import annotations
 
 import kaldi_native_fbank as knf
 import numpy as np
 
-# torchaudio.compliance.kaldi.fbank defaults + num_mel_bins=80, as funasr's extract_feature calls it
+# torchaudio.compliance.kaldi.fbank defaults + num_mel_bins=80 (CAM++ as funasr's extract_feature calls it)
 DEFAULT_OPTIONS = {
     "sample_frequency": 16000.0,
     "num_mel_bins": 80,
@@ -44,13 +44,13 @@ DEFAULT_OPTIONS = {
 
 
 def _options(opts: dict | None) -> dict:
-    """Accept campplus.json itself, its "features" section, or None (defaults)."""
+    """Accept embedding.json itself, its "features" section, or None (defaults)."""
     opts = opts or {}
     if "features" in opts:
         opts = opts["features"]
     unknown = set(opts) - set(DEFAULT_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown CAM++ feature options: {sorted(unknown)}")
+        raise ValueError(f"unknown speaker feature options: {sorted(unknown)}")
     return {**DEFAULT_OPTIONS, **opts}
 
 
@@ -99,8 +99,8 @@ def num_frames(num_samples: int, opts: dict | None = None) -> int:
     return 0 if num_samples < window else 1 + (num_samples - window) // shift
 
 
-def campplus_features(wav: np.ndarray, opts: dict) -> np.ndarray:
-    """16 kHz float samples in [-1, 1] → CAM++ input features [frames, 80] (float32)."""
+def speaker_features(wav: np.ndarray, opts: dict) -> np.ndarray:
+    """16 kHz float samples in [-1, 1] → embedding-model input features [frames, num_mel_bins] (float32)."""
     feats = fbank(wav, opts)
     if _options(opts)["subtract_mean"] and feats.shape[0]:
         feats = feats - feats.mean(axis=0, keepdims=True, dtype=np.float32)
