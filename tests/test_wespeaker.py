@@ -17,23 +17,13 @@ import numpy as np
 import pytest
 
 from funasr_triton.triton_client import TranscribeOptions
-from funasr_triton_export.exporters.wespeaker import PYTHON_ENV, pyannote_python
+from funasr_triton_export.exporters.wespeaker import PYTHON_ENV, reference_embeddings
 from tests.conftest import BIN, CACHE, ROOT, start_triton
 from tests.synth import SENTENCES, espeak, silence
 
 VOICES = [dict(voice="cmn", pitch=30, speed=150), dict(voice="cmn+f3", pitch=80, speed=175)]
 MIN_COSINE = 0.999
 
-# pyannote.audio's forward on the same waveforms, in its own interpreter
-REFERENCE = """
-import sys, numpy as np, torch
-from funasr_triton_export.exporters.wespeaker import load_pyannote_model
-model = load_pyannote_model(sys.argv[1])
-clips = np.load(sys.argv[2])
-with torch.no_grad():
-    out = [model(torch.from_numpy(clips[k])[None, None]).numpy()[0] for k in sorted(clips.files)]
-np.save(sys.argv[3], np.stack(out))
-"""
 
 
 def _export(repo, *extra, env=None):
@@ -84,27 +74,23 @@ def test_other_stages_untouched(repository, pyannote_repo):
     assert before["speaker"]["model"] == "cam++" and after["speaker"]["model"] == "pyannote"
 
 
-def test_served_embedding_equals_pyannote_forward(pyannote_triton, pyannote_repo, tmp_path):
+def test_served_embedding_equals_pyannote_forward(pyannote_triton, pyannote_repo):
     """Triton (kaldi-native-fbank features + ONNX ResNet) vs pyannote.audio's own forward
     (torchaudio kaldi fbank ×32768, hamming, mean subtraction + PyTorch ResNet)."""
     from funasr_triton.triton_client import TritonAsrClient
 
-    clips = {}
+    clips = []
     for i, seconds in enumerate((0.3, 1.5, 3.0, 7.5)):
         speech = espeak(SENTENCES[i], **VOICES[i % 2])
         while speech.shape[0] < seconds * 16000:
             speech = np.concatenate([speech, silence(0.2), speech])
-        clips[f"c{i}"] = np.ascontiguousarray(speech[: int(seconds * 16000)], dtype=np.float32)
-    np.savez(tmp_path / "clips.npz", **clips)
-    checkpoint = CACHE / "test" / "speaker-pyannote" / "pytorch_model.bin"
-    ref = subprocess.run([pyannote_python(), "-c", REFERENCE, str(checkpoint), str(tmp_path / "clips.npz"),
-                          str(tmp_path / "ref.npy")], capture_output=True, text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    expected = np.load(tmp_path / "ref.npy")
+        clips.append(np.ascontiguousarray(speech[: int(seconds * 16000)], dtype=np.float32))
+    expected = reference_embeddings(CACHE / "test" / "speaker-pyannote", clips)
+    assert expected.shape == (len(clips), 256)
 
     client = TritonAsrClient(pyannote_triton.grpc_url, timeout_s=300)
     try:
-        for k, (name, wav) in enumerate(sorted(clips.items())):
+        for k, wav in enumerate(clips):
             if wav.shape[0] < 4000:  # below the slot's min_samples: refused with the limit named
                 with pytest.raises(Exception, match="samples"):
                     client.speaker_embedding(wav)
@@ -112,7 +98,7 @@ def test_served_embedding_equals_pyannote_forward(pyannote_triton, pyannote_repo
             emb = client.speaker_embedding(wav).reshape(-1)
             assert emb.shape == (256,)
             cos = float(emb @ expected[k] / (np.linalg.norm(emb) * np.linalg.norm(expected[k])))
-            assert cos >= MIN_COSINE, f"{name}: cosine {cos:.6f}"
+            assert cos >= MIN_COSINE, f"clip {k} ({wav.shape[0] / 16000:.1f} s): cosine {cos:.6f}"
             np.testing.assert_allclose(emb, expected[k], rtol=0, atol=2e-3 * float(np.abs(expected[k]).max()))
     finally:
         client.close()
@@ -158,3 +144,19 @@ def test_interpreter_without_pyannote_gets_the_fix(pyannote_repo, tmp_path):
     out = _export(tmp_path / "repo", "--model-dir", f"speaker={tmp_path / 'ckpt'}", env=env)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "make pyannote-env" in out.stderr and "pyannote" in out.stderr
+
+
+def test_verify_compares_with_pyannote(pyannote_triton, pyannote_repo, cli_env, tmp_path):
+    """`funasr-triton verify` on a pyannote deployment: the speaker stage is checked against
+    pyannote.audio's forward (no AutoModel exists for it); the other stages against AutoModel as usual."""
+    from tests.synth import compose, write_wav
+
+    wav = write_wav(tmp_path / "clip.wav", compose(SENTENCES[0], 1.0, SENTENCES[1]))
+    out = subprocess.run([str(BIN / "funasr-triton"), "--log-level", "WARNING", "verify", "--json",
+                          "--url", pyannote_triton.grpc_url, "--repository", str(pyannote_repo), str(wav)],
+                         capture_output=True, text=True, env=cli_env, timeout=900)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    failures = {k: v["failures"] for k, v in report.items() if v["failures"]}
+    assert out.returncode == 0 and not failures, failures or out.stderr[-2000:]
+    assert report["speaker"]["checks"] >= 1 and report["speaker"]["worst"] >= MIN_COSINE
+    assert report["asr"]["checks"] >= 1

@@ -80,6 +80,34 @@ def _source_dirs(repository: Path, overrides: dict[str, Path]) -> dict[str, Path
     return dirs
 
 
+class PyannoteReference:
+    """The speaker stage when it serves pyannote's WeSpeaker (`export --speaker-model pyannote`): there is
+    no AutoModel for it, so the served embeddings are collected and compared, at the end, with
+    pyannote.audio's own forward in the pyannote interpreter (one call for all windows)."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+        self.pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+    def add(self, what: str, window: np.ndarray, served: np.ndarray) -> None:
+        self.pairs.append((what, window, served))
+
+    def finish(self, report: StageReport) -> None:
+        if not self.pairs:
+            return
+        from .exporters.wespeaker import reference_embeddings
+
+        refs = reference_embeddings(self.checkpoint_dir, [w for _, w, _ in self.pairs])
+        for (what, _, emb), ref in zip(self.pairs, refs):
+            cos = float(emb @ ref / (np.linalg.norm(emb) * np.linalg.norm(ref) + 1e-12))
+            report.worst = cos if report.worst is None else min(report.worst, cos)
+            report.check(cos >= MIN_COSINE, f"{what}: cosine {cos:.5f}")
+
+
+def _speaker_model(repository: Path) -> str:
+    return json.loads((repository / "MANIFEST.json").read_text())["stages"].get("speaker", {}).get("model", "")
+
+
 def verify_file(path: str, samples: np.ndarray, client, models: dict, hotwords: list[str],
                 reports: dict[str, StageReport]) -> None:
     vad_r, asr_r, hot_r, punc_r, spk_r, pipe_r = (reports[k] for k in ("vad", "asr", "asr+hotwords", "punc", "speaker", "pipeline"))
@@ -107,7 +135,9 @@ def verify_file(path: str, samples: np.ndarray, client, models: dict, hotwords: 
             ok, ties = compare_asr(got_h, ref_h)
             hot_r.ties += ties
             hot_r.check(ok, f"{path} [{beg},{end}] hotwords: {got_h['text'][:40]!r} vs {ref_h['text'][:40]!r}")
-        if "speaker" in models and len(seg) >= 4000:
+        if isinstance(models.get("speaker"), PyannoteReference) and len(seg) >= 4000:
+            models["speaker"].add(f"{path} [{beg},{end}]", seg[: 30 * 16000], client.speaker_embedding(seg[: 30 * 16000]))
+        elif "speaker" in models and len(seg) >= 4000:
             emb = client.speaker_embedding(seg[: 30 * 16000])
             ref_e = np.asarray(models["speaker"].generate(input=seg[: 30 * 16000])[0]["spk_embedding"]).reshape(-1)
             cos = float(emb @ ref_e / (np.linalg.norm(emb) * np.linalg.norm(ref_e) + 1e-12))
@@ -151,7 +181,9 @@ def main(args) -> int:
         k, _, p = v.partition("=")
         overrides[k] = Path(p)
     dirs = _source_dirs(Path(args.repository), overrides)
-    models = {stage: _automodel(path) for stage, path in dirs.items()}
+    pyannote = _speaker_model(Path(args.repository)) == "pyannote"
+    models = {stage: PyannoteReference(path) if stage == "speaker" and pyannote else _automodel(path)
+              for stage, path in dirs.items()}
     _silence_funasr()
     client = TritonAsrClient(args.url)
     hotwords = args.hotwords.split()
@@ -159,6 +191,8 @@ def main(args) -> int:
     try:
         for path in args.audio:
             verify_file(path, decode(Path(path).read_bytes()), client, models, hotwords, reports)
+        if isinstance(models.get("speaker"), PyannoteReference):
+            models["speaker"].finish(reports["speaker"])
     finally:
         client.close()
     if args.json:

@@ -96,6 +96,20 @@ def export_wespeaker(src: Path, out_dir: Path, python: str | None = None) -> dic
     return result
 
 
+def reference_embeddings(checkpoint: Path, clips: list, python: str | None = None) -> "np.ndarray":
+    """pyannote.audio's own `model(waveform)` (torchaudio fbank + PyTorch ResNet) for each 16 kHz clip,
+    computed in the pyannote interpreter: what `funasr-triton verify` and the tests compare Triton with."""
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="wespeaker-ref-") as tmp:
+        np.savez(Path(tmp) / "clips.npz", *[np.asarray(c, dtype=np.float32) for c in clips])
+        run_child(__name__, ["--checkpoint", str(find_checkpoint(checkpoint)), "--reference-clips",
+                             str(Path(tmp) / "clips.npz"), "--reference-out", str(Path(tmp) / "ref.npy")], python)
+        return np.load(Path(tmp) / "ref.npy")
+
+
 # ---------------------------------------------------------------------------------------------
 # child side (the pyannote interpreter: torch + torchaudio < 2.9 + pyannote.audio 3.x)
 
@@ -287,14 +301,34 @@ def export_child(checkpoint: Path, out_dir: Path) -> dict:
     }
 
 
+def reference_child(checkpoint: Path, clips_npz: Path, out_npy: Path) -> dict:
+    import numpy as np
+    import torch
+
+    model = load_pyannote_model(checkpoint)
+    clips = np.load(clips_npz)
+    names = sorted(clips.files, key=lambda n: int(n.rsplit("_", 1)[1]))  # np.savez: arr_0, arr_1, ...
+    with torch.no_grad():
+        out = [model(torch.from_numpy(clips[n].astype(np.float32))[None, None]).numpy()[0] for n in names]
+    np.save(out_npy, np.stack(out) if out else np.zeros((0, 0), np.float32))
+    return {"clips": len(out)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--out-dir", type=Path, help="export into this model version dir")
+    parser.add_argument("--reference-clips", type=Path, help="instead: embed the clips of this .npz with pyannote")
+    parser.add_argument("--reference-out", type=Path, help="... into this .npy")
     args = parser.parse_args(argv)
+    if (args.out_dir is None) == (args.reference_clips is None) or (args.reference_clips is None) != (args.reference_out is None):
+        parser.error("give --out-dir, or --reference-clips with --reference-out")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = export_child(args.checkpoint, args.out_dir)
+        if args.out_dir is not None:
+            result = export_child(args.checkpoint, args.out_dir)
+        else:
+            result = reference_child(args.checkpoint, args.reference_clips, args.reference_out)
     except (ImportError, OSError, WeSpeakerExportError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
