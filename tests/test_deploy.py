@@ -211,6 +211,8 @@ def test_export_dockerfile():
     instr = _instructions(DOCKERFILES["export"])
     runs = " ".join(_one(instr, "RUN"))
     assert '".[export]"' in runs and "whl/cpu" in runs
+    # the pyannote interpreter is built next to the system Python, where pyannote_python() looks
+    assert "bash export/pyannote-env.sh /usr/local" in runs and runs.index("pyannote-env") < runs.index("rm -rf /src")
     _non_root(instr)
     assert json.loads(_one(instr, "ENTRYPOINT")[0]) == ["funasr-triton", "export", "--repository", "/models"]
 
