@@ -137,3 +137,21 @@ def test_eval_diarization_cli_against_the_served_pipeline(triton, cli_env, dialo
     der = report["total"]["der"]
     assert 0.0 <= der <= 1.0 and report["files"][0]["hypothesis_speakers"] == 2
     assert (out_dir / "dialogue.rttm").read_text().startswith("SPEAKER dialogue 1 ")
+
+
+def test_bad_merge_threshold_stops_the_pipeline_loading(repository, tmp_path):
+    """`speaker_merge_threshold` (pipeline config) is read and validated when the model loads."""
+    import shutil
+
+    from tests.conftest import start_triton
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(repository, repo, symlinks=True)
+    config = repo / "pipeline" / "config.pbtxt"
+    text = config.read_text()
+    assert 'key: "speaker_merge_threshold" value: { string_value: "0.78" }' in text
+    config.write_text(text.replace('string_value: "0.78"', 'string_value: "1.5"'))
+    with pytest.raises(Exception):
+        start_triton(repo, tmp_path).server.stop()
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("triton-*.log"))
+    assert "speaker_merge_threshold='1.5' must be a number in (0, 1]" in logs
