@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ def pyannote_python() -> str:
 def run_child(module: str, args: list[str], python: str | None = None) -> dict:
     """Run `python -m module args...` in the pyannote interpreter; its last stdout line is JSON."""
     python = python or pyannote_python()
+    python = shutil.which(python) or python  # a bare name ("python3") is looked up on PATH
     if not Path(python).exists():
         raise WeSpeakerExportError(f"{PYTHON_ENV}={python}: no such interpreter")
     proc = subprocess.run([python, "-m", module, *args], stdout=subprocess.PIPE, text=True)
