@@ -92,6 +92,8 @@ def test_export_files_and_contract(env):
     assert sorted(p.name for p in env.out_dir.iterdir()) == ["embedding.json", "model.onnx"]
     assert env.conf["embedding_size"] == 64 and env.conf["feat_dim"] == 80
     assert env.conf["features"]["dither"] == 0.0 and env.conf["features"]["waveform_scale"] == 1.0
+    # the exporters' SPEAKER_FBANK_DEFAULTS and the served DEFAULT_OPTIONS are kept in step
+    assert env.conf["features"] == speaker_features_mod.DEFAULT_OPTIONS
     assert env.info["opset"] == 19 and env.info["max_rel_diff"] < 1e-4
     ins, outs = env.session.get_inputs(), env.session.get_outputs()
     assert [(i.name, i.type, len(i.shape)) for i in ins] == [("feats", "tensor(float)", 3)]

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from ..onnx_utils import sha256
+from . import SPEAKER_FBANK_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +32,8 @@ META_FILE = "embedding.json"  # what model_repository/speaker_embedding/1/model.
 FEAT_DIM = 80  # funasr's extract_feature hard-codes num_mel_bins=80
 CHECK_FRAMES = (23, 100, 151, 437)  # 0.25 s, a whole seg_pooling segment, 1.5 s, a ragged tail
 
-# torchaudio.compliance.kaldi.fbank defaults with num_mel_bins=80 (funasr/models/campplus/utils.py);
-# must stay in step with model_repository/speaker_embedding/1/speaker_features.py:DEFAULT_OPTIONS.
-FEATURE_OPTIONS = {
-    "sample_frequency": 16000.0,
-    "num_mel_bins": FEAT_DIM,
-    "frame_length": 25.0,
-    "frame_shift": 10.0,
-    "dither": 0.0,
-    "window_type": "povey",
-    "preemphasis_coefficient": 0.97,
-    "remove_dc_offset": True,
-    "round_to_power_of_two": True,
-    "snip_edges": True,
-    "low_freq": 20.0,
-    "high_freq": 0.0,
-    "energy_floor": 1.0,
-    "raw_energy": True,
-    "use_energy": False,
-    "use_log_fbank": True,
-    "use_power": True,
-    "htk_compat": False,
-    "waveform_scale": 1.0,
-    "subtract_mean": True,
-}
+# funasr's extract_feature: torchaudio.compliance.kaldi.fbank defaults with num_mel_bins=80
+FEATURE_OPTIONS = dict(SPEAKER_FBANK_DEFAULTS, num_mel_bins=FEAT_DIM)
 
 
 def _check_weights(auto) -> None:

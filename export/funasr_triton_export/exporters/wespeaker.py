@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import SPEAKER_FBANK_DEFAULTS
+
 log = logging.getLogger(__name__)
 
 INPUTS = ["feats"]
@@ -151,29 +153,18 @@ def embedding_config(model) -> dict:
     bins = int(hp.get("num_mel_bins", 80))
     window_ms, shift_ms = float(hp.get("frame_length", 25)), float(hp.get("frame_shift", 10))
     # torchaudio.compliance.kaldi.fbank as BaseWeSpeakerResNet.compute_fbank calls it: the options it
-    # passes, then torchaudio's defaults for the rest; must stay in step with speaker_features.py.
-    features = {
-        "sample_frequency": 16000.0,
-        "num_mel_bins": bins,
-        "frame_length": window_ms,
-        "frame_shift": shift_ms,
-        "dither": 0.0,
-        "window_type": str(hp.get("window_type", "hamming")),
-        "preemphasis_coefficient": 0.97,
-        "remove_dc_offset": True,
-        "round_to_power_of_two": bool(hp.get("round_to_power_of_two", True)),
-        "snip_edges": bool(hp.get("snip_edges", True)),
-        "low_freq": 20.0,
-        "high_freq": 0.0,
-        "energy_floor": 1.0,
-        "raw_energy": True,
-        "use_energy": bool(hp.get("use_energy", False)),
-        "use_log_fbank": True,
-        "use_power": True,
-        "htk_compat": False,
-        "waveform_scale": float(1 << 15),  # compute_fbank: waveforms * (1 << 15)
-        "subtract_mean": True,
-    }
+    # passes over torchaudio's defaults for the rest
+    features = dict(
+        SPEAKER_FBANK_DEFAULTS,
+        num_mel_bins=bins,
+        frame_length=window_ms,
+        frame_shift=shift_ms,
+        window_type=str(hp.get("window_type", "hamming")),
+        round_to_power_of_two=bool(hp.get("round_to_power_of_two", True)),
+        snip_edges=bool(hp.get("snip_edges", True)),
+        use_energy=bool(hp.get("use_energy", False)),
+        waveform_scale=float(1 << 15),  # compute_fbank: waveforms * (1 << 15)
+    )
     if features["use_energy"]:
         raise WeSpeakerExportError("use_energy=True adds an energy column the served features do not compute")
     # three stride-2 stages, then an unbiased std over the remaining frames: 9 fbank frames at least

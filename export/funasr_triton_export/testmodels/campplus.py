@@ -53,6 +53,8 @@ def build(out_dir: Path, seed: int = 0) -> Path:
 
     import funasr.models.campplus.model  # noqa: F401  (registers CAMPPlus)
 
+    from . import randomize_batchnorm
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(CONFIG_YAML)
@@ -61,15 +63,7 @@ def build(out_dir: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = model_class(**config["model_conf"])
         gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    n = module.num_features
-                    module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                    module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                    if module.affine:
-                        module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=gen))
-                        module.bias.copy_(0.1 * torch.randn(n, generator=gen))
+        randomize_batchnorm(model, gen)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, out_dir / WEIGHTS)
     (out_dir / "config.yaml").write_text(CONFIG_YAML, encoding="utf-8")

@@ -38,21 +38,15 @@ def write_checkpoint(out_dir: Path, seed: int = 0) -> dict:
     from pyannote.audio.core.task import Problem, Resolution, Specifications
     from pyannote.audio.models.embedding import WeSpeakerResNet34
 
+    from . import randomize_batchnorm
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = WeSpeakerResNet34()
         gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    n = module.num_features
-                    module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                    module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                    if module.affine:
-                        module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=gen))
-                        module.bias.copy_(0.1 * torch.randn(n, generator=gen))
+        randomize_batchnorm(model, gen)
     # an embedding model has no task; pyannote's checkpoints carry representation specifications
     model.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=5.0)
     checkpoint = {

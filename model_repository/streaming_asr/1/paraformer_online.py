@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fsmn_vad import apply_lfr  # symlinked beside this file
+from fsmn_vad import apply_lfr, kaldi_fbank, kaldi_fbank_options, load_cmvn  # symlinked beside this file
 
 SAMPLES_PER_FRAME = 960  # funasr: chunk_stride_samples = chunk_size[1] * 960 (60 ms at 16 kHz)
 CONFIG_FILE = "paraformer_streaming.json"
@@ -58,28 +58,6 @@ class StreamFinishedError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # Frontend: WavFrontendOnline (fbank -> LFR -> CMVN), streaming, numpy
 # --------------------------------------------------------------------------------------------
-
-
-def load_cmvn(path: str | Path) -> np.ndarray:
-    """funasr ``wav_frontend.load_cmvn``: [2, D] float32 (row 0 ``<AddShift>``, row 1 ``<Rescale>``)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    means: list[str] = []
-    scales: list[str] = []
-    for i, line in enumerate(lines):
-        items = line.split()
-        if not items or i + 1 >= len(lines):
-            continue
-        if items[0] in ("<AddShift>", "<Rescale>"):
-            nxt = lines[i + 1].split()
-            if nxt and nxt[0] == "<LearnRateCoef>":
-                values = nxt[3: len(nxt) - 1]
-                if items[0] == "<AddShift>":
-                    means = values
-                else:
-                    scales = values
-    if not means or len(means) != len(scales):
-        raise ValueError(f"{path}: no <AddShift>/<Rescale> vectors of equal length found")
-    return np.array([np.array(means, dtype=np.float32), np.array(scales, dtype=np.float32)])
 
 
 class _FrontendState:
@@ -96,9 +74,6 @@ class OnlineFrontend:
     """funasr ``WavFrontendOnline.forward`` (batch 1) with the state kept in a :class:`_FrontendState`."""
 
     def __init__(self, frontend_conf: Mapping[str, Any], cmvn: np.ndarray | None):
-        import kaldi_native_fbank as knf
-
-        self._knf = knf
         self.fs = int(frontend_conf.get("fs", 16000))
         self.window = str(frontend_conf.get("window", "hamming"))
         self.n_mels = int(frontend_conf.get("n_mels", 80))
@@ -111,35 +86,11 @@ class OnlineFrontend:
         self.frame_shift_sample_length = int(self.frame_shift * self.fs / 1000)
         self.cmvn = cmvn
         self.feats_dim = self.n_mels * self.lfr_m
-        opts = knf.FbankOptions()  # funasr/utils/fbank.py (the knf fallback of kaldi.fbank)
-        opts.frame_opts.samp_freq = float(self.fs)
-        opts.frame_opts.frame_length_ms = float(self.frame_length)
-        opts.frame_opts.frame_shift_ms = float(self.frame_shift)
-        opts.frame_opts.dither = self.dither
-        opts.frame_opts.snip_edges = True
-        opts.frame_opts.window_type = self.window
-        opts.frame_opts.preemph_coeff = 0.97
-        opts.frame_opts.remove_dc_offset = True
-        opts.frame_opts.round_to_power_of_two = True
-        opts.mel_opts.num_bins = self.n_mels
-        opts.mel_opts.low_freq = 20.0
-        opts.mel_opts.high_freq = 0.0
-        opts.energy_floor = 0.0
-        opts.raw_energy = True
-        opts.use_energy = False
-        opts.use_log_fbank = True
-        opts.use_power = True
-        opts.htk_compat = False
-        self._opts = opts
+        self._opts = kaldi_fbank_options(self.fs, self.frame_length, self.frame_shift, self.dither,
+                                         self.window, self.n_mels)
 
     def _fbank(self, samples: np.ndarray) -> np.ndarray:
-        fb = self._knf.OnlineFbank(self._opts)
-        fb.accept_waveform(float(self.fs), samples)
-        fb.input_finished()
-        n = fb.num_frames_ready
-        if n == 0:
-            return np.zeros((0, self.n_mels), dtype=np.float32)
-        return np.asarray([fb.get_frame(i) for i in range(n)], dtype=np.float32)
+        return kaldi_fbank(self._opts, samples)
 
     def _frame_num(self, sample_length: int) -> int:
         """``WavFrontendOnline.compute_frame_num``."""

@@ -205,6 +205,47 @@ def load_cmvn(path: str | Path) -> np.ndarray:
     return np.array([np.array(means, dtype=np.float32), np.array(scales, dtype=np.float32)])
 
 
+def kaldi_fbank_options(fs: int, frame_length: float, frame_shift: float, dither: float, window: str,
+                        n_mels: int):
+    """``kaldi.fbank`` options as funasr's WavFrontendOnline calls it (funasr/utils/fbank.py, the
+    kaldi-native-fbank fallback). Shared by the VAD's and the streaming Paraformer's frontends."""
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = float(fs)
+    opts.frame_opts.frame_length_ms = float(frame_length)
+    opts.frame_opts.frame_shift_ms = float(frame_shift)
+    opts.frame_opts.dither = float(dither)
+    opts.frame_opts.snip_edges = True
+    opts.frame_opts.window_type = window
+    opts.frame_opts.preemph_coeff = 0.97
+    opts.frame_opts.remove_dc_offset = True
+    opts.frame_opts.round_to_power_of_two = True
+    opts.mel_opts.num_bins = int(n_mels)
+    opts.mel_opts.low_freq = 20.0
+    opts.mel_opts.high_freq = 0.0
+    opts.energy_floor = 0.0
+    opts.raw_energy = True
+    opts.use_energy = False
+    opts.use_log_fbank = True
+    opts.use_power = True
+    opts.htk_compat = False
+    return opts
+
+
+def kaldi_fbank(opts, samples: np.ndarray) -> np.ndarray:
+    """Log-mel fbank [frames, num_bins] float32 of `samples` with `kaldi_fbank_options` (0 frames if too short)."""
+    import kaldi_native_fbank as knf
+
+    fb = knf.OnlineFbank(opts)
+    fb.accept_waveform(float(opts.frame_opts.samp_freq), samples)
+    fb.input_finished()
+    n = fb.num_frames_ready
+    if n == 0:
+        return np.zeros((0, int(opts.mel_opts.num_bins)), dtype=np.float32)
+    return np.stack([fb.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+
+
 def apply_lfr(inputs: np.ndarray, m: int, n: int, is_final: bool) -> tuple[np.ndarray, np.ndarray]:
     """``WavFrontendOnline.apply_lfr`` (batch 1): (LFR frames, new splice cache). Shared by the VAD's and
     the streaming Paraformer's frontends (streaming_asr/1/paraformer_online.py)."""
@@ -242,9 +283,6 @@ class OnlineFrontend:
     """
 
     def __init__(self, frontend_conf: Mapping[str, Any], cmvn: np.ndarray | None):
-        import kaldi_native_fbank as knf
-
-        self._knf = knf
         self.fs = int(frontend_conf.get("fs", 16000))
         self.window = str(frontend_conf.get("window", "hamming"))
         self.n_mels = int(frontend_conf.get("n_mels", 80))
@@ -256,6 +294,8 @@ class OnlineFrontend:
         self.frame_sample_length = int(self.frame_length * self.fs / 1000)
         self.frame_shift_sample_length = int(self.frame_shift * self.fs / 1000)
         self.cmvn = cmvn
+        self._opts = kaldi_fbank_options(self.fs, self.frame_length, self.frame_shift, self.dither,
+                                         self.window, self.n_mels)
         self.reset()
 
     def reset(self) -> None:
@@ -269,34 +309,7 @@ class OnlineFrontend:
     # -- pieces ---------------------------------------------------------------------------
 
     def _fbank(self, samples: np.ndarray) -> np.ndarray:
-        """``kaldi.fbank`` as funasr calls it (funasr/utils/fbank.py knf fallback options)."""
-        knf = self._knf
-        opts = knf.FbankOptions()
-        opts.frame_opts.samp_freq = float(self.fs)
-        opts.frame_opts.frame_length_ms = float(self.frame_length)
-        opts.frame_opts.frame_shift_ms = float(self.frame_shift)
-        opts.frame_opts.dither = self.dither
-        opts.frame_opts.snip_edges = True
-        opts.frame_opts.window_type = self.window
-        opts.frame_opts.preemph_coeff = 0.97
-        opts.frame_opts.remove_dc_offset = True
-        opts.frame_opts.round_to_power_of_two = True
-        opts.mel_opts.num_bins = self.n_mels
-        opts.mel_opts.low_freq = 20.0
-        opts.mel_opts.high_freq = 0.0
-        opts.energy_floor = 0.0
-        opts.raw_energy = True
-        opts.use_energy = False
-        opts.use_log_fbank = True
-        opts.use_power = True
-        opts.htk_compat = False
-        fb = knf.OnlineFbank(opts)
-        fb.accept_waveform(float(self.fs), samples)
-        fb.input_finished()
-        n = fb.num_frames_ready
-        if n == 0:
-            return np.zeros((0, self.n_mels), dtype=np.float32)
-        return np.stack([fb.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+        return kaldi_fbank(self._opts, samples)
 
     def _compute_frame_num(self, sample_length: int) -> int:
         """``WavFrontendOnline.compute_frame_num``."""
