@@ -88,31 +88,35 @@ def write_cmvn(path: Path, dim: int = 560, seed: int = 0) -> None:
     )
 
 
-def build(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
+def save_random_model(conf: dict, path: Path, seed: int) -> None:
+    """Instantiate the registered FunASR class of `conf` (every `<part>` / `<part>_conf` pair it names)
+    with seeded random weights, lift the CIF bias, and save its state_dict to `path`."""
     import torch
-    import yaml
     from funasr.register import tables
+
+    parts = {}
+    for part in ("encoder", "decoder", "seaco_decoder", "predictor"):
+        if part in conf:
+            parts.update({part: conf[part], f"{part}_conf": conf[f"{part}_conf"]})
+    torch.manual_seed(seed)
+    model = tables.model_classes.get(conf["model"])(
+        **conf["model_conf"], **parts, input_size=conf["input_size"], vocab_size=ASR_VOCAB_SIZE)
+    with torch.no_grad():  # random init gives near-silent CIF; lift the predictor so tokens fire
+        for name, p in model.named_parameters():
+            if name.endswith("predictor.cif_output.bias"):
+                p.fill_(0.0)
+    torch.save(model.state_dict(), path)
+
+
+def build(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
+    import yaml
 
     import funasr.models.seaco_paraformer.model  # noqa: F401  (registers SeacoParaformer)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     conf = config(size)
-    torch.manual_seed(seed)
-    model_class = tables.model_classes.get(conf["model"])
-    model = model_class(
-        **conf["model_conf"],
-        encoder=conf["encoder"], encoder_conf=conf["encoder_conf"],
-        decoder=conf["decoder"], decoder_conf=conf["decoder_conf"],
-        seaco_decoder=conf["seaco_decoder"], seaco_decoder_conf=conf["seaco_decoder_conf"],
-        predictor=conf["predictor"], predictor_conf=conf["predictor_conf"],
-        input_size=conf["input_size"], vocab_size=ASR_VOCAB_SIZE,
-    )
-    with torch.no_grad():  # random init gives near-silent CIF; lift the predictor so tokens fire
-        for name, p in model.named_parameters():
-            if name.endswith("predictor.cif_output.bias"):
-                p.fill_(0.0)
-    torch.save(model.state_dict(), out_dir / "model.pt")
+    save_random_model(conf, out_dir / "model.pt", seed)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False))
     tokens = asr_tokens()
     (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .paraformer import write_cmvn
-from .vocab import ASR_VOCAB_SIZE, asr_tokens
+from .paraformer import save_random_model, write_cmvn
+from .vocab import asr_tokens
 
 SIZES = {
     "tiny": dict(d=64, heads=4, enc_units=128, enc_blocks=2, dec_units=128, dec_blocks=2),
@@ -67,28 +67,14 @@ def config(size: str = "tiny") -> dict:
 
 
 def build(target: Path, size: str = "tiny", seed: int = 0) -> Path:
-    import torch
     import yaml
-    from funasr.register import tables
 
     import funasr.models.paraformer_streaming.model  # noqa: F401  (registers ParaformerStreaming)
 
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     conf = config(size)
-    torch.manual_seed(seed)
-    model = tables.model_classes.get(conf["model"])(
-        **conf["model_conf"],
-        encoder=conf["encoder"], encoder_conf=conf["encoder_conf"],
-        decoder=conf["decoder"], decoder_conf=conf["decoder_conf"],
-        predictor=conf["predictor"], predictor_conf=conf["predictor_conf"],
-        input_size=conf["input_size"], vocab_size=ASR_VOCAB_SIZE,
-    )
-    with torch.no_grad():  # random init gives near-silent CIF; lift the predictor so tokens fire
-        for name, p in model.named_parameters():
-            if name.endswith("predictor.cif_output.bias"):
-                p.fill_(0.0)
-    torch.save(model.state_dict(), target / "model.pt")
+    save_random_model(conf, target / "model.pt", seed)
     (target / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False))
     (target / "tokens.json").write_text(json.dumps(asr_tokens(), ensure_ascii=False))
     write_cmvn(target / "am.mvn", seed=seed)
