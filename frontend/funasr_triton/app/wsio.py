@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Awaitable, Callable
 
 from fastapi import WebSocket, WebSocketDisconnect
 
@@ -33,3 +35,21 @@ async def close(ws: WebSocket, code: int, timeout_s: float) -> None:
         await asyncio.wait_for(ws.close(code), timeout_s)
     except (asyncio.TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
         pass
+
+
+async def run_session(serve: Callable[[], Awaitable[None]], fail: Callable[[AsrError], Awaitable[None]],
+                      close: Callable[[], Awaitable[None]], log: logging.Logger, protocol: str) -> None:
+    """One session: a client that left ends it quietly, an AsrError is answered by `fail` in the protocol's
+    own shape, anything else is logged and failed as a 500; a session that ends normally is closed."""
+    try:
+        await serve()
+    except WebSocketDisconnect:
+        return
+    except AsrError as err:
+        await fail(err)
+        return
+    except Exception:
+        log.exception("%s websocket session failed", protocol)
+        await fail(AsrError("internal server error", 500, "internal_error"))
+        return
+    await close()

@@ -174,18 +174,7 @@ class FunasrSession:
     # ---- the session --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        try:
-            await self.serve()
-        except WebSocketDisconnect:
-            return
-        except AsrError as err:
-            await self.fail(err)
-            return
-        except Exception:
-            log.exception("funasr websocket session failed")
-            await self.fail(AsrError("internal server error", 500, "internal_error"))
-            return
-        await self.close()
+        await wsio.run_session(self.serve, self.fail, self.close, log, "funasr")
 
     async def serve(self) -> None:
         authorized = key_ok(self.settings, token_of(self.ws))

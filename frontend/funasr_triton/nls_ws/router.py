@@ -220,27 +220,19 @@ class NlsSession:
     # ---- the session --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        try:
-            options = await self.handshake()
-            streaming = self.ws.app.state.streaming
-            async with streaming.open(options, protocol="nls") as stream:
-                try:
-                    await self.converse(stream)
-                except WebSocketDisconnect:
-                    raise
-                except Exception:
-                    stream.fail()
-                    raise
-        except WebSocketDisconnect:
-            return
-        except AsrError as err:
-            await self.fail(err)
-            return
-        except Exception:
-            log.exception("nls websocket session failed")
-            await self.fail(AsrError("internal server error", 500, "internal_error"))
-            return
-        await self.close()
+        await wsio.run_session(self.serve, self.fail, self.close, log, "nls")
+
+    async def serve(self) -> None:
+        options = await self.handshake()
+        streaming = self.ws.app.state.streaming
+        async with streaming.open(options, protocol="nls") as stream:
+            try:
+                await self.converse(stream)
+            except WebSocketDisconnect:
+                raise
+            except Exception:
+                stream.fail()
+                raise
 
     async def handshake(self) -> StreamOptions:
         """The first message must be a Start command (and the token good): returns the stream's options."""
