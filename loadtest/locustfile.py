@@ -185,6 +185,30 @@ def _wait():
     return between(float(lo), float(hi or lo))
 
 
+def _judge(r, check) -> bool:
+    """Mark a catch_response request: failed on a non-200 or on a JSON body `check` rejects (ValueError)."""
+    if r.status_code != 200:
+        r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+        return False
+    try:
+        check(r.json())
+    except ValueError as exc:
+        r.failure(f"bad body: {exc}")
+        return False
+    r.success()
+    return True
+
+
+def _has_text(body: dict) -> None:
+    if not isinstance(body.get("text"), str):
+        raise ValueError("no text")
+
+
+def _nls_success(body: dict) -> None:
+    if body.get("status") != 20000000:
+        raise ValueError(f"status {body.get('status')}")
+
+
 # -- users -------------------------------------------------------------------------------------------------
 
 class OpenAIUser(HttpUser):
@@ -195,22 +219,11 @@ class OpenAIUser(HttpUser):
     def transcribe(self):
         clip = pick_clip()
         t0 = time.perf_counter()
-        ok = False
         with self.client.post("/v1/audio/transcriptions", name="POST /v1/audio/transcriptions",
                               files={"file": (clip.name, clip.data, "audio/wav")},
                               data={"model": "whisper-1", "response_format": "json"},
                               timeout=TIMEOUT_S, catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
-            else:
-                try:
-                    body = r.json()
-                    if not isinstance(body.get("text"), str):
-                        raise ValueError("no text")
-                    ok = True
-                    r.success()
-                except ValueError as exc:
-                    r.failure(f"bad body: {exc}")
+            ok = _judge(r, _has_text)
         record(type(self).__name__, ok, (time.perf_counter() - t0) * 1000, clip.seconds)
 
 
@@ -222,24 +235,13 @@ class AliyunUser(HttpUser):
     def recognize(self):
         clip = pick_clip()
         t0 = time.perf_counter()
-        ok = False
         fmt = Path(clip.name).suffix.lstrip(".").lower() or "wav"
         with self.client.post("/stream/v1/asr", name="POST /stream/v1/asr",
                               params={"appkey": "loadtest", "format": fmt, "sample_rate": 16000,
                                       "enable_punctuation_prediction": "true"},
                               data=clip.data, headers={"Content-Type": "application/octet-stream"},
                               timeout=TIMEOUT_S, catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
-            else:
-                try:
-                    body = r.json()
-                    if body.get("status") != 20000000:
-                        raise ValueError(f"status {body.get('status')}")
-                    ok = True
-                    r.success()
-                except ValueError as exc:
-                    r.failure(f"bad body: {exc}")
+            ok = _judge(r, _nls_success)
         record(type(self).__name__, ok, (time.perf_counter() - t0) * 1000, clip.seconds)
 
 
