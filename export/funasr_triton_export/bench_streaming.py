@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import (BENCH, CACHE, REPO, ROOT, SR, THREADS, CpuMeter, RssSampler, _load_clips, _model_counts,
+from .bench import (BENCH, CACHE, REPO, ROOT, SR, THREADS, CpuMeter, RssSampler, _fmt, _load_clips, _model_counts,
+                    _settings_text,
                     error_text, other_load_text, progress, run_worker, served_settings, text_units)
 
 CHUNK_SIZE = [0, 10, 5]  # 600 ms chunks, 300 ms look-ahead: FunASR's default
@@ -472,12 +473,12 @@ def render_section(s: dict, usable_cores: int | None) -> list[str]:
                       m.get("final_after_speech_end_ms"))
         lines.append(
             f"| {name} | {m['streams_completed']}/{m['streams']} | {m['errors']} | {m['requests']} | "
-            f"{_fmt_x(m.get('throughput_x'))} | {_ms(p, 'p50')} / {_ms(p, 'p95')} / {_ms(p, 'max')} | "
+            f"{_fmt(m.get('throughput_x'), '.1f')} | {_ms(p, 'p50')} / {_ms(p, 'p95')} / {_ms(p, 'max')} | "
             f"{_ms(f, 'p50')} / {_ms(f, 'p95')} | {_ms(m, 'max_wait_ms')} | "
             + (f"{_ms(b, 'p50')} / {_ms(b, 'p95')} / {_ms(b, 'max')} | {_ms(a, 'p50')} / {_ms(a, 'p95')}"
                if b else "— | —")
-            + f" | {m.get('streaming_asr_mean_batch') or '—'} | {_fmt_x((m.get('cpu') or {}).get('other_cores'), '.2f')}"
-            + f" | {_fmt_x(m.get('peak_rss_mb'), '.0f')} |")
+            + f" | {m.get('streaming_asr_mean_batch') or '—'} | {_fmt((m.get('cpu') or {}).get('other_cores'), '.2f')}"
+            + f" | {_fmt(m.get('peak_rss_mb'), '.0f')} |")
     for name, m in runs.items():
         if m.get("error_samples"):
             lines += ["", f"Errors in *{name}*: " + "; ".join(f"`{e[:300]}`" for e in m["error_samples"])]
@@ -502,8 +503,8 @@ def render_section(s: dict, usable_cores: int | None) -> list[str]:
         c = r["chunk_compute_ms"]
         lines.append(f"| {name} | {r['chunks']} | {r['audio_s']:.1f} | {r['compute_s']:.1f} | "
                      f"{r['throughput_x']:.1f} | {r['rtf']:.3f} | {c['p50']:.0f} / {c['p95']:.0f} / {c['max']:.0f} | "
-                     f"{_fmt_x((r.get('cpu') or {}).get('other_cores'), '.2f')} | "
-                     f"{_fmt_x(r.get('peak_rss_mb'), '.0f')} |")
+                     f"{_fmt((r.get('cpu') or {}).get('other_cores'), '.2f')} | "
+                     f"{_fmt(r.get('peak_rss_mb'), '.0f')} |")
     lines += [
         "",
         "Each clip once, chunk by chunk, as one stream (`generate(input=chunk, cache=..., is_final=...)` / "
@@ -592,22 +593,5 @@ def render_section(s: dict, usable_cores: int | None) -> list[str]:
         lines += [f"Triton with `streaming_asr` (+ `asr`, `punc`) ready in {served['load_s']:.0f} s"
                   + "".join(f", {e}" for e in extra if e)
                   + f"; the streaming part of the bench took {s['total_s'] / 60:.1f} min. Served threads: "
-                  + _settings(served.get("settings", {})) + ".", ""]
+                  + _settings_text(served.get("settings", {})) + ".", ""]
     return lines
-
-
-def _settings(settings: dict) -> str:
-    parts = []
-    for model, v in settings.items():
-        bits = []
-        if v.get("instances"):
-            bits.append(f"{v['instances']} instance{'s' if v['instances'] != 1 else ''}")
-        if v.get("intra_op_threads") is not None:
-            bits.append(f"{v['intra_op_threads']} intra-op thread{'s' if v['intra_op_threads'] != 1 else ''}")
-        if bits:
-            parts.append(f"`{model}` {', '.join(bits)}")
-    return "; ".join(parts) or "?"
-
-
-def _fmt_x(v, spec: str = ".1f") -> str:
-    return "—" if v is None else format(v, spec)
