@@ -28,6 +28,11 @@ Deliberate differences (none changes a result funasr produces):
 * ``math.log(0)`` would raise in funasr's ``GetFrameState`` when the silence posterior is exactly
   0 or 1; here it is ``-inf`` and the frame is classified as funasr's comparison then implies.
 * Input is converted to float32 (funasr computes in float64 when handed a float64 array).
+* Output segments already returned are dropped from ``output_data_buf`` (all but the last), so
+  the state of a long stream stays bounded (``E2EVad.trim``).
+
+:class:`OfflineVadStream` runs the same offline loop incrementally (``accept`` pieces of any
+size, ``finish``); :meth:`FsmnVad.segments` is that stream fed the whole file at once.
 """
 from __future__ import annotations
 
@@ -339,7 +344,7 @@ class OnlineFrontend:
         # forward_fbank
         samples = np.concatenate((self.input_cache, chunk))
         frame_num = self._compute_frame_num(samples.shape[0])
-        self.input_cache = samples[frame_num * self.frame_shift_sample_length:]
+        self.input_cache = samples[frame_num * self.frame_shift_sample_length:].copy()  # not a view of `samples`
         fbank = self._fbank(samples * np.float32(1 << 15)) if frame_num else None
 
         if fbank is not None and fbank.shape[0] > 0:
@@ -372,7 +377,7 @@ class OnlineFrontend:
         aligned = buffer[aligned_start - buffer_start: aligned_end - buffer_start]
         self.emitted_lfr_frames += feats.shape[0]
         next_start = min(self.emitted_lfr_frames * score_frame_shift, buffer_end)
-        self.waveform_buffer = buffer[next_start - buffer_start:]
+        self.waveform_buffer = buffer[next_start - buffer_start:].copy()  # not a view of the whole buffer
         self.waveform_buffer_start_sample = next_start
         return feats, aligned
 
@@ -520,7 +525,24 @@ class E2EVad:
                 continue
             segments.append([seg.start_ms, seg.end_ms])
             self.output_data_buf_offset += 1
+        self.trim()
         return segments
+
+    def trim(self) -> None:
+        """Forget what no later frame can use, so the state does not grow with the audio.
+
+        funasr keeps every output segment; only the entries from ``output_data_buf_offset`` on
+        are read again, plus the last one (``pop_data_to_output_buf`` extends it and
+        ``reset_detection`` reads its end; an empty list would open a new segment), so earlier
+        entries are dropped. In single-utterance mode, once the end point is detected no frame is
+        examined again, so the dB/score history is dropped as well.
+        """
+        done = min(self.output_data_buf_offset, len(self.output_data_buf) - 1)
+        if done > 0:
+            del self.output_data_buf[:done]
+            self.output_data_buf_offset -= done
+        if self.vad_state_machine == VadState.END_POINT_DETECTED:
+            self.drop_cached_frames(self.frm_cnt)
 
     def compute_decibel(self, waveform: np.ndarray, frame_count: int) -> None:
         """``ComputeDecibel``: 10·log10(energy + 1e-6) per frame of the float waveform."""
@@ -550,7 +572,7 @@ class E2EVad:
         if real_drop_frames <= 0:
             return
         self.decibel = self.decibel[real_drop_frames:]
-        self.scores = self.scores[real_drop_frames:]
+        self.scores = self.scores[real_drop_frames:].copy()  # a copy: a view would keep the dropped rows
         self.last_drop_frames = drop_frames
 
     def reset_detection(self) -> None:
@@ -883,48 +905,164 @@ class FsmnVad:
 
     def segments(self, wav: np.ndarray) -> list[list[int]]:
         """Speech segments of 16 kHz mono samples in [-1, 1], as [[beg_ms, end_ms], ...]."""
-        wav = check_waveform(wav, sample_rate=self.sample_rate)
-        if wav.shape[0] == 0:
-            return []
-        opts = self.vad_opts
-        detector = E2EVad(opts, self.speech_noise_thres)
-        frontend = OnlineFrontend(self.frontend_conf, self.cmvn)
-        caches = [np.zeros(shape, dtype=np.float32) for shape in self.cache_shapes]
-        sil_ids = list(opts.sil_pdf_ids)
+        return self.stream().finish(wav)
 
-        # FsmnVADStreaming.inference, offline (is_final=True, is_streaming_input=False)
-        stride = int(self.chunk_size * self.sample_rate / 1000)
-        n_chunks = wav.shape[0] // stride + 1
-        accumulated_ms = 0
-        in_speech = False
+    def stream(self) -> "OfflineVadStream":
+        """A new :class:`OfflineVadStream` on this model (same results as :meth:`segments`)."""
+        return OfflineVadStream(self)
+
+
+class VadStreamFinishedError(RuntimeError):
+    """``accept``/``finish`` was called on an :class:`OfflineVadStream` after ``finish``."""
+
+
+class OfflineVadStream:
+    """The offline VAD (:meth:`FsmnVad.segments`) fed piece by piece, e.g. for a long file.
+
+    ``accept(samples)`` takes any number of 16 kHz float samples; they are buffered and every
+    complete stride of ``vad.chunk_size`` ms (60 s by default) runs one non-final step of
+    funasr's offline loop (``FsmnVADStreaming.inference``: frontend, encoder with its caches,
+    state machine, dynamic end-silence schedule). ``finish(samples=None)`` runs the final step
+    over what is left (possibly nothing). Because the strides are exactly those of the
+    whole-file call, the segments returned by all calls together are exactly
+    ``vad.segments(whole_file)``, whatever the sizes of the pieces. Times are ms from the start
+    of the stream.
+
+    Memory does not grow with the audio: at most one stride of unprocessed samples is kept
+    (plus the piece being accepted), and the frontend and detector keep only bounded
+    remainders (see :meth:`E2EVad.trim`).
+
+    The ONNX session is ``vad``'s (thread-safe, shared); the state is this object's. One
+    stream must not be used by two threads at once.
+    """
+
+    def __init__(self, vad: FsmnVad):
+        self.vad = vad
+        opts = vad.vad_opts
+        self._detector = E2EVad(opts, vad.speech_noise_thres)
+        self._frontend = OnlineFrontend(vad.frontend_conf, vad.cmvn)
+        self._caches = [np.zeros(shape, dtype=np.float32) for shape in vad.cache_shapes]
+        self._sil_ids = list(opts.sil_pdf_ids)
+        self._stride = int(vad.chunk_size * vad.sample_rate / 1000)
+        self._pending: list[np.ndarray] = []  # received, not yet processed (< one stride in all)
+        self._pending_samples = 0
+        self._received_samples = 0
+        self._processed_samples = 0
+        # dynamic end-silence bookkeeping of FsmnVADStreaming.inference
+        self._accumulated_ms = 0
+        self._in_speech = False
+        self._finished = False
+
+    # -- positions ------------------------------------------------------------------------
+
+    @property
+    def received_ms(self) -> int:
+        """Audio handed to ``accept``/``finish`` so far, in ms (rounded down)."""
+        return self._received_samples * 1000 // self.vad.sample_rate
+
+    @property
+    def processed_ms(self) -> int:
+        """Audio run through the VAD so far, in ms (rounded down): whole strides, or everything
+        once finished."""
+        return self._processed_samples * 1000 // self.vad.sample_rate
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def min_future_start_ms(self) -> int:
+        """A lower bound on ``beg_ms`` of every segment a later ``accept``/``finish`` can return.
+
+        Audio before it is no longer needed by a caller that cuts segments out of the stream.
+        The bound is what the detector state allows exactly:
+
+        * a segment whose start is confirmed but whose end is not (in speech) keeps its
+          ``beg_ms``, so the bound is that start;
+        * any segment started later begins at ``max(data_buf_start_frame, frame - look-back)``
+          (``DetectOneFrame``), and ``data_buf_start_frame`` never decreases, so its current
+          value bounds every later start. In silence it trails the last processed frame by the
+          start-detection latency (``window_size_ms + lookback_time_start_point``, 400 ms by
+          default); after a segment it is at least that segment's end.
+
+        It never decreases. Audio received but not yet processed (less than one stride) is
+        after it. After ``finish`` no segment can follow and it is ``processed_ms``.
+        """
+        if self._finished:
+            return self.processed_ms
+        detector = self._detector
+        bound = detector.data_buf_start_frame * detector.opts.frame_in_ms
+        for seg in detector.output_data_buf[detector.output_data_buf_offset:]:
+            bound = min(bound, seg.start_ms)
+        return int(bound)
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def accept(self, samples: np.ndarray) -> list[list[int]]:
+        """Buffer ``samples`` and run every complete stride; the segments those strides closed."""
+        self._check_open()
+        samples = check_waveform(samples, sample_rate=self.vad.sample_rate)
+        self._received_samples += samples.shape[0]
         segments: list[list[int]] = []
-        for i in range(n_chunks):
-            is_final = i == n_chunks - 1
-            chunk = wav[i * stride:(i + 1) * stride]
-            if self.dynamic_silence:
-                if detector.vad_state_machine == VadState.IN_SPEECH_SEGMENT or in_speech:
-                    accumulated_ms += self.chunk_size
-                    in_speech = True
-                for limit_ms, silence_ms in self.silence_schedule:
-                    if accumulated_ms <= limit_ms:
-                        detector.max_end_sil_frame_cnt_thresh = max(silence_ms - opts.speech_to_sil_time_thres, 0)
-                        detector.speech_noise_thres = DYNAMIC_SPEECH_NOISE_THRES
-                        break
-            feats, waveform = frontend.accept(chunk, is_final)
-            if feats.shape[0] == 0:
-                continue
-            outputs = self.session.run(
-                self.output_names,
-                {"speech": feats[None], **dict(zip(self.cache_names, caches))},
-            )
-            caches = outputs[1:]
-            sil_scores = np.ascontiguousarray(outputs[0][0][:, sil_ids])
-            new_segments = detector.forward(sil_scores, waveform, is_final)
-            if new_segments:
-                segments.extend(new_segments)
-                if self.dynamic_silence:
-                    accumulated_ms = 0
-                    in_speech = False
+        if samples.shape[0] == 0:
+            return segments
+        pos = 0
+        if self._pending:  # complete the buffered stride first
+            pos = min(self._stride - self._pending_samples, samples.shape[0])
+            self._pending.append(samples[:pos].copy())
+            self._pending_samples += pos
+            if self._pending_samples < self._stride:
+                return segments
+            stride = np.concatenate(self._pending)
+            self._pending, self._pending_samples = [], 0
+            segments += self._step(stride, is_final=False)
+        while samples.shape[0] - pos >= self._stride:  # whole strides straight from the input
+            segments += self._step(samples[pos:pos + self._stride], is_final=False)
+            pos += self._stride
+        if pos < samples.shape[0]:
+            self._pending.append(samples[pos:].copy())
+            self._pending_samples += samples.shape[0] - pos
+        return segments
+
+    def finish(self, samples: np.ndarray | None = None) -> list[list[int]]:
+        """Accept ``samples`` (if given), then run the final step; the remaining segments."""
+        segments = [] if samples is None else self.accept(samples)
+        self._finished = True
+        if self._received_samples == 0:
+            return segments  # funasr returns no segment for empty input, without a step
+        rest = np.concatenate(self._pending) if self._pending else np.zeros(0, dtype=np.float32)
+        self._pending, self._pending_samples = [], 0
+        segments += self._step(rest, is_final=True)
+        return segments
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise VadStreamFinishedError("the VAD stream is finished; start a new one")
+
+    def _step(self, chunk: np.ndarray, is_final: bool) -> list[list[int]]:
+        """One chunk of ``FsmnVADStreaming.inference`` (offline: not ``is_streaming_input``)."""
+        vad, detector = self.vad, self._detector
+        if vad.dynamic_silence:
+            if detector.vad_state_machine == VadState.IN_SPEECH_SEGMENT or self._in_speech:
+                self._accumulated_ms += vad.chunk_size
+                self._in_speech = True
+            for limit_ms, silence_ms in vad.silence_schedule:
+                if self._accumulated_ms <= limit_ms:
+                    detector.max_end_sil_frame_cnt_thresh = max(
+                        silence_ms - vad.vad_opts.speech_to_sil_time_thres, 0)
+                    detector.speech_noise_thres = DYNAMIC_SPEECH_NOISE_THRES
+                    break
+        feats, waveform = self._frontend.accept(chunk, is_final)
+        self._processed_samples += chunk.shape[0]
+        if feats.shape[0] == 0:
+            return []
+        outputs = vad.session.run(
+            vad.output_names, {"speech": feats[None], **dict(zip(vad.cache_names, self._caches))})
+        self._caches = outputs[1:]
+        sil_scores = np.ascontiguousarray(outputs[0][0][:, self._sil_ids])
+        segments = detector.forward(sil_scores, waveform, is_final)
+        if segments and vad.dynamic_silence:
+            self._accumulated_ms = 0
+            self._in_speech = False
         return segments
 
 
