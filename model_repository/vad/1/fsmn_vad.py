@@ -324,7 +324,8 @@ class OnlineFrontend:
     def _lfr_cmvn(self, feats: np.ndarray, is_final: bool) -> np.ndarray:
         """``WavFrontendOnline.forward_lfr_cmvn`` (batch 1)."""
         if self.lfr_m != 1 or self.lfr_n != 1:
-            feats, self.lfr_splice_cache = apply_lfr(feats, self.lfr_m, self.lfr_n, is_final)
+            feats, splice_cache = apply_lfr(feats, self.lfr_m, self.lfr_n, is_final)
+            self.lfr_splice_cache = splice_cache.copy()  # a few rows; a view would keep the chunk's fbank
         if self.cmvn is not None:
             dim = feats.shape[1]
             feats = (feats + self.cmvn[0:1, :dim]) * self.cmvn[1:2, :dim]
@@ -1025,6 +1026,7 @@ class OfflineVadStream:
 
     def finish(self, samples: np.ndarray | None = None) -> list[list[int]]:
         """Accept ``samples`` (if given), then run the final step; the remaining segments."""
+        self._check_open()
         segments = [] if samples is None else self.accept(samples)
         self._finished = True
         if self._received_samples == 0:
