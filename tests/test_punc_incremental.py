@@ -192,6 +192,7 @@ def test_final_on_empty_piece(env):
     [], "x", {"v": 1}, {"v": 2, "tail": "", "cont": False, "cache": [], "pending": []},
     {"v": True, "tail": "", "cont": False, "cache": [], "pending": []},
     {"v": 1, "tail": 3, "cont": False, "cache": [], "pending": []},
+    {"v": 1, "tail": "\ud800", "cont": False, "cache": [], "pending": []},
     {"v": 1, "tail": "", "cont": 0, "cache": [], "pending": []},
     {"v": 1, "tail": "", "cont": False, "cache": [""], "pending": []},
     {"v": 1, "tail": "", "cont": False, "cache": [], "pending": [1]},
@@ -396,8 +397,8 @@ def test_served_bad_state_fails_alone(triton, served_texts):
     text = served_texts["long"]
     whole = _infer(url, text)
     first = _infer(url, text[:300], final=False)
-    bad_states = ["not json", "[]", '{"v": 99}', json.dumps({"v": 1, "tail": "", "cont": False, "cache": [],
-                                                             "pending": ["x"] * 99})]
+    bad_states = ["not json", "[]", '{"v": 99}', "[" * 100000 + "]" * 100000,
+                  json.dumps({"v": 1, "tail": "", "cont": False, "cache": [], "pending": ["x"] * 99})]
     for bad in bad_states:
         with pytest.raises(InferenceServerException) as err:
             _infer(url, text[300:], state=bad, final=True)

@@ -132,6 +132,15 @@ def split_words(text: str, jieba_tokenizer=None) -> List[str]:
     return words
 
 
+def _is_text(s: str) -> bool:
+    """Encodable as UTF-8 (no lone surrogates, which no UTF-8 input decodes to)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _default_ws_tokens(text: str) -> List[Tuple[int, int]]:
     """(start, end) of each token of text.split(), in order."""
     spans = []
@@ -358,13 +367,13 @@ class CtPunctuator:
             raise PuncStateError(f"state must have exactly the keys {sorted(keys)}, got {sorted(state)}")
         if state["v"] != STATE_VERSION or isinstance(state["v"], bool):
             raise PuncStateError(f"unsupported state version {state['v']!r} (expected {STATE_VERSION})")
-        if not isinstance(state["tail"], str):
+        if not isinstance(state["tail"], str) or not _is_text(state["tail"]):
             raise PuncStateError("state tail must be a string")
         if not isinstance(state["cont"], bool):
             raise PuncStateError("state cont must be a boolean")
         for key in ("cache", "pending"):
             words = state[key]
-            if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+            if not isinstance(words, list) or not all(isinstance(w, str) and w and _is_text(w) for w in words):
                 raise PuncStateError(f"state {key} must be a list of non-empty strings")
         if len(state["pending"]) > self.split_size:
             raise PuncStateError(

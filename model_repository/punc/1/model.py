@@ -66,7 +66,8 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("punc: config.pbtxt needs max_batch_size: 0")
         check_tensor_specs(config, "input", EXPECTED_INPUTS)
         check_tensor_specs(config, "output", EXPECTED_OUTPUTS)
-        required = [t["name"] for t in config.get("input", []) if t["name"] in OPTIONAL_INPUTS and not t.get("optional")]
+        required = [t["name"] for t in config.get("input", [])
+                    if t["name"] in OPTIONAL_INPUTS and not t.get("optional")]
         if required:
             raise pb_utils.TritonModelException(f"punc: config.pbtxt must declare inputs {required} optional: true")
         try:
@@ -128,8 +129,8 @@ class TritonPythonModel:
             raise ValueError(f"STATE is {len(raw)} characters long, not a state from this model")
         try:
             return self.punc.check_state(json.loads(raw))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"STATE is not JSON from a previous punc response: {e}") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"STATE is not JSON from a previous punc response: {e!r}") from None
         except PuncStateError as e:
             raise ValueError(f"STATE is not a state from a previous punc response: {e}") from None
 
