@@ -17,6 +17,12 @@ logits argmax:
   becomes `sentence_end_id` in all these cases).
 * punc_array: one class id per word (per character of multi-character jieba words).
 
+`punctuate_step` runs the same loop on a text that arrives piece by piece (a long recording
+recognised segment by segment): mini-sentence boundaries are fixed by word position, so each
+mini-sentence is punctuated once a later word is known, and the committed parts of all steps add
+up to `punctuate(whole)` (see its docstring for what holds with jieba). `punctuate` is one final
+step.
+
 Files in model_dir (written by funasr_triton_export.exporters.punc): model.onnx (or model_file),
 tokens.json, punc.json, and jieba_usr_dict when punc.json names it.
 """
@@ -26,12 +32,21 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import onnxruntime as ort
 
 CACHE_POP_TRIGGER_LIMIT = 200  # hard-coded in funasr's inference loop
+STATE_VERSION = 1  # of punctuate_step's state
+JIEBA_TAIL_CHARS = 32  # characters of words punctuate_step keeps back untokenized with jieba
+# jieba 0.42's re_han_default: runs of these characters are segmented together (a "block"); any
+# other character is a word of its own and ends the block before it
+_JIEBA_RE_HAN = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
+
+
+class PuncStateError(ValueError):
+    """A punctuate_step state that this punctuator did not produce (malformed)."""
 
 
 class PuncResult(NamedTuple):
@@ -117,6 +132,50 @@ def split_words(text: str, jieba_tokenizer=None) -> List[str]:
     return words
 
 
+def _is_text(s: str) -> bool:
+    """Encodable as UTF-8 (no lone surrogates, which no UTF-8 input decodes to)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _default_ws_tokens(text: str) -> List[Tuple[int, int]]:
+    """(start, end) of each token of text.split(), in order."""
+    spans = []
+    start = -1
+    for i, c in enumerate(text):
+        if c.isspace():
+            if start >= 0:
+                spans.append((start, i))
+                start = -1
+        elif start < 0:
+            start = i
+    if start >= 0:
+        spans.append((start, len(text)))
+    return spans
+
+
+def _default_spans(text: str) -> List[Tuple[int, int]]:
+    """(start, end) in text of each word of split_words(text) without jieba."""
+    spans = []
+    for s, e in _default_ws_tokens(text):
+        start = -1
+        for i in range(s, e):
+            if len(text[i].encode()) == 1:  # ASCII
+                if start < 0:
+                    start = i
+            else:
+                if start >= 0:
+                    spans.append((start, i))
+                    start = -1
+                spans.append((i, i + 1))
+        if start >= 0:
+            spans.append((start, e))
+    return spans
+
+
 def _is_jieba_expanded(token: str) -> bool:
     # funasr's range check, including its "\u0e00" lower bound (not \u4e00)
     return "\u0e00" <= token[0] <= "\u9fa5" and len(token) > 1
@@ -125,8 +184,17 @@ def _is_jieba_expanded(token: str) -> bool:
 class CtPunctuator:
     """Punctuates one text at a time with the exported CT-Transformer (model.onnx)."""
 
-    def __init__(self, model_dir, intra_op_threads: int = 1, model_file: str = "model.onnx"):
+    def __init__(
+        self,
+        model_dir,
+        intra_op_threads: int = 1,
+        model_file: str = "model.onnx",
+        jieba_tail_chars: int = JIEBA_TAIL_CHARS,
+    ):
         model_dir = Path(model_dir)
+        if jieba_tail_chars < 1:
+            raise ValueError(f"jieba_tail_chars must be >= 1, got {jieba_tail_chars}")
+        self.jieba_tail_chars = int(jieba_tail_chars)
         self.model_dir = model_dir
         cfg_path = model_dir / "punc.json"
         tokens_path = model_dir / "tokens.json"
@@ -207,124 +275,283 @@ class CtPunctuator:
     def _predict(self, ids: Sequence[int]) -> np.ndarray:
         return np.argmax(self.logits(ids), axis=-1).astype(np.int64)
 
-    # -- funasr's CTTransformer.inference ------------------------------------------------------
+    # -- funasr's CTTransformer.inference, whole text or piece by piece ------------------------
 
     def punctuate(self, text: str) -> PuncResult:
-        if not text or not text.strip():
-            return PuncResult("", [], [])
+        """The whole text at once: == AutoModel.generate(input=text)[0] (text and punc_array)."""
+        result, _ = self.punctuate_step(None, text, final=True)
+        return result
+
+    def punctuate_step(
+        self, state: Optional[dict], piece: str, final: bool
+    ) -> Tuple[PuncResult, Optional[dict]]:
+        """Punctuate a text that arrives piece by piece; the results add up to `punctuate(whole)`.
+
+        state: None to start, else the state the previous step returned: a JSON-serialisable dict
+        holding the untokenized tail of the text, the words funasr carries into the next
+        mini-sentence and the (at most `split_size`) words of the mini-sentence being filled, never
+        the whole text. The carry is what funasr's loop itself carries: up to the last 。/？, and
+        cut at a comma once over 200 words (a model that predicts neither keeps carrying). piece:
+        the next part of the text; the pieces concatenated in order are the whole text (include
+        any separating space in a piece); it may be empty. final: this piece ends the text.
+
+        Returns (the newly committed part, the state for the next step; None after `final`). The
+        committed parts of all steps concatenated (`text`, `words`, `punc_ids` each) equal
+        `punctuate(whole)`: funasr cuts the words into mini-sentences of `split_size` counted from
+        the start of the text, so a mini-sentence is punctuated as soon as a word after it is
+        known (it is then not the last one; everything before its carried tail is final), and the
+        last mini-sentence, with funasr's end fix, on `final`. A step runs the model only on the
+        mini-sentences it completes. A single step with no state and `final=True` is `punctuate`.
+
+        What is guaranteed about word boundaries across pieces:
+
+        * default tokenizer (whitespace, ASCII runs, one word per other character): exact for any
+          split of the text. A trailing ASCII run is kept back (untokenized, in the state's tail)
+          until a later piece shows where it ends, so a very long run without a space grows the
+          tail.
+        * jieba (models with jieba_usr_dict): jieba segments a run of text with a best-path search
+          that looks at the text after each word, so the words covering the last
+          `jieba_tail_chars` (32) characters received are kept back untokenized and cut again with
+          the next piece. Exact when the tail starts at a hard boundary, i.e. when the latest hard
+          boundary lies within those last words: after an English token (letters and ' only)
+          followed by whitespace, or before a character jieba never joins to others (anything
+          but CJK U+4E00-U+9FD5, ASCII letters/digits and +#&._%-, e.g. ，。！ or emoji); the tail
+          then starts there. Otherwise (typical ASR output: long runs of CJK without marks) it
+          relies on jieba's best path more than 32 characters before the end not changing with
+          later text, which takes dictionary words overlapping all the way through the tail: very
+          unlikely, but not guaranteed (with jieba's dictionary, random dictionary-word text fed a
+          few characters at a time differed from the whole-text words with an 8-character tail in
+          2 of 120 runs, never with 16). If it happens, the words differ from `punctuate(whole)`
+          around that spot; the steps stay consistent with each other (every character is
+          committed exactly once).
+        """
+        if not isinstance(piece, str):
+            raise TypeError(f"piece must be a str, got {type(piece).__name__}")
+        st = self.check_state(state)
+        buf = st["tail"] + piece
+        words, cut, cont = self._tokenize(buf, st["cont"], bool(final))
+        tail = buf[cut:]
+        pending = st["pending"] + words
+        cache = st["cache"]
+        # a non-space character in the tail is at least one more word: the chunk is not the last
+        more = bool(tail.strip())
+        size = self.split_size
+        texts: List[str] = []
+        committed: List[str] = []
+        punc_ids: List[int] = []
+        while len(pending) > size or (len(pending) == size and more):
+            cache, part_words, part_ids, part_text = self._mini_sentence(cache, pending[:size], last=False)
+            pending = pending[size:]
+            texts.append(part_text)
+            committed += part_words
+            punc_ids += part_ids
+        if final:
+            if pending:
+                _, part_words, part_ids, part_text = self._mini_sentence(cache, pending, last=True)
+                texts.append(part_text)
+                committed += part_words
+                punc_ids += part_ids
+            new_state = None
+        else:
+            new_state = {"v": STATE_VERSION, "tail": tail, "cont": cont, "cache": cache, "pending": pending}
+        return PuncResult("".join(texts), *self._expand(committed, punc_ids)), new_state
+
+    def check_state(self, state: Optional[dict]) -> dict:
+        """A validated copy of a state from punctuate_step (None: the start); PuncStateError if malformed."""
+        if state is None:
+            return {"v": STATE_VERSION, "tail": "", "cont": False, "cache": [], "pending": []}
+        if not isinstance(state, dict):
+            raise PuncStateError(f"state must be a JSON object, got {type(state).__name__}")
+        keys = {"v", "tail", "cont", "cache", "pending"}
+        if set(state) != keys:
+            raise PuncStateError(f"state must have exactly the keys {sorted(keys)}, got {sorted(state)}")
+        if state["v"] != STATE_VERSION or isinstance(state["v"], bool):
+            raise PuncStateError(f"unsupported state version {state['v']!r} (expected {STATE_VERSION})")
+        if not isinstance(state["tail"], str) or not _is_text(state["tail"]):
+            raise PuncStateError("state tail must be a string")
+        if not isinstance(state["cont"], bool):
+            raise PuncStateError("state cont must be a boolean")
+        for key in ("cache", "pending"):
+            words = state[key]
+            if not isinstance(words, list) or not all(isinstance(w, str) and w and _is_text(w) for w in words):
+                raise PuncStateError(f"state {key} must be a list of non-empty strings")
+        if len(state["pending"]) > self.split_size:
+            raise PuncStateError(
+                f"state pending holds {len(state['pending'])} words, more than split_size={self.split_size}"
+            )
+        return {"v": STATE_VERSION, "tail": state["tail"], "cont": state["cont"],
+                "cache": list(state["cache"]), "pending": list(state["pending"])}
+
+    # -- tokenization with positions ------------------------------------------------------------
+
+    def _tokenize(self, buf: str, cont: bool, final: bool) -> Tuple[List[str], int, bool]:
+        """(words of buf[:cut], cut, cont for buf[cut:]); cut == len(buf) when final."""
+        if self.jieba is None:
+            spans = _default_spans(buf)
+            cut = len(buf)
+            # an ASCII run touching the end may go on in the next piece
+            if not final and spans and spans[-1][1] == len(buf) and len(buf[spans[-1][0]].encode()) == 1:
+                cut = spans[-1][0]
+            return [buf[s:e] for s, e in spans if e <= cut], cut, False
+
+        spans, hard = self._jieba_spans(buf, cont)
+        if final:
+            return [w for _, _, w in spans], len(buf), False
+        cut = 0
+        kept = 0
+        for s, _, word in reversed(spans):  # keep back at least jieba_tail_chars characters of words
+            kept += len(word)
+            if kept >= self.jieba_tail_chars:
+                cut = s
+                break
+        cut = max([cut, *hard])
+        if cut == 0:
+            return [], 0, cont
+        new_cont = not buf[cut - 1].isspace() and (cut == len(buf) or not buf[cut].isspace())
+        return [w for _, e, w in spans if e <= cut], cut, new_cont
+
+    def _jieba_spans(self, buf: str, cont: bool) -> Tuple[List[Tuple[int, int, str]], List[int]]:
+        """split_words(buf, jieba) as (start, end, word) in buf, and the hard boundaries.
+
+        cont: buf starts in the middle of a whitespace-separated token of a Chinese group (so its
+        first token is not English whatever it looks like). A word may span whitespace (jieba cuts
+        the group's tokens joined without spaces): its span then includes that whitespace, the
+        word does not.
+        """
+        tokens = _default_ws_tokens(buf)
+        spans: List[Tuple[int, int, str]] = []
+        hard: List[int] = []
+        i = 0
+        while i < len(tokens):
+            s, e = tokens[i]
+            if is_english(buf[s:e]) and not (cont and s == 0):
+                spans.append((s, e, buf[s:e]))
+                if e < len(buf):  # complete (whitespace follows): the groups before and it are final
+                    hard.append(e)
+                i += 1
+                continue
+            j = i  # a Chinese group: consecutive non-English tokens, joined without spaces
+            positions: List[int] = []
+            while j < len(tokens):
+                s, e = tokens[j]
+                if j > i and is_english(buf[s:e]):
+                    break
+                positions.extend(range(s, e))
+                j += 1
+            joined = "".join(buf[p] for p in positions)
+            off = 0
+            for word in self.jieba.cut(joined, HMM=False):
+                ws, we = positions[off], positions[off + len(word) - 1] + 1
+                spans.append((ws, we, word))
+                if len(word) == 1 and not _JIEBA_RE_HAN.match(word):
+                    hard.append(ws)  # jieba's blocks end here: the words before are final
+                off += len(word)
+            if off != len(positions):
+                raise RuntimeError("jieba's words do not add up to its input")
+            i = j
+        return spans, hard
+
+    # -- one mini-sentence of funasr's loop --------------------------------------------------------
+
+    def _mini_sentence(
+        self, cache: List[str], chunk: List[str], last: bool
+    ) -> Tuple[List[str], List[str], List[int], str]:
+        """(new cache, committed words, their punc ids, their text) for cache + chunk."""
         punc_list = self.punc_list
-        tokens = self.split_words(text)
-        tokens_int = self.encode(tokens)
-
-        mini_sentences = split_to_mini_sentence(tokens, self.split_size)
-        mini_sentences_id = split_to_mini_sentence(tokens_int, self.split_size)
-        assert len(mini_sentences) == len(mini_sentences_id)
-        cache_sent: List[str] = []
-        cache_sent_id: List[int] = []
-        new_mini_sentence = ""
-        new_mini_sentence_out = ""
-        punc_parts: List[np.ndarray] = []
-        n = len(mini_sentences)
-        for mini_sentence_i in range(n):
-            mini_sentence = cache_sent + list(mini_sentences[mini_sentence_i])
-            mini_sentence_id = cache_sent_id + list(mini_sentences_id[mini_sentence_i])
-            punctuations = self._predict(mini_sentence_id)
-            assert punctuations.shape[0] == len(mini_sentence)
-
+        mini_sentence = list(cache) + list(chunk)
+        punctuations = [int(x) for x in self._predict(self.encode(mini_sentence))]
+        assert len(punctuations) == len(mini_sentence)
+        new_cache: List[str] = []
+        if not last:
             # Search for the last Period/QuestionMark as cache
-            if mini_sentence_i < n - 1:
-                sentence_end = -1
-                last_comma_index = -1
-                for i in range(len(punctuations) - 2, 1, -1):
-                    p = punc_list[punctuations[i]]
-                    if p == "。" or p == "？":
-                        sentence_end = i
-                        break
-                    if last_comma_index < 0 and p == "，":
-                        last_comma_index = i
+            sentence_end = -1
+            last_comma_index = -1
+            for i in range(len(punctuations) - 2, 1, -1):
+                p = punc_list[punctuations[i]]
+                if p == "。" or p == "？":
+                    sentence_end = i
+                    break
+                if last_comma_index < 0 and p == "，":
+                    last_comma_index = i
+            if (
+                sentence_end < 0
+                and len(mini_sentence) > self.cache_pop_trigger_limit
+                and last_comma_index >= 0
+            ):
+                # The sentence is too long, cut off at a comma.
+                sentence_end = last_comma_index
+                punctuations[sentence_end] = self.sentence_end_id
+            new_cache = mini_sentence[sentence_end + 1 :]
+            mini_sentence = mini_sentence[0 : sentence_end + 1]
+            punctuations = punctuations[0 : sentence_end + 1]
+        words = list(mini_sentence)
+
+        words_with_punc = []
+        for i in range(len(mini_sentence)):
+            if (
+                i == 0
+                or punc_list[punctuations[i - 1]] == "。"
+                or punc_list[punctuations[i - 1]] == "？"
+            ) and len(mini_sentence[i][0].encode()) == 1:
+                mini_sentence[i] = mini_sentence[i].capitalize()
+            if i == 0:
+                if len(mini_sentence[i][0].encode()) == 1:
+                    mini_sentence[i] = " " + mini_sentence[i]
+            if i > 0:
                 if (
-                    sentence_end < 0
-                    and len(mini_sentence) > self.cache_pop_trigger_limit
-                    and last_comma_index >= 0
+                    len(mini_sentence[i][0].encode()) == 1
+                    and len(mini_sentence[i - 1][0].encode()) == 1
                 ):
-                    # The sentence is too long, cut off at a comma.
-                    sentence_end = last_comma_index
-                    punctuations[sentence_end] = self.sentence_end_id
-                cache_sent = mini_sentence[sentence_end + 1 :]
-                cache_sent_id = mini_sentence_id[sentence_end + 1 :]
-                mini_sentence = mini_sentence[0 : sentence_end + 1]
-                punctuations = punctuations[0 : sentence_end + 1]
+                    mini_sentence[i] = " " + mini_sentence[i]
+            words_with_punc.append(mini_sentence[i])
+            if punc_list[punctuations[i]] != "_":
+                punc_res = punc_list[punctuations[i]]
+                if len(mini_sentence[i][0].encode()) == 1:
+                    if punc_res == "，":
+                        punc_res = ","
+                    elif punc_res == "。":
+                        punc_res = "."
+                    elif punc_res == "？":
+                        punc_res = "?"
+                words_with_punc.append(punc_res)
+        text = "".join(words_with_punc)
 
-            words_with_punc = []
-            for i in range(len(mini_sentence)):
-                if (
-                    i == 0
-                    or punc_list[punctuations[i - 1]] == "。"
-                    or punc_list[punctuations[i - 1]] == "？"
-                ) and len(mini_sentence[i][0].encode()) == 1:
-                    mini_sentence[i] = mini_sentence[i].capitalize()
-                if i == 0:
-                    if len(mini_sentence[i][0].encode()) == 1:
-                        mini_sentence[i] = " " + mini_sentence[i]
-                if i > 0:
-                    if (
-                        len(mini_sentence[i][0].encode()) == 1
-                        and len(mini_sentence[i - 1][0].encode()) == 1
-                    ):
-                        mini_sentence[i] = " " + mini_sentence[i]
-                words_with_punc.append(mini_sentence[i])
-                if punc_list[punctuations[i]] != "_":
-                    punc_res = punc_list[punctuations[i]]
-                    if len(mini_sentence[i][0].encode()) == 1:
-                        if punc_res == "，":
-                            punc_res = ","
-                        elif punc_res == "。":
-                            punc_res = "."
-                        elif punc_res == "？":
-                            punc_res = "?"
-                    words_with_punc.append(punc_res)
-            new_mini_sentence += "".join(words_with_punc)
+        # Add Period for the end of the sentence (the last mini-sentence's text is never empty)
+        if last:
+            last_char = text[-1]
+            if last_char == "，" or last_char == "、":
+                text = text[:-1] + "。"
+                end_fix = True
+            elif last_char == ",":
+                text = text[:-1] + "."
+                end_fix = True
+            elif last_char != "。" and last_char != "？" and len(last_char.encode()) != 1:
+                text = text + "。"
+                end_fix = True
+            elif last_char != "." and last_char != "?" and len(last_char.encode()) == 1:
+                text = text + "."
+                end_fix = True
+            else:
+                end_fix = False
+            if end_fix and len(punctuations):
+                punctuations[-1] = self.sentence_end_id
+        return new_cache, words, punctuations, text
 
-            # Add Period for the end of the sentence
-            new_mini_sentence_out = new_mini_sentence
-            if mini_sentence_i == n - 1:
-                last = new_mini_sentence[-1]
-                if last == "，" or last == "、":
-                    new_mini_sentence_out = new_mini_sentence[:-1] + "。"
-                    end_fix = True
-                elif last == ",":
-                    new_mini_sentence_out = new_mini_sentence[:-1] + "."
-                    end_fix = True
-                elif last != "。" and last != "？" and len(last.encode()) != 1:
-                    new_mini_sentence_out = new_mini_sentence + "。"
-                    end_fix = True
-                elif last != "." and last != "?" and len(last.encode()) == 1:
-                    new_mini_sentence_out = new_mini_sentence + "."
-                    end_fix = True
-                else:
-                    end_fix = False
-                if end_fix and len(punctuations):
-                    punctuations[-1] = self.sentence_end_id
-            punc_parts.append(punctuations)
-
-        punc_array = [int(x) for part in punc_parts for x in part]
-        words = list(tokens)
-        # post processing when using word level punc model
-        if self.jieba is not None:
-            len_tokens = len(tokens)
-            new_punc_array = list(punc_array)
-            for i, token in enumerate(tokens[::-1]):
-                if _is_jieba_expanded(token):
-                    for _ in range(len(token) - 1):
-                        new_punc_array.insert(len_tokens - i - 1, 1)
-            punc_array = new_punc_array
-            words = []
-            for token in tokens:
-                if _is_jieba_expanded(token):
-                    words.extend(token)
-                else:
-                    words.append(token)
-        return PuncResult(new_mini_sentence_out, words, punc_array)
+    def _expand(self, tokens: List[str], punc_ids: List[int]) -> Tuple[List[str], List[int]]:
+        """funasr's post-processing for word-level (jieba) models, word by word: a multi-character
+        CJK word becomes its characters, each but the last with punc id 1 ("_")."""
+        if self.jieba is None:
+            return list(tokens), list(punc_ids)
+        words: List[str] = []
+        ids: List[int] = []
+        for token, pid in zip(tokens, punc_ids):
+            if _is_jieba_expanded(token):
+                words.extend(token)
+                ids.extend([1] * (len(token) - 1))
+            else:
+                words.append(token)
+            ids.append(pid)
+        return words, ids
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> None:

@@ -1,8 +1,18 @@
 """Triton python backend for the `punc` stage: CT-Transformer punctuation on CPU (onnxruntime).
 
-TEXT (UTF-8 string [1]) → PUNC_TEXT (string [1]), WORDS (string [-1]), PUNC_IDS (int32 [-1]).
-PUNC_TEXT equals funasr's AutoModel(ct-punc).generate(input=TEXT)[0]["text"] and PUNC_IDS its
-punc_array (one class id per entry of WORDS). The logic is in ct_punc.py beside this file.
+TEXT (UTF-8 string [1]) → PUNC_TEXT (string [1]), WORDS (string [-1]), PUNC_IDS (int32 [-1]),
+PUNC_MARKS (string [-1]), STATE (string [1]).
+
+Whole-text mode (neither STATE nor FINAL sent): PUNC_TEXT equals funasr's
+AutoModel(ct-punc).generate(input=TEXT)[0]["text"] and PUNC_IDS its punc_array (one class id per
+entry of WORDS); STATE is "".
+
+Incremental mode (STATE and/or FINAL sent): TEXT is the next piece of a longer text, STATE the
+JSON state from the previous response ("" to start), FINAL true on the last piece. The outputs
+cover only the part committed by this piece; concatenated over all pieces they equal the
+whole-text outputs (CtPunctuator.punctuate_step). STATE out is what to send next ("" after FINAL).
+
+The logic is in ct_punc.py beside this file.
 """
 from __future__ import annotations
 
@@ -14,15 +24,21 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ct_punc import CtPunctuator  # noqa: E402
+from ct_punc import CtPunctuator, PuncStateError  # noqa: E402
 from stage import check_tensor_specs  # noqa: E402
 
-EXPECTED_INPUTS = {"TEXT": ("TYPE_STRING", [1])}
+EXPECTED_INPUTS = {
+    "TEXT": ("TYPE_STRING", [1]),
+    "STATE": ("TYPE_STRING", [1]),
+    "FINAL": ("TYPE_BOOL", [1]),
+}
+OPTIONAL_INPUTS = ("STATE", "FINAL")
 EXPECTED_OUTPUTS = {
     "PUNC_TEXT": ("TYPE_STRING", [1]),
     "WORDS": ("TYPE_STRING", [-1]),
     "PUNC_IDS": ("TYPE_INT32", [-1]),
     "PUNC_MARKS": ("TYPE_STRING", [-1]),
+    "STATE": ("TYPE_STRING", [1]),
 }
 _ASCII_MARKS = {"，": ",", "。": ".", "？": "?"}
 
@@ -50,6 +66,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("punc: config.pbtxt needs max_batch_size: 0")
         check_tensor_specs(config, "input", EXPECTED_INPUTS)
         check_tensor_specs(config, "output", EXPECTED_OUTPUTS)
+        required = [t["name"] for t in config.get("input", [])
+                    if t["name"] in OPTIONAL_INPUTS and not t.get("optional")]
+        if required:
+            raise pb_utils.TritonModelException(f"punc: config.pbtxt must declare inputs {required} optional: true")
         try:
             threads = int(_param(config, "intra_op_threads", "1"))
             self.max_text_chars = int(_param(config, "max_text_chars", "100000"))
@@ -72,32 +92,76 @@ class TritonPythonModel:
         except Exception as e:  # noqa: BLE001 - surface any load failure as a model error
             raise pb_utils.TritonModelException(f"punc: cannot load {version_dir / model_file}: {e}") from e
 
-    def _read_text(self, request) -> str:
-        tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
+    @staticmethod
+    def _read_string(request, name: str):
+        """The one UTF-8 string of input `name`, or None when the request does not send it."""
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
         if tensor is None:
-            raise ValueError("missing input TEXT")
+            return None
         data = tensor.as_numpy()
         if data.size != 1 or data.ndim != 1:
-            raise ValueError(f"TEXT must hold exactly one string (shape [1]), got shape {list(data.shape)}")
+            raise ValueError(f"{name} must hold exactly one string (shape [1]), got shape {list(data.shape)}")
         value = data.reshape(-1)[0]
         if isinstance(value, (bytes, bytearray, np.bytes_)):
             try:
-                text = bytes(value).decode("utf-8")
+                return bytes(value).decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"TEXT is not valid UTF-8: {e}") from None
-        elif isinstance(value, str):
-            text = value
-        else:
-            raise ValueError(f"TEXT must be a string, got {type(value).__name__}")
-        if len(text) > self.max_text_chars:
-            raise ValueError(f"TEXT has {len(text)} characters, more than max_text_chars={self.max_text_chars}")
-        return text
+                raise ValueError(f"{name} is not valid UTF-8: {e}") from None
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+
+    @staticmethod
+    def _read_final(request):
+        tensor = pb_utils.get_input_tensor_by_name(request, "FINAL")
+        if tensor is None:
+            return None
+        data = tensor.as_numpy()
+        if data.dtype != np.bool_ or data.size != 1 or data.ndim != 1:
+            raise ValueError(f"FINAL must hold exactly one BOOL (shape [1]), got {data.dtype} {list(data.shape)}")
+        return bool(data.reshape(-1)[0])
+
+    def _read_state(self, raw: str):
+        """The validated state of a STATE input (None: start), or ValueError."""
+        if raw == "":
+            return None
+        if len(raw) > 16 * self.max_text_chars + 4096:  # far more than any state within max_text_chars
+            raise ValueError(f"STATE is {len(raw)} characters long, not a state from this model")
+        try:
+            return self.punc.check_state(json.loads(raw))
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"STATE is not JSON from a previous punc response: {e!r}") from None
+        except PuncStateError as e:
+            raise ValueError(f"STATE is not a state from a previous punc response: {e}") from None
+
+    def _punctuate(self, request):
+        """(PuncResult, STATE out) for one request, in whole-text or incremental mode."""
+        text = self._read_string(request, "TEXT")
+        if text is None:
+            raise ValueError("missing input TEXT")
+        raw_state = self._read_string(request, "STATE")
+        final = self._read_final(request)
+        if raw_state is None and final is None:  # whole-text mode, as before STATE/FINAL existed
+            if len(text) > self.max_text_chars:
+                raise ValueError(f"TEXT has {len(text)} characters, more than max_text_chars={self.max_text_chars}")
+            return self.punc.punctuate(text), ""
+        state = self._read_state(raw_state or "")
+        # the text this step works on: the piece, the state's untokenized tail and its words
+        held = 0 if state is None else len(state["tail"]) + sum(map(len, state["cache"] + state["pending"]))
+        if len(text) + held > self.max_text_chars:
+            raise ValueError(
+                f"TEXT has {len(text)} characters and STATE holds {held}: together more than "
+                f"max_text_chars={self.max_text_chars}"
+            )
+        result, new_state = self.punc.punctuate_step(state, text, bool(final))
+        out = "" if new_state is None else json.dumps(new_state, ensure_ascii=False, separators=(",", ":"))
+        return result, out
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                result = self.punc.punctuate(self._read_text(request))
+                result, state_out = self._punctuate(request)
                 outputs = [
                     pb_utils.Tensor("PUNC_TEXT", np.array([result.text.encode("utf-8")], dtype=np.object_)),
                     pb_utils.Tensor(
@@ -107,6 +171,7 @@ class TritonPythonModel:
                     pb_utils.Tensor("PUNC_MARKS", np.array(
                         [m.encode("utf-8") for m in punc_marks(result.words, result.punc_ids, self.punc.punc_list)],
                         dtype=np.object_)),
+                    pb_utils.Tensor("STATE", np.array([state_out.encode("utf-8")], dtype=np.object_)),
                 ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             except ValueError as e:
