@@ -178,10 +178,10 @@ def test_hour_long_file_streams_in_bounded_memory(media):
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["samples"] == r["decode_samples"] == HOUR_S * SAMPLE_RATE
-    assert r["stream_mb"] < 100, r
+    assert r["stream_mb"] < 100, r  # (about 10 MB here)
     assert r["first_s"] < r["total_s"] / 5, r  # the first chunk comes long before the end
     # decode() holds the result once (230 MB): no copies of it, no ffmpeg output buffered beside it
-    assert r["decode_mb"] < 230 * 1.3, r
+    assert r["decode_mb"] < 230 * 1.12, r
 
 
 def test_max_seconds_stops_a_long_silent_flac_early(media):
@@ -260,25 +260,29 @@ def test_cancelling_the_consumer_leaves_no_ffmpeg_and_no_temp_file(media, privat
 
     async def consume(stream: DecodeStream, seen: asyncio.Event, pause: float):
         async with stream:
+            n = 0
             async for _ in stream:
-                if stream.samples_out == 2 * SAMPLE_RATE:
+                n += 1
+                if n == 2:
                     seen.set()
-                await asyncio.sleep(pause)
+                    await asyncio.sleep(pause)
 
-    async def run(source, audio_filter, pause):
+    async def run(audio_filter, chunk_samples, pause):
         seen = asyncio.Event()
-        stream = DecodeStream(source, chunk_samples=SAMPLE_RATE, audio_filter=audio_filter)
+        stream = DecodeStream(m4a, chunk_samples=chunk_samples, audio_filter=audio_filter)
         task = asyncio.ensure_future(consume(stream, seen, pause))
         await asyncio.wait_for(seen.wait(), 30)
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert stream.samples_out == 2 * chunk_samples
         assert _children() == []
         assert list(private_tmp.iterdir()) == []
 
-    asyncio.run(run(m4a, None, 1.0))  # cancelled while it handles a chunk
-    asyncio.run(run(m4a, "arealtime", 0))  # cancelled inside the stream, waiting on a real-time ffmpeg
+    asyncio.run(run(None, SAMPLE_RATE, 60))  # cancelled while it handles a chunk
+    # cancelled inside the stream, waiting for the third chunk: ffmpeg runs at 4x real time (0.25 s a chunk)
+    asyncio.run(run("arealtime=speed=4", SAMPLE_RATE, 0))
     _assert_no_ffmpeg()
 
 

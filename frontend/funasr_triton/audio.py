@@ -359,17 +359,21 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
 async def decode_async(source: Source, max_seconds: float = 14400.0, timeout_s: float = 300.0,
                        ffmpeg: str = "ffmpeg", audio_filter: str | None = None,
                        pcm_sample_rate: int | None = None) -> np.ndarray:
-    """`decode()` without a thread: the whole audio as one array, grown in place as chunks come."""
-    out, n = np.empty(0, dtype=np.float32), 0
+    """`decode()` without a thread: the whole audio as one array, grown in place as chunks come (its peak
+    memory is about the result's size)."""
+    out, n = None, 0
     async with DecodeStream(source, chunk_samples=SAMPLE_RATE * 30, max_seconds=max_seconds, timeout_s=timeout_s,
                             ffmpeg=ffmpeg, audio_filter=audio_filter, pcm_sample_rate=pcm_sample_rate) as stream:
         async for chunk in stream:
-            if n + chunk.size > out.size:  # realloc: large arrays are remapped, not copied
-                out.resize(max(n + chunk.size, out.size * 3 // 2), refcheck=False)
+            if out is None:  # the first chunk (a new array, nobody else's) is the start of the result
+                out, n = chunk, chunk.size
+                continue
+            # grown by exactly a chunk: realloc remaps a large array rather than copying it, and resize()
+            # zero-fills what it adds, so room kept ahead would cost memory as if it were used
+            out.resize(n + chunk.size, refcheck=False)
             out[n:n + chunk.size] = chunk
             n += chunk.size
-    out.resize(n, refcheck=False)
-    return out
+    return out if out is not None else np.empty(0, dtype=np.float32)
 
 
 def decode(data: bytes, max_seconds: float = 14400.0, timeout_s: float = 300.0, ffmpeg: str = "ffmpeg",
