@@ -168,6 +168,7 @@ class DecodeStream:
         self._tmp: str | None = None
         self._hide: str | None = None  # a path ffmpeg's messages name, shown as "input"
         self._started = self._ended = self._closed = False
+        self._busy = False  # a task is inside __anext__
 
     @property
     def duration_s(self) -> float | None:
@@ -187,18 +188,22 @@ class DecodeStream:
         if self._closed or self._ended:
             await self.aclose()
             raise StopAsyncIteration
+        self._busy = True
         try:
             chunk = await self._timed(self._next_chunk())
         except BaseException:
+            self._busy = False
             await self.aclose()
             raise
+        self._busy = False
         if chunk is None:
             await self.aclose()
             raise StopAsyncIteration
         return chunk
 
     async def aclose(self) -> None:
-        """Stop: kill and reap ffmpeg, remove the temporary file. Safe to call more than once."""
+        """Stop: kill and reap ffmpeg, remove the temporary file. Safe to call more than once, and from
+        another task while one waits for a chunk (that one then ends its iteration)."""
         if self._closed:
             return
         self._closed = True
@@ -209,7 +214,9 @@ class DecodeStream:
                     _kill(proc)
                 if proc.stdin is not None:
                     proc.stdin.close()
-                if proc.stdout is not None:  # to its end, so the pipe's transport closes (bounded: pipe buffers)
+                # read to its end, so the pipe's transport closes (bounded: the pipe buffers); a task inside
+                # __anext__ is reading it already
+                if proc.stdout is not None and not self._busy:
                     while await proc.stdout.read(_READ_BYTES):
                         pass
                 await proc.wait()
@@ -252,6 +259,8 @@ class DecodeStream:
         if not self._started:
             self._started = True
             await self._start()
+            if self._closed:  # aclose() from another task while ffmpeg started
+                _kill(self._proc)
         proc = self._proc
         buf = np.empty(self.chunk_samples, dtype=np.float32)
         view = memoryview(buf).cast("B")
@@ -261,12 +270,17 @@ class DecodeStream:
             block = await proc.stdout.read(min(_READ_BYTES, want - got))
             if not block:
                 break
+            if self._closed:  # aclose() from another task: the rest is ffmpeg's last output
+                continue
             view[got:got + len(block)] = block
             got += len(block)
             if self.samples_out + got // 4 > limit:
                 _kill(proc)
                 raise AsrError(f"the audio is longer than the {self.max_seconds:.0f} s limit", 400, "audio_too_long")
         n = got // 4
+        if self._closed:
+            await proc.wait()
+            return None
         if got < want:  # ffmpeg's output ended
             await proc.wait()
             await asyncio.gather(*self._tasks)  # stderr read to its end, stdin written
