@@ -98,8 +98,8 @@ async def _feed(stdin: asyncio.StreamWriter, data: memoryview) -> None:
         pass
 
 
-def _private_copy(data) -> str:
-    fd, path = tempfile.mkstemp(prefix="funasr-triton-", suffix=".mp4")
+def _private_copy(data, suffix: str = ".mp4") -> str:
+    fd, path = tempfile.mkstemp(prefix="funasr-triton-", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -423,7 +423,7 @@ async def probe_duration(path_or_bytes: Source, ffprobe: str = "ffprobe", timeou
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         if not len(path_or_bytes):
             return None
-        tmp = path = _private_copy(path_or_bytes)
+        tmp = path = _private_copy(path_or_bytes, suffix="")  # no extension to sway ffprobe's guess
     else:
         path = os.path.abspath(os.fspath(path_or_bytes))
     proc = None
