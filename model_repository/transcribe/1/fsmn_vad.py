@@ -1,0 +1,1 @@
+../../vad/1/fsmn_vad.py

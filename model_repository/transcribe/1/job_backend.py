@@ -1,0 +1,1 @@
+../../pipeline/1/job_backend.py
