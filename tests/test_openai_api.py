@@ -382,7 +382,7 @@ def test_render_error_types_and_retry_after():
 
 
 def test_diarized_speaker_labels():
-    from funasr_triton.app.schemas import Sentence, Transcript
+    from funasr_triton.contract import Sentence, Transcript
     from funasr_triton.openai_api.router import _speaker_labels
 
     def t(*speakers):

@@ -9,7 +9,7 @@ import srt
 import webvtt
 
 from funasr_triton.app.config import SubtitleSettings
-from funasr_triton.app.schemas import Sentence, Transcript, Word
+from funasr_triton.contract import Sentence, Transcript, Word
 from funasr_triton.app.subtitles import Cue, build_cues, format_timestamp, render_srt, render_vtt, to_srt, to_vtt
 
 PLAIN = SubtitleSettings(min_cue_ms=0, merge_gap_ms=0, merge_max_chars=40, max_chars=60)

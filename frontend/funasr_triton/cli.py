@@ -94,7 +94,7 @@ def cmd_transcribe(args) -> int:
         for path in args.files:
             try:
                 samples = decode(Path(path).read_bytes())
-                result = client.transcribe(samples, TranscribeOptions(hotwords, not args.no_punc, True))
+                result = client.transcribe(samples, TranscribeOptions(hotwords=hotwords, punctuation=not args.no_punc))
             except (AsrError, OSError) as e:
                 print(f"{path}: error: {getattr(e, 'message', e)}", file=sys.stderr)
                 status = 1

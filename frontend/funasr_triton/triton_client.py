@@ -1,13 +1,18 @@
-"""The only module that talks to Triton: typed calls to the `pipeline` model over gRPC.
+"""The only module that talks to Triton over gRPC.
+
+- `AsyncTritonAsrClient.open_job`: a long recording on the `transcribe` sequence model, audio sent in
+  pieces, events read as segments are recognised (what every HTTP surface uses);
+- `open_stream`: a real-time stream on `streaming_asr`;
+- `TritonAsrClient.transcribe`: a whole file on `pipeline` (tools, tests), plus stage-level calls.
 
 Maps Triton failures onto AsrError: unreachable -> 503 (+Retry-After), deadline -> 504,
 INVALID_ARG -> 400, anything else -> 502.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from dataclasses import dataclass, field
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -15,23 +20,15 @@ import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
+from .contract import TranscribeOptions, TritonResult
 from .errors import AsrError
 
 PIPELINE = "pipeline"
+TRANSCRIBE = "transcribe"
 STREAMING = "streaming_asr"
-REQUIRED_MODELS = ("pipeline", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc", "streaming_asr",
-                   "speaker_embedding")
-
-
-@dataclass
-class TranscribeOptions:
-    hotwords: list[str] = field(default_factory=list)
-    punctuation: bool = True
-    timestamps: bool = True
-    diarize: bool = False
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
+REQUIRED_MODELS = ("pipeline", "transcribe", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc",
+                   "streaming_asr", "speaker_embedding")
+__all__ = ["TranscribeOptions", "TritonAsrClient", "AsyncTritonAsrClient", "AsrJob", "map_error"]
 
 
 def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
@@ -57,6 +54,16 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
             if value is not None:
                 inputs.append(grpcclient.InferInput(name, [1, 1], "INT32"))
                 inputs[-1].set_data_from_numpy(np.array([[value]], dtype=np.int32))
+    return inputs
+
+
+def job_inputs(samples: np.ndarray, config: str | None, final: bool = False, abort: bool = False) -> list:
+    """transcribe inputs: WAV [1, samples] FP32, CONFIG [1, 1] BYTES (START only), FINAL/ABORT [1, 1] BOOL."""
+    inputs = stream_inputs(samples, config)
+    for name, value in (("FINAL", final), ("ABORT", abort)):
+        if value:
+            inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
+            inputs[-1].set_data_from_numpy(np.array([[True]]))
     return inputs
 
 
@@ -224,14 +231,9 @@ class AsyncTritonAsrClient:
         except InferenceServerException:
             return False
 
-    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions | None = None) -> dict:
-        try:
-            result = await self._client.infer(PIPELINE, build_inputs(samples, options or TranscribeOptions()),
-                                              outputs=[grpcclient_aio.InferRequestedOutput("RESULT")],
-                                              client_timeout=self.timeout_s)
-        except InferenceServerException as exc:
-            raise map_error(exc) from exc
-        return _result_json(result)
+    def open_job(self, options: TranscribeOptions | None = None) -> "AsrJob":
+        """A long recording on `transcribe`: see AsrJob."""
+        return AsrJob(self, options or TranscribeOptions())
 
     def open_stream(self, config: dict | None = None) -> "AsyncTritonAsrStream":
         """A real-time stream. config (JSON, read when the sequence starts): chunk_size [0,10,5],
@@ -292,3 +294,65 @@ class AsyncTritonAsrStream:
                                              client_timeout=self._client.ready_timeout_s * 5)
         except InferenceServerException:
             pass
+
+
+class AsrJob:
+    """One recording on the `transcribe` sequence model (contract: model_repository/transcribe/config.pbtxt).
+
+    `send(samples)` passes the next 16 kHz samples and returns the events recognised so far (it returns
+    later while Triton's backlog for this recording is full: back-pressure); `send(samples, final=True)`
+    marks the end of the audio; after it, `poll()` until `result` is set. `abort()` stops the
+    recording's remaining work in Triton at once (client gone); `close()` releases the sequence.
+    """
+
+    def __init__(self, client: AsyncTritonAsrClient, options: TranscribeOptions):
+        self._client = client
+        self.sequence_id = new_sequence_id()
+        self._config: str | None = json.dumps(options.job_config(), ensure_ascii=False)
+        self.result: TritonResult | None = None
+        self.progress: dict = {}
+        self._open = False  # Triton holds the sequence (started, not yet ended)
+
+    async def _infer(self, samples: np.ndarray, final: bool = False, end: bool = False,
+                     abort: bool = False) -> list[dict]:
+        start, config = self._config is not None, self._config
+        self._config = None
+        self._open = self._open or start
+        try:
+            result = await self._client._client.infer(
+                TRANSCRIBE, job_inputs(samples, config, final, abort),
+                outputs=[grpcclient_aio.InferRequestedOutput("EVENTS")], sequence_id=self.sequence_id,
+                sequence_start=start, sequence_end=end, client_timeout=self._client.timeout_s)
+        except InferenceServerException as exc:
+            self._open = False  # a failed request ends the recording in the model
+            raise map_error(exc) from exc
+        if end:
+            self._open = False
+        events = _events(result)
+        for e in events:
+            if e.get("type") == "progress":
+                self.progress = e
+            elif e.get("type") == "result":
+                self.result = TritonResult.model_validate(e["result"])
+        return [e for e in events if e.get("type") != "progress"]
+
+    async def send(self, samples: np.ndarray, final: bool = False) -> list[dict]:
+        return await self._infer(samples, final=final)
+
+    async def poll(self) -> list[dict]:
+        return await self._infer(np.zeros(0, np.float32))
+
+    async def close(self) -> None:
+        """Release the sequence (after the result, or to give up quietly)."""
+        if self._open:
+            await self._infer(np.zeros(0, np.float32), end=True)
+
+    async def abort(self) -> None:
+        """Stop the recording's work in Triton now; errors are ignored: this is cleanup."""
+        if not self._open:
+            return
+        try:
+            await asyncio.wait_for(self._infer(np.zeros(0, np.float32), end=True, abort=True),
+                                   self._client.ready_timeout_s * 5)
+        except (AsrError, asyncio.TimeoutError):
+            self._open = False

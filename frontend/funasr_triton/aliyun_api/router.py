@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse, Response
 
 from ..app.auth import key_ok, nls_token
 from ..app.hotwords import parse_hotwords
-from ..app.schemas import TranscribeOptions, Transcript
+from ..app.upload import SpooledAudio, spool_body
+from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
 from .protocol import NlsAsrQuery, NlsAsrResponse, NlsErrorResponse, NlsSentence, NlsStatus, NlsWord
 
@@ -112,17 +113,13 @@ def pcm_rate(fmt: str | None, sample_rate: int, data: bytes) -> int | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, read as a stream and abandoned as soon as it passes `limit` bytes."""
+async def read_body(request: Request, limit: int) -> SpooledAudio:
+    """The raw body, spooled as it streams in and abandoned as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise AsrError(f"the body is {declared} bytes; at most {limit} accepted", 413, "too_large", "audio")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise AsrError(f"the body exceeds {limit} bytes", 413, "too_large", "audio")
-    return bytes(body)
+    return await spool_body(request, limit, lambda: AsrError(f"the body exceeds {limit} bytes", 413, "too_large",
+                                                             "audio"))
 
 
 def to_response(task_id: str, transcript: Transcript, words: bool, processing_ms: int) -> NlsAsrResponse:
@@ -153,17 +150,18 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
     # no ITN or disfluency model is served yet, and VAD always segments the audio.
     hotwords = parse_hotwords(query.vocabulary_id)
     if query.audio_address:
-        data = await service.fetch(query.audio_address)
+        audio = await service.fetch(query.audio_address)
     else:
-        data = await read_body(request, request.app.state.settings.limits.max_upload_bytes)
-    if not data:
-        raise AsrError("no audio: send the audio bytes as the request body or set audio_address", 400, "empty_audio",
-                       "audio")
-    words = query.enable_words or query.word_timestamps
-    options = TranscribeOptions(hotwords=hotwords, punctuation=query.enable_punctuation_prediction, timestamps=words,
-                                pcm_sample_rate=pcm_rate(fmt, sample_rate, data),
-                                diarize=query.enable_speaker_diarization, num_speakers=query.speaker_count,
-                                min_speakers=query.min_speakers, max_speakers=query.max_speakers)
-    transcript = await service.transcribe(data, options)
+        audio = await read_body(request, request.app.state.settings.limits.max_upload_bytes)
+    with audio:
+        if not audio.size:
+            raise AsrError("no audio: send the audio bytes as the request body or set audio_address", 400,
+                           "empty_audio", "audio")
+        words = query.enable_words or query.word_timestamps
+        options = TranscribeOptions(hotwords=hotwords, punctuation=query.enable_punctuation_prediction,
+                                    timestamps=words, pcm_sample_rate=pcm_rate(fmt, sample_rate, audio.head()),
+                                    diarize=query.enable_speaker_diarization, num_speakers=query.speaker_count,
+                                    min_speakers=query.min_speakers, max_speakers=query.max_speakers)
+        transcript = await service.transcribe(audio, options)
     body = to_response(task_id, transcript, words, int((time.perf_counter() - t0) * 1000))
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers={"task_id": task_id})

@@ -19,7 +19,9 @@ class LimitSettings(BaseModel):
     max_concurrent_jobs: int = Field(4, ge=1, description="recognitions running at once")
     max_queued_jobs: int = Field(32, ge=0, description="recognitions waiting for a slot; beyond that: 429")
     queue_timeout_s: float = Field(30.0, ge=0, description="longest wait for a slot before 429")
-    ffmpeg_timeout_s: float = Field(300.0, gt=0, description="longest ffmpeg decode")
+    ffmpeg_timeout_s: float = Field(300.0, gt=0, description="longest ffmpeg decode (wall clock, while recognising)")
+    send_seconds: float = Field(30.0, gt=0, le=120, description="audio sent to Triton per request while a file "
+                                "is decoded (the file is streamed: memory does not grow with its length)")
     max_hotwords: int = Field(50, ge=0, description="hotwords per request (request + hotword file)")
     max_hotword_chars: int = Field(32, ge=1, description="longest hotword (the model takes at most 32 tokens per hotword)")
 

@@ -14,6 +14,7 @@ import httpx
 
 from ..errors import AsrError
 from .config import AudioSettings
+from .upload import SpooledAudio, spool
 
 
 def _blocked(ip: str) -> bool:
@@ -49,11 +50,11 @@ def _check_peer(resp: httpx.Response, url: str, settings: AudioSettings) -> None
                        "forbidden_url", "audio_address")
 
 
-async def fetch(url: str, settings: AudioSettings, max_bytes: int) -> bytes:
+async def fetch(url: str, settings: AudioSettings, max_bytes: int) -> SpooledAudio:
     if not settings.url_fetch_enabled:
         raise AsrError("audio by URL is disabled on this server", 400, "url_disabled", "audio_address")
 
-    async def run() -> bytes:
+    async def run() -> SpooledAudio:
         current = url
         async with httpx.AsyncClient(follow_redirects=False, timeout=settings.url_timeout_s) as client:
             for _ in range(settings.url_max_redirects + 1):
@@ -65,12 +66,8 @@ async def fetch(url: str, settings: AudioSettings, max_bytes: int) -> bytes:
                         continue
                     if resp.status_code != 200:
                         raise AsrError(f"audio_address answered HTTP {resp.status_code}", 400, "fetch_failed", "audio_address")
-                    body = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        body.extend(chunk)
-                        if len(body) > max_bytes:
-                            raise AsrError(f"audio_address body exceeds {max_bytes} bytes", 413, "too_large", "audio_address")
-                    return bytes(body)
+                    return await spool(resp.aiter_bytes(), max_bytes, lambda: AsrError(
+                        f"audio_address body exceeds {max_bytes} bytes", 413, "too_large", "audio_address"))
         raise AsrError("audio_address redirects too many times", 400, "fetch_failed", "audio_address")
 
     try:

@@ -1,43 +1,36 @@
-"""The one path every API surface uses: admission -> ffmpeg -> Triton `pipeline` -> Transcript."""
+"""The one path every API surface uses: admission -> streamed ffmpeg decode -> Triton `transcribe` -> events.
+
+A recording is never held whole: the upload is spooled to disk (upload.py), ffmpeg decodes it in
+chunks (audio.DecodeStream, read one chunk ahead so decoding overlaps recognition), each chunk goes
+to the recording's Triton sequence (triton_client.AsrJob), and what Triton has recognised comes back
+as events while the rest is still being decoded. `events()` yields them; `transcribe()` is the
+one-shot view of the same path. Leaving either early (client gone, error) aborts the Triton sequence,
+so no more of the recording is recognised.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import time
+from typing import AsyncIterator
+
+import numpy as np
 
 from .. import audio
+from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
 from ..logs import event
 from ..triton_client import AsyncTritonAsrClient
-from ..triton_client import TranscribeOptions as TritonOptions
 from .admission import Admission
 from .config import Settings
 from .fetch import fetch
 from .hotwords import HotwordFile
 from .metrics import Metrics
-from .schemas import Sentence, TranscribeOptions, Transcript, Word
+from .upload import SpooledAudio
 
 log = logging.getLogger(__name__)
-
-
-def speaker_label(template: str, index: int) -> str:
-    return template.format(index=index, number=index + 1)
-
-
-def to_transcript(result: dict, hotwords: list[str], processing_ms: int,
-                  label_template: str = "SPEAKER_{index:02d}") -> Transcript:
-    sentences = []
-    for s in result.get("sentences", []):
-        words = [Word(text=w, start_ms=int(t[0]), end_ms=int(t[1]))
-                 for w, t in zip(s.get("words", []), s.get("timestamps", []))]
-        index = s.get("speaker")
-        sentences.append(Sentence(start_ms=int(s["start_ms"]), end_ms=int(s["end_ms"]), text=s["text"],
-                                  words=words, speaker_index=index,
-                                  speaker=None if index is None else speaker_label(label_template, int(index))))
-    return Transcript(text=result.get("text", ""), duration_ms=int(result.get("duration_ms", 0)),
-                      sentences=sentences, hotwords=hotwords, processing_ms=processing_ms,
-                      num_speakers=result.get("num_speakers"))
+_EOF = None
 
 
 class TranscriptionService:
@@ -88,35 +81,100 @@ class TranscriptionService:
             finally:
                 self.metrics.inflight.dec()
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str) -> SpooledAudio:
         return await fetch(url, self.settings.audio, self.settings.limits.max_upload_bytes)
 
-    async def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcript:
+    def _decoder(self, source: SpooledAudio | bytes, options: TranscribeOptions) -> audio.DecodeStream:
         limits = self.settings.limits
-        if len(data) > limits.max_upload_bytes:
+        af = self.settings.audio.denoise_filter if self.settings.audio.denoise else None
+        return audio.DecodeStream(source.path if isinstance(source, SpooledAudio) else source,
+                                  chunk_samples=int(limits.send_seconds * audio.SAMPLE_RATE),
+                                  max_seconds=limits.max_audio_seconds, timeout_s=limits.ffmpeg_timeout_s,
+                                  ffmpeg=self.settings.audio.ffmpeg, audio_filter=af,
+                                  pcm_sample_rate=options.pcm_sample_rate)
+
+    @staticmethod
+    async def _read_ahead(decoder: audio.DecodeStream, queue: asyncio.Queue) -> None:
+        try:
+            async for chunk in decoder:
+                await queue.put(chunk)
+            await queue.put(_EOF)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            await queue.put(exc)
+
+    async def events(self, source: SpooledAudio | bytes, options: TranscribeOptions) -> AsyncIterator[dict]:
+        """The recording's events as Triton recognises it (see model_repository/transcribe/config.pbtxt):
+        `segment` and `text` (the next piece of the final text), `progress` after every Triton answer,
+        and last `{"type": "transcript", "transcript": Transcript}`. Errors before the first event are
+        the usual AsrErrors (bad audio, limits, backend)."""
+        size = source.size if isinstance(source, SpooledAudio) else len(source)
+        if size > self.settings.limits.max_upload_bytes:
             self.metrics.rejected.labels("too_large").inc()
-            raise AsrError(f"the audio is {len(data)} bytes; at most {limits.max_upload_bytes} accepted", 413, "too_large", "file")
+            raise AsrError(f"the audio is {size} bytes; at most {self.settings.limits.max_upload_bytes} accepted",
+                           413, "too_large", "file")
         hotwords = self.merged_hotwords(options.hotwords)
+        update = {"hotwords": hotwords}
+        if options.diarize and options.num_speakers is None and options.max_speakers is None:
+            update["max_speakers"] = max(self.settings.diarization.max_speakers, options.min_speakers or 1)
         async with self._admitted():
             t0 = time.perf_counter()
-            af = self.settings.audio.denoise_filter if self.settings.audio.denoise else None
-            samples = await asyncio.to_thread(
-                audio.decode, data, limits.max_audio_seconds, limits.ffmpeg_timeout_s, self.settings.audio.ffmpeg,
-                af, options.pcm_sample_rate)
-            t1 = time.perf_counter()
-            self.metrics.ffmpeg_seconds.observe(t1 - t0)
-            max_speakers = options.max_speakers
-            if options.diarize and options.num_speakers is None and max_speakers is None:
-                max_speakers = max(self.settings.diarization.max_speakers, options.min_speakers or 1)
-            result = await self.client.transcribe(samples, TritonOptions(
-                hotwords, options.punctuation, options.timestamps, options.diarize, options.num_speakers,
-                options.min_speakers, max_speakers))
-            t2 = time.perf_counter()
-            self.metrics.triton_seconds.observe(t2 - t1)
-            seconds = len(samples) / audio.SAMPLE_RATE
+            job = self.client.open_job(options.model_copy(update=update))
+            decoder = self._decoder(source, options)
+            queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+            reader = asyncio.ensure_future(self._read_ahead(decoder, queue))
+            decode_wait = triton_s = 0.0
+            finished = False
+            try:
+                final = False
+                while not final:
+                    t = time.perf_counter()
+                    item = await queue.get()
+                    decode_wait += time.perf_counter() - t
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is _EOF:
+                        chunk, final = np.zeros(0, np.float32), True
+                    else:
+                        chunk = item
+                    t = time.perf_counter()
+                    events = await job.send(chunk, final=final)
+                    triton_s += time.perf_counter() - t
+                    for e in events:
+                        yield e
+                    yield job.progress
+                while job.result is None:
+                    t = time.perf_counter()
+                    events = await job.poll()
+                    triton_s += time.perf_counter() - t
+                    for e in events:
+                        if e.get("type") != "result":
+                            yield e
+                    yield job.progress
+                await job.close()
+                finished = True
+            finally:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(decoder.aclose())
+                if not finished:
+                    await asyncio.shield(job.abort())
+            total = time.perf_counter() - t0
+            seconds = job.result.duration_ms / 1000
+            self.metrics.ffmpeg_seconds.observe(decode_wait)
+            self.metrics.triton_seconds.observe(triton_s)
             self.metrics.audio_seconds.inc(seconds)
             if seconds > 0:
-                self.metrics.rtf.observe((t2 - t0) / seconds)
-            event(log, "transcribed", audio_s=round(seconds, 2), ffmpeg_ms=int((t1 - t0) * 1000),
-                  triton_ms=int((t2 - t1) * 1000), hotwords=len(hotwords))
-            return to_transcript(result, hotwords, int((t2 - t0) * 1000), self.settings.diarization.label_template)
+                self.metrics.rtf.observe(total / seconds)
+            event(log, "transcribed", audio_s=round(seconds, 2), wall_ms=int(total * 1000),
+                  decode_wait_ms=int(decode_wait * 1000), triton_ms=int(triton_s * 1000), hotwords=len(hotwords),
+                  segments=len(job.result.vad_segments))
+            yield {"type": "transcript", "transcript": Transcript.from_result(
+                job.result, hotwords, int(total * 1000), self.settings.diarization.label_template)}
+
+    async def transcribe(self, source: SpooledAudio | bytes, options: TranscribeOptions) -> Transcript:
+        """The whole transcript of a recording (the same streamed path, read to its end)."""
+        async with contextlib.aclosing(self.events(source, options)) as events:
+            async for e in events:
+                if e["type"] == "transcript":
+                    return e["transcript"]
+        raise AsrError("recognition ended without a result", 502, "backend_error")

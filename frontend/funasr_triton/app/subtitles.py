@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 
 from .config import SubtitleSettings
-from .schemas import Sentence, Transcript
+from ..contract import Sentence, Transcript
 
 _SPACE = re.compile(r"\s+")
 _BREAK_AFTER = set("，,、；;：:。.！!？?")

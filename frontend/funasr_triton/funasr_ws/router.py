@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from ..app.auth import bearer, key_ok
 from ..app import wsio
 from ..app.hotwords import parse_hotwords
-from ..app.schemas import TranscribeOptions, Transcript
+from ..contract import TranscribeOptions, Transcript
 from ..app.streaming import Stream, StreamEvent, StreamOptions
 from ..errors import AsrError
 from ..logs import event

@@ -14,7 +14,7 @@ import math
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
@@ -25,7 +25,8 @@ from starlette.requests import ClientDisconnect
 
 from ..app.auth import bearer, key_ok
 from ..app.hotwords import parse_hotwords
-from ..app.schemas import TranscribeOptions, Transcript
+from ..app.upload import SpooledAudio, spool_upload
+from ..contract import TranscribeOptions, Transcript
 from ..app.subtitles import to_srt, to_vtt
 from ..errors import AsrError
 from .protocol import (LANGUAGE_NAMES, ErrorInfo, ErrorResponse, InputTokenDetails, Model, ModelList,
@@ -179,18 +180,18 @@ def _validate(model: type[BaseModel], fields: dict) -> BaseModel:
         raise AsrError(f"{param}: {msg}{got}" if param else msg, 400, "invalid_value", param)
 
 
-async def _read_upload(form: FormData, limit: int) -> bytes:
+async def _read_upload(form: FormData, limit: int) -> SpooledAudio:
     upload = form.get("file")
     if upload is None:
         raise AsrError("file: required (multipart field `file` with the audio)", 400, "missing_file", "file")
     if not isinstance(upload, UploadFile):
         raise AsrError("file: must be an uploaded file (multipart part with a filename)", 400, "invalid_value", "file")
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise AsrError(f"the file is larger than the {limit} byte upload limit", 413, "too_large", "file")
-    if not data:
+    audio = await spool_upload(upload, limit, lambda: AsrError(
+        f"the file is larger than the {limit} byte upload limit", 413, "too_large", "file"))
+    if not audio.size:
+        audio.close()
         raise AsrError("file: the uploaded file is empty", 400, "empty_file", "file")
-    return data
+    return audio
 
 
 async def _disconnected(request: Request) -> None:
@@ -302,7 +303,16 @@ def _deltas(t: Transcript) -> list[str]:
     return [t.text[a:b] for a, b in zip(starts, cuts)]
 
 
+def _done(t: Transcript) -> TranscriptTextDone:
+    frames = math.ceil(t.duration_ms / 60)
+    words = sum(len(s.words) for s in t.sentences)
+    return TranscriptTextDone(text=t.text, usage=UsageTokens(
+        input_tokens=frames, output_tokens=words, total_tokens=frames + words,
+        input_token_details=InputTokenDetails(audio_tokens=frames, text_tokens=0)))
+
+
 def _stream_events(t: Transcript, req: TranscriptionRequest) -> Iterator[BaseModel]:
+    """The events of a finished transcript (diarized_json: speakers are known only at the end)."""
     deltas = _deltas(t)
     if req.response_format == "diarized_json" and len(deltas) == len(t.sentences):
         for delta, seg in zip(deltas, _diarized_segments(t, req)):
@@ -311,23 +321,55 @@ def _stream_events(t: Transcript, req: TranscriptionRequest) -> Iterator[BaseMod
     else:
         for delta in deltas:
             yield TranscriptTextDelta(delta=delta)
-    frames = math.ceil(t.duration_ms / 60)
-    words = sum(len(s.words) for s in t.sentences)
-    yield TranscriptTextDone(text=t.text, usage=UsageTokens(
-        input_tokens=frames, output_tokens=words, total_tokens=frames + words,
-        input_token_details=InputTokenDetails(audio_tokens=frames, text_tokens=0)))
+    yield _done(t)
 
 
-async def sse(events: Iterator[BaseModel]) -> AsyncIterator[str]:
+async def _live_events(first: dict, events: AsyncIterator[dict], req: TranscriptionRequest) -> AsyncIterator[BaseModel]:
+    """Deltas as Triton recognises the recording: each `text` event (the next piece of the final,
+    punctuated text) is one delta, so the deltas concatenate to the done event's text. diarized_json
+    waits for the end, where speakers become known, then sends its segments."""
+    at_end = req.response_format == "diarized_json"
+
+    async def all_events() -> AsyncIterator[dict]:
+        yield first
+        async for e in events:
+            yield e
+
+    async for e in all_events():
+        if e["type"] == "text" and not at_end and e["text"]:
+            yield TranscriptTextDelta(delta=e["text"])
+        elif e["type"] == "transcript":
+            t = e["transcript"]
+            if at_end:
+                for ev in _stream_events(t, req):
+                    yield ev
+            else:
+                yield _done(t)
+
+
+async def _aiter(events: AsyncIterator[BaseModel] | Iterator[BaseModel]) -> AsyncIterator[BaseModel]:
+    if hasattr(events, "__aiter__"):
+        async for event in events:
+            yield event
+    else:
+        for event in events:
+            yield event
+
+
+async def sse(events: AsyncIterator[BaseModel] | Iterator[BaseModel],
+              cleanup: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[str]:
     """`data: <json>` per event; a failure after the stream started becomes a final `{"error": …}` event."""
     try:
-        for event in events:
+        async for event in _aiter(events):
             yield f"data: {event.model_dump_json(exclude_none=True)}\n\n"
     except AsrError as err:
         yield f"data: {error_body(err).model_dump_json()}\n\n"
     except Exception:
         log.exception("stream failed")
         yield f"data: {error_body(AsrError('internal server error', 500, 'internal_error')).model_dump_json()}\n\n"
+    finally:
+        if cleanup is not None:
+            await cleanup()
 
 
 def _json(model: BaseModel) -> JSONResponse:
@@ -374,25 +416,49 @@ async def create_transcription(request: Request) -> Response:
     _authorize(request)
     service = request.app.state.service
     form = await _read_form(request)
+    audio = None
     try:
         req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
         service.check_model(req.model)
-        data = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
+        audio = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
     finally:
         await form.close()
-    diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
-               or req.model == "gpt-4o-transcribe-diarize")
-    num_speakers = req.num_speakers
-    if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
-        num_speakers = len(req.known_speaker_names)
-    options = TranscribeOptions(hotwords=_hotwords(req, request.app.state.settings.limits.max_hotword_chars),
-                                punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
-                                min_speakers=req.min_speakers, max_speakers=req.max_speakers)
-    transcript = await _with_cancellation(request, service.transcribe(data, options))
-    if req.stream:
-        return StreamingResponse(sse(_stream_events(transcript, req)), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    try:
+        diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
+                   or req.model == "gpt-4o-transcribe-diarize")
+        num_speakers = req.num_speakers
+        if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
+            num_speakers = len(req.known_speaker_names)
+        options = TranscribeOptions(hotwords=_hotwords(req, request.app.state.settings.limits.max_hotword_chars),
+                                    punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
+                                    min_speakers=req.min_speakers, max_speakers=req.max_speakers)
+        if req.stream:
+            return await _stream(request, service.events(audio, options), req, audio)
+        transcript = await _with_cancellation(request, service.transcribe(audio, options))
+    except BaseException:
+        audio.close()
+        raise
+    audio.close()
     return _render(transcript, req, request)
+
+
+async def _stream(request: Request, events: AsyncIterator[dict], req: TranscriptionRequest,
+                  audio: SpooledAudio) -> StreamingResponse:
+    """SSE as the recording is recognised. The first event is awaited before answering, so what fails
+    early (undecodable audio, limits, a busy server) is a plain HTTP error in OpenAI's shape; a client
+    that disconnects later cancels the stream, which aborts the rest of the recording in Triton."""
+    try:
+        first = await _with_cancellation(request, events.__anext__())
+    except BaseException:
+        await events.aclose()
+        raise
+
+    async def cleanup() -> None:
+        await events.aclose()
+        audio.close()
+
+    return StreamingResponse(sse(_live_events(first, events, req), cleanup), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/audio/translations", summary="Not supported: Paraformer transcribes, it does not translate",

@@ -12,7 +12,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..app.auth import bearer, key_ok, nls_token
 from ..app.hotwords import parse_hotwords
-from ..app.schemas import TranscribeOptions, Transcript
+from ..app.upload import SpooledAudio, spool_upload
+from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
 from .protocol import SeedErrorResponse, SeedLine, SeedResponse
 
@@ -57,7 +58,7 @@ async def bounded(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, dict[str, str]]:
+async def read_upload(request: Request, max_bytes: int) -> tuple[SpooledAudio, dict[str, str]]:
     """The uploaded audio (field `audio`, else `file`) and the other (text) fields; the body is
     parsed as it streams in and abandoned once it passes the upload limit."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
@@ -74,8 +75,9 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, dict[str
         upload = next((form[k] for k in FILE_FIELDS if isinstance(form.get(k), UploadFile)), None)
         if upload is None:
             raise AsrError("the form has no file field 'audio' (or 'file')", 400, "invalid_request", "audio")
-        data = await upload.read()
-        return data, {k: v for k, v in form.items() if isinstance(v, str)}
+        audio = await spool_upload(upload, max_bytes, lambda: AsrError(
+            f"the upload exceeds {max_bytes} bytes", 413, "too_large", "audio"))
+        return audio, {k: v for k, v in form.items() if isinstance(v, str)}
     finally:
         await form.close()
 
@@ -103,11 +105,12 @@ def _count(fields: dict[str, str], name: str) -> int | None:
 async def transcribe_call(request: Request) -> Response:
     authorize(request)
     service = request.app.state.service
-    data, fields = await read_upload(request, service.settings.limits.max_upload_bytes)
-    if not data:
-        raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
-    counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
-    diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
-    transcript = await service.transcribe(data, TranscribeOptions(
-        hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, **counts))
+    audio, fields = await read_upload(request, service.settings.limits.max_upload_bytes)
+    with audio:
+        if not audio.size:
+            raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
+        counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
+        diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
+        transcript = await service.transcribe(audio, TranscribeOptions(
+            hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, **counts))
     return JSONResponse(to_response(transcript).model_dump(mode="json"))

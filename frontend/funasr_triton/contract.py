@@ -1,0 +1,90 @@
+"""The typed contract between the frontend and Triton: one options model in, one result model out.
+
+`TranscribeOptions` is what every API surface asks for (it becomes the `transcribe`/`pipeline`
+inputs in triton_client); `TritonResult` is the RESULT JSON both models answer with (see
+model_repository/pipeline/1/sentences.py); `Transcript` is what every surface renders.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TranscribeOptions(BaseModel):
+    """What a caller asks of a recognition; surfaces map their own parameters onto it."""
+    hotwords: list[str] = Field(default_factory=list)
+    punctuation: bool = True
+    timestamps: bool = True
+    # raw PCM input (Aliyun format=pcm): sample rate of s16le mono bytes; None = any container via ffmpeg
+    pcm_sample_rate: int | None = None
+    diarize: bool = False
+    num_speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+
+    def job_config(self) -> dict:
+        """The `transcribe` model's CONFIG (the model applies its own speaker-count defaults)."""
+        config = {"hotwords": [w for w in self.hotwords if w.strip()], "punctuation": self.punctuation,
+                  "timestamps": self.timestamps, "diarize": self.diarize}
+        if self.diarize:
+            config.update({k: v for k, v in (("num_speakers", self.num_speakers), ("min_speakers", self.min_speakers),
+                                             ("max_speakers", self.max_speakers)) if v is not None})
+        return config
+
+
+class ResultSentence(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    start_ms: int
+    end_ms: int
+    text: str
+    words: list[str] = Field(default_factory=list)
+    timestamps: list[tuple[int, int]] = Field(default_factory=list)
+    speaker: int | None = None
+
+
+class TritonResult(BaseModel):
+    """The RESULT JSON of `pipeline` and the `result` event of `transcribe`."""
+    model_config = ConfigDict(extra="ignore")
+    text: str = ""
+    duration_ms: int = 0
+    sentences: list[ResultSentence] = Field(default_factory=list)
+    vad_segments: list[tuple[int, int]] = Field(default_factory=list)
+    num_speakers: int | None = None
+    raw_text: str = ""
+    hotwords: list[str] = Field(default_factory=list)
+
+
+class Word(BaseModel):
+    text: str
+    start_ms: int
+    end_ms: int
+
+
+class Sentence(BaseModel):
+    start_ms: int
+    end_ms: int
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    speaker: str | None = None  # label from settings.diarization.label_template
+    speaker_index: int | None = None  # 0-based, numbered by first appearance
+
+
+class Transcript(BaseModel):
+    text: str
+    duration_ms: int
+    sentences: list[Sentence]
+    hotwords: list[str] = Field(default_factory=list)
+    processing_ms: int = 0
+    num_speakers: int | None = None  # set when diarization ran
+
+    @classmethod
+    def from_result(cls, result: TritonResult, hotwords: list[str], processing_ms: int,
+                    label_template: str = "SPEAKER_{index:02d}") -> "Transcript":
+        sentences = [
+            Sentence(start_ms=s.start_ms, end_ms=s.end_ms, text=s.text,
+                     words=[Word(text=w, start_ms=t[0], end_ms=t[1]) for w, t in zip(s.words, s.timestamps)],
+                     speaker_index=s.speaker,
+                     speaker=None if s.speaker is None else label_template.format(index=s.speaker,
+                                                                                 number=s.speaker + 1))
+            for s in result.sentences]
+        return cls(text=result.text, duration_ms=result.duration_ms, sentences=sentences, hotwords=hotwords,
+                   processing_ms=processing_ms, num_speakers=result.num_speakers)
