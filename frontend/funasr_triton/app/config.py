@@ -19,7 +19,8 @@ class LimitSettings(BaseModel):
     max_concurrent_jobs: int = Field(4, ge=1, description="recognitions running at once")
     max_queued_jobs: int = Field(32, ge=0, description="recognitions waiting for a slot; beyond that: 429")
     queue_timeout_s: float = Field(30.0, ge=0, description="longest wait for a slot before 429")
-    ffmpeg_timeout_s: float = Field(300.0, gt=0, description="longest ffmpeg decode (wall clock, while recognising)")
+    ffmpeg_timeout_s: float = Field(300.0, gt=0, description="longest time spent waiting for ffmpeg's output "
+                                    "(decoding, not recognition)")
     send_seconds: float = Field(30.0, gt=0, le=120, description="audio sent to Triton per request while a file "
                                 "is decoded (the file is streamed: memory does not grow with its length)")
     max_hotwords: int = Field(50, ge=0, description="hotwords per request (request + hotword file)")
@@ -52,7 +53,6 @@ class SubtitleSettings(BaseModel):
 class DiarizationSettings(BaseModel):
     label_template: str = Field("SPEAKER_{index:02d}", description="speaker label: {index} 0-based, {number} "
                                 "1-based, e.g. SPEAKER_{index:02d} or 说话人{number}")
-    max_speakers: int = Field(8, ge=1, description="upper bound when a request gives neither num_speakers nor max_speakers")
 
 
 class StreamingSettings(BaseModel):

@@ -113,12 +113,9 @@ class TranscriptionService:
             raise AsrError(f"the audio is {size} bytes; at most {self.settings.limits.max_upload_bytes} accepted",
                            413, "too_large", "file")
         hotwords = self.merged_hotwords(options.hotwords)
-        update = {"hotwords": hotwords}
-        if options.diarize and options.num_speakers is None and options.max_speakers is None:
-            update["max_speakers"] = max(self.settings.diarization.max_speakers, options.min_speakers or 1)
         async with self._admitted():
             t0 = time.perf_counter()
-            job = self.client.open_job(options.model_copy(update=update))
+            job = self.client.open_job(options.model_copy(update={"hotwords": hotwords}))
             decoder = self._decoder(source, options)
             queue: asyncio.Queue = asyncio.Queue(maxsize=1)
             reader = asyncio.ensure_future(self._read_ahead(decoder, queue))
