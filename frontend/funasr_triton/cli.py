@@ -28,17 +28,34 @@ def _model_dirs(values: list[str]) -> dict[str, Path]:
 
 
 def cmd_export(args) -> int:
-    from funasr_triton_export.repository import export_repository
+    """Write a complete model repository into --repository: the skeleton (configs, model and shared code, as
+    real files) always, the weights of each stage unless MANIFEST.json shows them exported for the same
+    request (--force re-exports)."""
     from funasr_triton_export.exporters.wespeaker import WeSpeakerExportError
-    from funasr_triton_export.sources import SPEAKER_MODELS, SourceError, resolve
+    from funasr_triton_export.repository import export_repository, reusable_stages
+    from funasr_triton_export.sources import SPEAKER_MODELS, STAGES, SourceError, resolve
+    from funasr_triton_export.templates import TemplatesNotFound
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     models = {"speaker": SPEAKER_MODELS[args.speaker_model]}
+    model_dirs = _model_dirs(args.model_dir)
+    requests = {}
+    for stage in stages:
+        model = models.get(stage, STAGES.get(stage, ""))
+        local = model_dirs.get(stage) or model_dirs.get(model)
+        requests[stage] = {"source": args.source, "model": model, "model_dir": str(local.resolve()) if local else None,
+                           "quantize": args.quantize}
+    reused = [] if args.force else reusable_stages(Path(args.repository), requests)
+    if reused:
+        print(f"reusing the exported weights of {', '.join(reused)} (MANIFEST.json; --force re-exports)",
+              file=sys.stderr)
+    todo = [s for s in stages if s not in reused]
     try:
-        sources = resolve(args.source, stages, _model_dirs(args.model_dir), Path(args.cache_dir), models)
+        sources = resolve(args.source, todo, model_dirs, Path(args.cache_dir), models)
         manifest = export_repository(Path(args.repository), sources, quantize=args.quantize,
-                                     progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except (SourceError, WeSpeakerExportError) as e:
+                                     progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                     requests={s: requests[s] for s in todo})
+    except (SourceError, WeSpeakerExportError, TemplatesNotFound) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.repository}/MANIFEST.json ({', '.join(manifest['stages'])})", file=sys.stderr)
@@ -131,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="turn FunASR checkpoints into the Triton model repository")
+    e = sub.add_parser("export", help="write a complete Triton model repository (configs, code, exported "
+                       "FunASR checkpoints) into any directory; re-running refreshes code and configs, reuses weights")
     e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                    help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
@@ -141,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "
                         "interpreter `make pyannote-env` builds, or $FUNASR_TRITON_PYANNOTE_PYTHON)")
     e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
+    e.add_argument("--force", action="store_true",
+                   help="re-export every stage even when MANIFEST.json shows its weights exported for the same request")
     e.add_argument("--repository", default=str(DEFAULT_REPO))
     e.add_argument("--cache-dir", default=".cache/models")
     e.set_defaults(func=cmd_export)
