@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import logs
+from .logs import event
 
 log = logging.getLogger("funasr_triton")
 DEFAULT_REPO = Path("model_repository")
@@ -63,39 +64,133 @@ def cmd_export(args) -> int:
 
 
 def cmd_triton(args) -> int:
-    from .server import TritonOptions, serve_forever
+    from .server import PortBusy, TritonOptions, serve_forever
 
-    return serve_forever(TritonOptions(Path(args.model_repository), args.profile, args.grpc_port,
-                                       args.metrics_port, args.http_port, args.address, args.log_verbose))
+    try:
+        return serve_forever(TritonOptions(Path(args.model_repository), args.profile, args.grpc_port,
+                                           args.metrics_port, args.http_port, args.address, args.log_verbose))
+    except PortBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+SHUTDOWN_GRACE_ENV = "FUNASR_TRITON_SHUTDOWN_GRACE_S"
+MAX_RESTARTS_ENV = "FUNASR_TRITON_MAX_TRITON_RESTARTS"
+
+
+def _env_number(name: str, default: float) -> float:
+    import os
+
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}")
+
+
+def _uvicorn_server(app, host: str, port: int):
+    """uvicorn that, on SIGTERM/SIGINT, stops accepting and lets in-flight requests finish for up to
+    FUNASR_TRITON_SHUTDOWN_GRACE_S seconds (default 30) before cancelling them."""
+    import uvicorn
+
+    grace = _env_number(SHUTDOWN_GRACE_ENV, 30.0)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=grace)
+    return uvicorn.Server(config)
+
+
+class _Shutdown(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _raise_shutdown(signum, _frame):
+    raise _Shutdown(signum)
+
+
+def _run_until_signal(server) -> None:
+    """Run uvicorn; a SIGTERM/SIGINT ends it gracefully and then returns here.
+
+    uvicorn restores the handlers it found and re-raises the signal it caught after its own shutdown;
+    with the default SIGTERM handler that kills the process right there (no cleanup: an embedded Triton
+    was left running). Our handler turns the re-raised signal into an exception, so callers' `with`
+    blocks (EmbeddedTriton.__exit__) run. A signal before uvicorn is up raises the same exception."""
+    import signal
+
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    except _Shutdown as e:
+        event(log, "shut down", signal=signal_name(e.signum))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_frontend(args) -> int:
-    import uvicorn
-
     from .app.config import Settings
     from .app.main import create_app
 
     settings = Settings()
     logs.setup(settings.log_level)
     host, port = args.host or settings.host, args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    _run_until_signal(_uvicorn_server(create_app(settings), host, port))
     return 0
 
 
-def cmd_serve(args) -> int:
-    """Embedded Triton + the HTTP frontend in one command (what `make serve` runs)."""
-    import uvicorn
+def liveness_guard(app, triton):
+    """ASGI wrapper: /health answers 503 once the supervised Triton is gone for good (triton.failed)."""
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/health" and triton.failed:
+            body = json.dumps({"status": "failed", "reason": "tritonserver exited and could not be restarted"}).encode()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+    return guarded
 
+
+def cmd_serve(args) -> int:
+    """Embedded Triton + the HTTP frontend in one command (what `make serve` runs).
+
+    Triton is supervised (restarted with backoff when it dies; /health fails after
+    FUNASR_TRITON_MAX_TRITON_RESTARTS failed attempts in a row, default 5). SIGTERM/SIGINT: the frontend
+    stops accepting and drains (FUNASR_TRITON_SHUTDOWN_GRACE_S), then Triton gets SIGTERM and is waited for.
+    """
     from .app.config import Settings
     from .app.main import create_app
-    from .server import EmbeddedTriton, TritonOptions
+    from .server import EmbeddedTriton, PortBusy, TritonOptions
 
     settings = Settings()
     opts = TritonOptions(Path(args.model_repository), args.profile, args.grpc_port, args.metrics_port, args.http_port)
     settings.triton.url = f"127.0.0.1:{args.grpc_port}"
-    with EmbeddedTriton(opts):
-        uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-                    log_config=None, access_log=False)
+    triton = EmbeddedTriton(opts)
+    max_restarts = int(_env_number(MAX_RESTARTS_ENV, 5))
+    import signal
+
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with triton:
+            triton.supervise(max_restarts=max_restarts)
+            server = _uvicorn_server(liveness_guard(create_app(settings), triton),
+                                     args.host or settings.host, args.port or settings.port)
+            _run_until_signal(server)
+    except PortBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except _Shutdown as e:  # while Triton was starting
+        event(log, "shut down", signal=signal_name(e.signum))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
