@@ -65,14 +65,18 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     config = repo / "pipeline" / "config.pbtxt"
     original = config.read_text()
     config.write_text(original.replace("max_batch_size", "max_batch_size_changed", 1) + "\n# local edit\n")
-    stage = repo / "vad" / "1" / "stage.py"  # an older copy left a link here
+    stage = repo / "vad" / "1" / "stage.py"  # an older copy left a link out of the repository here
     stage.unlink()
-    stage.symlink_to("../../pipeline/1/stage.py")
+    stage.symlink_to(template_root() / "pipeline" / "1" / "stage.py")
+    inner = repo / "punc" / "1" / "stage.py"  # a link within the repository to the same content stays
+    inner.unlink()
+    inner.symlink_to("../../pipeline/1/stage.py")
     out = export(repo)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "reusing the exported weights of vad, asr, punc, speaker, streaming" in out.stderr
     assert config.read_text() == original
     assert not stage.is_symlink() and stage.read_bytes() == (template_root() / "pipeline/1/stage.py").read_bytes()
+    assert inner.is_symlink() and outside_links(repo) == []
     assert {w: (w.stat().st_ino, w.stat().st_mtime_ns) for w in weights} == before
     # asked for: the weights are exported again
     out = export(repo, "--stages", "punc", "--force")
@@ -80,6 +84,17 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     punc = repo / "punc" / "1" / "model.onnx"
     assert (punc.stat().st_ino, punc.stat().st_mtime_ns) != before[punc]
     assert (weights[0].stat().st_ino, weights[0].stat().st_mtime_ns) == before[weights[0]]
+
+
+def test_export_into_the_checkout_keeps_its_links():
+    """`make models` exports into the committed model_repository/: its links are the source, not replaced."""
+    from funasr_triton_export.templates import write_repository
+
+    root = template_root()
+    links = {p: os.readlink(p) for p in root.rglob("*") if p.is_symlink()}
+    result = write_repository(root, root)
+    assert result["written"] == []
+    assert {p: os.readlink(p) for p in root.rglob("*") if p.is_symlink()} == links
 
 
 def test_wheel_carries_the_skeleton(tmp_path):

@@ -66,16 +66,26 @@ def template_files(root: Path | None = None) -> dict[Path, Path]:
 def write_repository(dst: Path, root: Path | None = None) -> dict[str, list[str]]:
     """Write (or refresh) the skeleton into `dst` as real files; exported weights already there stay.
 
-    A file whose content is unchanged is left alone (mtime kept); a changed one, or a link left by an
-    older copy, is replaced by a real file. Returns {"written": [...], "unchanged": [...]} (relative paths).
+    A file whose content is unchanged is left alone (mtime kept), so is a link to an identical file inside
+    `dst` (the committed repository's own layout); a changed file, or a link pointing outside `dst` (an
+    older copy's) or to other content, is replaced by a real file. Returns {"written": [...], "unchanged": [...]} (relative paths).
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
+    root = Path(root) if root is not None else template_root()
+    files = template_files(root)
+    if dst.resolve() == root.resolve():  # exporting into the checkout's own model_repository
+        return {"written": [], "unchanged": [rel.as_posix() for rel in files]}
+    inside = dst.resolve()
     written, unchanged = [], []
-    for rel, src in template_files(root).items():
+    for rel, src in files.items():
         target = dst / rel
         data = src.read_bytes()
         if target.is_symlink():
+            resolved = target.resolve()
+            if inside in resolved.parents and resolved.is_file() and resolved.read_bytes() == data:
+                unchanged.append(rel.as_posix())  # a link within the repository (a checkout's layout) is kept
+                continue
             target.unlink()
         elif target.is_file() and target.read_bytes() == data:
             unchanged.append(rel.as_posix())
