@@ -26,8 +26,11 @@ class BuildPyWithTemplates(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return
+        source = HERE / "model_repository"
+        if not source.is_dir():  # a build context without it (the frontend image): runtime only, no export
+            return
         target = Path(self.build_lib) / "funasr_triton_export" / "model_repository"
-        _templates().write_repository(target, HERE / "model_repository")
+        _templates().write_repository(target, source)
 
 
 setup(cmdclass={"build_py": BuildPyWithTemplates})
