@@ -220,6 +220,12 @@ class EmbeddedTriton:
         return [self.opts.http_port, self.opts.grpc_port, self.opts.metrics_port]
 
     def start(self) -> "EmbeddedTriton":
+        """Start tritonserver (after a stop() too). PR_SET_PDEATHSIG ties it to the calling thread."""
+        self._stopping.clear()
+        self._supervisor = None
+        return self._spawn()
+
+    def _spawn(self) -> "EmbeddedTriton":
         install = locate()
         cmd = command(install, self.opts, backend_dir(install, self.cache / "backends"))
         busy = busy_ports(self.opts.address, self.ports)
@@ -285,7 +291,7 @@ class EmbeddedTriton:
                 if self._stopping.wait(delay):
                     return
                 try:
-                    self.start()
+                    self._spawn()
                     self.wait_ready(ready_timeout_s)
                 except (RuntimeError, TimeoutError, OSError) as e:
                     failures += 1
