@@ -175,6 +175,10 @@ def test_killed_triton_is_restarted_503_with_retry_after_meanwhile(serve, reposi
     assert "tritonserver exited, restarting" in s.log(tail=0)
     record_property("triton_kill_to_ready_s", round(recovered_s, 1))
     assert recovered_s < 120
+    # the restarted Triton (started by the supervisor thread) still dies with serve
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait()
+    wait_gone(repository, 15)
 
 
 def test_health_fails_when_triton_cannot_be_restarted(serve, repository):
