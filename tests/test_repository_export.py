@@ -133,3 +133,31 @@ def test_wheel_carries_the_skeleton(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert sorted(p.relative_to(written) for p in written.rglob("*") if p.is_file()) == sorted(template_files())
+
+
+def test_any_model_directory_with_a_config_is_copied(tmp_path):
+    """A new model (e.g. `transcribe`) needs no change to the copying code: config.pbtxt makes it a model."""
+    from funasr_triton_export.templates import write_repository
+
+    root = tmp_path / "templates"
+    (root / "shared" / "1").mkdir(parents=True)
+    (root / "shared" / "config.pbtxt").write_text('name: "shared"\n')
+    (root / "shared" / "1" / "util.py").write_text("X = 1\n")
+    (root / "transcribe" / "1").mkdir(parents=True)
+    (root / "transcribe" / "configs").mkdir()
+    (root / "transcribe" / "config.pbtxt").write_text('name: "transcribe"\n')
+    (root / "transcribe" / "configs" / "cpu-int8.pbtxt").write_text('name: "transcribe"\n')
+    (root / "transcribe" / "1" / "model.py").write_text("import util\n")
+    (root / "transcribe" / "1" / "util.py").symlink_to("../../shared/1/util.py")
+    (root / "transcribe" / "1" / "model.onnx").write_bytes(b"weights")  # exported, not a template
+    (root / "notes").mkdir()  # no config.pbtxt: not a model
+    (root / "notes" / "README").write_text("x")
+    (root / "Dockerfile").write_text("FROM scratch\n")
+
+    dst = tmp_path / "repo"
+    write_repository(dst, root)
+    files = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file() or p.is_symlink())
+    assert files == ["shared/1/util.py", "shared/config.pbtxt", "transcribe/1/model.py", "transcribe/1/util.py",
+                     "transcribe/config.pbtxt", "transcribe/configs/cpu-int8.pbtxt"]
+    assert not (dst / "transcribe" / "1" / "util.py").is_symlink()
+    assert (dst / "transcribe" / "1" / "util.py").read_text() == "X = 1\n"
