@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -79,8 +81,6 @@ MAX_RESTARTS_ENV = "FUNASR_TRITON_MAX_TRITON_RESTARTS"
 
 
 def _env_number(name: str, default: float) -> float:
-    import os
-
     raw = os.environ.get(name, "")
     try:
         return float(raw) if raw else default
@@ -106,8 +106,6 @@ class _Shutdown(Exception):
 
 
 def signal_name(signum: int) -> str:
-    import signal
-
     return signal.Signals(signum).name
 
 
@@ -122,8 +120,6 @@ def _run_until_signal(server) -> None:
     with the default SIGTERM handler that kills the process right there (no cleanup: an embedded Triton
     was left running). Our handler turns the re-raised signal into an exception, so callers' `with`
     blocks (EmbeddedTriton.__exit__) run. A signal before uvicorn is up raises the same exception."""
-    import signal
-
     previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
@@ -174,8 +170,6 @@ def cmd_serve(args) -> int:
     settings.triton.url = f"127.0.0.1:{args.grpc_port}"
     triton = EmbeddedTriton(opts)
     max_restarts = int(_env_number(MAX_RESTARTS_ENV, 5))
-    import signal
-
     previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with triton:
