@@ -10,12 +10,27 @@ REPO    ?= model_repository
 # what fills speaker_embedding: campplus (FunASR CAM++) or pyannote (pyannote.audio 3.1's WeSpeaker ResNet34)
 SPEAKER_MODEL ?= campplus
 
-.PHONY: setup check-system pyannote-env models serve test bench loadtest clean
+# the system packages (one list, shared with .ci/run): .ci/apt-packages, {python} = this Python's version
+PY_VERSION   = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+APT_PACKAGES = $(strip $(shell sed -e 's/\#.*//' -e 's/{python}/$(PY_VERSION)/' .ci/apt-packages))
+APT_INSTALL  = apt-get install -y --no-install-recommends $(APT_PACKAGES)
+
+.PHONY: setup check-system system-packages pyannote-env models serve test bench loadtest clean
 
 setup: check-system $(VENV)/.installed
 
+# as root with apt-get: installs what is missing; otherwise names the exact command
 check-system:
-	@PYTHONPATH=frontend $(PYTHON) -m funasr_triton.doctor
+	@if PYTHONPATH=frontend $(PYTHON) -m funasr_triton.doctor 2>/dev/null; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make setup: installing system packages: $(APT_PACKAGES)"; \
+	  $(MAKE) --no-print-directory system-packages && PYTHONPATH=frontend $(PYTHON) -m funasr_triton.doctor; \
+	else PYTHONPATH=frontend $(PYTHON) -m funasr_triton.doctor; \
+	  echo "install them with: sudo apt-get update && sudo $(APT_INSTALL)" >&2; exit 1; fi
+
+system-packages:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(APT_INSTALL) -qq
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +47,10 @@ $(VENV)/pyannote/.installed: $(VENV)/.installed export/requirements-pyannote.txt
 	bash export/pyannote-env.sh $(VENV)
 	touch $@
 
-# export only when the repository has no weights yet (or MODELS changed: `make clean-models`)
+# export writes the repository skeleton (configs, code) and the weights; the weights of a stage already exported
+# for the same request (MODELS, SPEAKER_MODEL, --quantize; MANIFEST.json records it) are reused, so this is quick
 models: setup $(if $(filter pyannote,$(SPEAKER_MODEL)),pyannote-env)
-	@if [ ! -f $(REPO)/MANIFEST.json ]; then \
-	  $(BIN)/funasr-triton export --source $(MODELS) --speaker-model $(SPEAKER_MODEL) --quantize --repository $(REPO); \
-	else echo "$(REPO)/MANIFEST.json exists: models already exported (rm it to re-export)"; fi
+	$(BIN)/funasr-triton export --source $(MODELS) --speaker-model $(SPEAKER_MODEL) --quantize --repository $(REPO)
 
 # embedded Triton (gRPC 8001, metrics 8002, HTTP 8003) + the HTTP frontend on port 8000
 serve: models

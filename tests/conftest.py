@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,19 +15,10 @@ BIN = Path(sys.executable).parent
 CACHE = ROOT / ".cache" / "models"
 
 
-def copy_templates(dst: Path) -> Path:
-    """The committed repository (configs, model.py, symlinks) without any exported weights."""
-    def ignore(directory, names):
-        d = Path(directory)
-        return [n for n in names if d.name == "1" and not n.endswith(".py") and n != ".keep"] + \
-               [n for n in names if n in ("MANIFEST.json", "__pycache__")]
-    shutil.copytree(ROOT / "model_repository", dst, symlinks=True, ignore=ignore)
-    return dst
-
-
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory) -> Path:
-    repo = copy_templates(tmp_path_factory.mktemp("repo") / "model_repository")
+    """`funasr-triton export` into an empty directory: skeleton (funasr_triton_export.templates) + test weights."""
+    repo = tmp_path_factory.mktemp("repo") / "model_repository"
     subprocess.run([str(BIN / "funasr-triton"), "--log-level", "WARNING", "export", "--source", "test", "--quantize",
                     "--repository", str(repo), "--cache-dir", str(CACHE)], check=True, cwd=ROOT)
     return repo

@@ -215,6 +215,11 @@ def test_export_dockerfile():
     assert "bash export/pyannote-env.sh /usr/local" in runs and runs.index("pyannote-env") < runs.index("rm -rf /src")
     _non_root(instr)
     assert json.loads(_one(instr, "ENTRYPOINT")[0]) == ["funasr-triton", "export", "--repository", "/models"]
+    # the wheel built from /src carries the repository skeleton: setup.py (build_py) and model_repository/ are in
+    copies = [c.split() for c in _one(instr, "COPY")]
+    assert any("setup.py" in c for c in copies) and ["model_repository", "./model_repository"] in copies
+    ignore = (ROOT / "export" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "model_repository/*/1/*" in ignore and "!model_repository/*/1/*.py" in ignore and "!model_repository/*/1/.keep" in ignore
 
 
 # ---------------------------------------------------------------- Prometheus

@@ -128,6 +128,8 @@ def test_default_render(default_docs):
     fe = named(default_docs, "Deployment", "asr-funasr-triton-frontend")["spec"]["template"]
     env = {e["name"]: e.get("value") for e in fe["spec"]["containers"][0]["env"]}
     assert env["FUNASR_TRITON_TRITON__URL"] == "asr-funasr-triton-triton.speech.svc:8001"
+    # the frontend drains on SIGTERM within the pod's grace period
+    assert env["FUNASR_TRITON_SHUTDOWN_GRACE_S"] == "55" and fe["spec"]["terminationGracePeriodSeconds"] == 60
     assert "FUNASR_TRITON_AUTH__API_KEYS" not in env
     assert fe["metadata"]["annotations"]["checksum/secret"]
 
@@ -159,6 +161,11 @@ def test_full_render(full_docs):
     assert env["FUNASR_TRITON_AUTH__API_KEYS"]["valueFrom"]["secretKeyRef"] == {
         "name": "asr-funasr-triton-api-keys", "key": "api-keys"}
     assert env["FUNASR_TRITON_LIMITS__MAX_CONCURRENT_JOBS"]["value"] == "8"
+    names = [e["name"] for e in fe["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert len(names) == len(set(names))
+    override = render({"frontend": {"config": {"SHUTDOWN_GRACE_S": 10}}})
+    fe_env = named(override, "Deployment", "asr-funasr-triton-frontend")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["value"] for e in fe_env if e["name"] == "FUNASR_TRITON_SHUTDOWN_GRACE_S"] == ["10"]
 
     ing = named(full_docs, "Ingress", "asr-funasr-triton-frontend")
     assert ing["spec"]["rules"][0]["host"] == "asr.example.com"

@@ -45,6 +45,7 @@ import numpy as np
 from funasr_triton.server import free_ports
 
 from .speech import SENTENCES, espeak
+from .templates import write_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
@@ -273,34 +274,6 @@ def make_clips(seconds: float, n: int = N_CLIPS) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------------------------
 # model repository and funasr_onnx directories
-
-
-def _weight_file(rel: Path) -> bool:
-    """<model>/1/... (any depth, e.g. streaming_asr/1/paraformer/encoder.onnx) except code."""
-    return len(rel.parts) >= 3 and rel.parts[1] == "1" and not rel.name.endswith(".py") and rel.name != ".keep"
-
-
-def sync_templates(src: Path, dst: Path) -> None:
-    """Copy the committed repository (configs, model.py, symlinks) into dst without weights.
-
-    Existing exported weights in dst stay; code and configs are refreshed from src.
-    """
-    for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        rel = Path(dirpath).relative_to(src)
-        target_dir = dst / rel
-        target_dir.mkdir(parents=True, exist_ok=True)
-        linked_dirs = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
-        for name in filenames + linked_dirs:
-            s, d = Path(dirpath) / name, target_dir / name
-            if name == "MANIFEST.json" or _weight_file(rel / name):
-                continue
-            if s.is_symlink():
-                if d.is_symlink() or d.exists():
-                    d.unlink()
-                os.symlink(os.readlink(s), d)
-            elif not d.exists() or d.read_bytes() != s.read_bytes():
-                shutil.copy2(s, d)
 
 
 def _stages_to_export(repo: Path) -> list[str]:
@@ -984,13 +957,13 @@ def main(args) -> int:
              + f"; load average {load_at_start}")
 
     # 1. repository (templates refreshed, weights exported once) and funasr_onnx directories
-    sync_templates(ROOT / "model_repository", REPO)
-    if (REPO / "speaker_embedding").exists():  # the pipeline never calls it; Triton would load it
-        shutil.rmtree(REPO / "speaker_embedding")
+    write_repository(REPO)
     prep = run_worker("prepare", {"repo": str(REPO), "onnx_dir": str(ONNX_DIR), "cache_dir": str(CACHE / "models")})
     if "error" in prep:
         print(f"error: preparing the models failed: {prep['error']}\n{prep.get('traceback', '')}", file=sys.stderr)
         return 1
+    if (REPO / "speaker_embedding").exists():  # the pipeline never calls it, nothing exports it; Triton would load it
+        shutil.rmtree(REPO / "speaker_embedding")
 
     # 2. audio
     t0 = time.monotonic()

