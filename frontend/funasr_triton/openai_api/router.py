@@ -287,11 +287,15 @@ def _deltas(t: Transcript) -> list[str]:
     """One delta per sentence, cut from the full text so that the deltas concatenate to exactly `t.text`.
 
     Each sentence's characters are matched in order within the full text (which may hold more, e.g. `<unk>`
-    or spacing); the cut after a sentence falls after its last matched character. No match: one delta."""
+    or spacing), ignoring case (the punctuation model capitalises an English word that starts a sentence);
+    the cut after a sentence falls after its last matched character. No match: one delta."""
+    full = t.text.lower()
+    if len(full) != len(t.text):  # a character whose lower case is longer: match exactly
+        full = t.text
     cuts, pos = [], 0
     for s in t.sentences:
         for ch in s.text.replace(" ", ""):
-            at = t.text.find(ch, pos)
+            at = full.find(ch.lower() if full is not t.text else ch, pos)
             if at < 0:
                 return [t.text]
             pos = at + 1
