@@ -14,8 +14,7 @@ import triton_python_backend_utils as pb_utils
 
 from job_backend import BLS, job_limits, load_vad
 from longfile import JobInputError, JobOptions, LongFileJob
-from stage import (BlsError, StageInputError, bls_error_response, check_tensors, error_response, input_array,
-                   int_param, strings)
+from stage import StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response, strings
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
@@ -85,16 +84,6 @@ class TritonPythonModel:
 
     async def execute(self, requests):
         outcomes = await asyncio.gather(*[self._one(r) for r in requests], return_exceptions=True)
-        responses = []
-        for outcome in outcomes:
-            if isinstance(outcome, BlsError):
-                responses.append(bls_error_response(outcome))
-            elif isinstance(outcome, BaseException):
-                responses.append(error_response("pipeline", outcome))
-            else:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("TEXT", np.array([[outcome["text"].encode("utf-8")]], dtype=object)),
-                    pb_utils.Tensor("RESULT", np.array(
-                        [[json.dumps(outcome, ensure_ascii=False).encode("utf-8")]], dtype=object)),
-                ]))
-        return responses
+        return [outcome_response("pipeline", o, lambda r: [
+            pb_utils.Tensor("TEXT", np.array([[r["text"].encode("utf-8")]], dtype=object)), json_tensor("RESULT", r)])
+            for o in outcomes]

@@ -5,9 +5,11 @@ response or its own error, so one bad request never fails the others in a batch.
 """
 from __future__ import annotations
 
+import json
 import traceback
 from typing import Callable
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
@@ -108,6 +110,20 @@ async def call(model: str, inputs: list, outputs: list[str]) -> dict:
 def bls_error_response(exc: BlsError) -> "pb_utils.InferenceResponse":
     code = pb_utils.TritonError.INVALID_ARG if exc.invalid_arg else pb_utils.TritonError.INTERNAL
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
+
+
+def outcome_response(stage: str, outcome, tensors: Callable[[object], list]) -> "pb_utils.InferenceResponse":
+    """One request's response from what its handler returned (`tensors(outcome)`) or raised."""
+    if isinstance(outcome, BlsError):
+        return bls_error_response(outcome)
+    if isinstance(outcome, BaseException):
+        return error_response(stage, outcome)
+    return pb_utils.InferenceResponse(output_tensors=tensors(outcome))
+
+
+def json_tensor(name: str, value) -> "pb_utils.Tensor":
+    """A [1, 1] BYTES tensor holding `value` as UTF-8 JSON."""
+    return pb_utils.Tensor(name, np.array([[json.dumps(value, ensure_ascii=False).encode("utf-8")]], dtype=object))
 
 
 def strings(array) -> list[str]:

@@ -13,8 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from job_backend import BLS, job_limits, load_vad
 from longfile import JobInputError, JobOptions, LongFileJob
-from stage import (BlsError, StageInputError, bls_error_response, check_tensors, error_response, input_array,
-                   int_param)
+from stage import StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "FINAL": "TYPE_BOOL", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"START", "END", "READY", "CORRID"}
@@ -94,7 +93,7 @@ class TritonPythonModel:
             value = raw.reshape(-1)[0]
             try:
                 options = json.loads(value.decode("utf-8") if isinstance(value, bytes) else str(value) or "{}")
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise StageInputError(f"CONFIG is not JSON: {e}") from e
         try:
             opts = JobOptions.parse(options, self.default_max_speakers, self.max_hotwords)
@@ -150,17 +149,7 @@ class TritonPythonModel:
     async def execute(self, requests):
         self._evict_idle()
         outcomes = await asyncio.gather(*[self._one(r) for r in requests], return_exceptions=True)
-        responses = []
-        for outcome in outcomes:
-            if isinstance(outcome, BlsError):
-                responses.append(bls_error_response(outcome))
-            elif isinstance(outcome, BaseException):
-                responses.append(error_response("transcribe", outcome))
-            else:
-                events = json.dumps(outcome, ensure_ascii=False).encode("utf-8")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("EVENTS", np.array([[events]], dtype=object))]))
-        return responses
+        return [outcome_response("transcribe", o, lambda events: [json_tensor("EVENTS", events)]) for o in outcomes]
 
     def finalize(self):
         for corrid in list(self.recordings):
