@@ -494,9 +494,10 @@ WORKERS = {"prepare": prepare, "automodel": bench_automodel, "funasr-onnx": benc
 
 
 def _workers() -> dict:
+    from .bench_longfile import WORKERS as LONG_WORKERS
     from .bench_streaming import WORKERS as STREAMING_WORKERS
 
-    return {**WORKERS, **STREAMING_WORKERS}
+    return {**WORKERS, **STREAMING_WORKERS, **LONG_WORKERS}
 
 
 def _quiet_logging() -> None:
@@ -907,6 +908,10 @@ def render_markdown(result: dict, json_rel: str) -> str:
         from .bench_streaming import render_section
 
         lines += render_section(result["streaming"], mi.get("usable_cores"))
+    if result.get("long"):
+        from .bench_longfile import render_section as render_long
+
+        lines += render_long(result["long"]) + [""]
     triton_version = (result["served"].get("cpu", {}).get("triton_version")
                       or ((result.get("streaming") or {}).get("served") or {}).get("triton_version") or "?")
     lines += [
@@ -1009,6 +1014,10 @@ def main(args) -> int:
     if "error" in prep:
         print(f"error: preparing the models failed: {prep['error']}\n{prep.get('traceback', '')}", file=sys.stderr)
         return 1
+    if getattr(args, "long_only", False):
+        from .bench_longfile import main_long_only
+
+        return main_long_only(args, prep, started, load_at_start)
 
     # 2. audio
     t0 = time.monotonic()
@@ -1044,6 +1053,11 @@ def main(args) -> int:
         from .bench_streaming import run_streaming
 
         streaming = run_streaming(clips, clip_paths, prep["source_dirs"], ONNX_DIR, stream_counts)
+    long = None
+    if getattr(args, "long", False):
+        from .bench_longfile import run_long
+
+        long = run_long(prep, args)
 
     # 4. results
     result = {
@@ -1060,6 +1074,7 @@ def main(args) -> int:
         "automodel": automodel,
         "funasr_onnx": funasr_onnx,
         "streaming": streaming,
+        "long": long,
     }
     result["ratios"] = {} if skip_offline else compute_ratios(served, automodel, funasr_onnx)
     result["total_s"] = round(time.monotonic() - t_total, 1)
