@@ -76,8 +76,8 @@ def test_summary_ratios_and_goals():
 def test_section_renders_every_table_and_failure():
     text = "\n".join(render_section(recorded(), ["Machine: test"]))
     assert text.startswith(MARK_BEGIN) and text.endswith(MARK_END)
-    assert "| 10 min | served (HTTP, `cpu`) | 60.0 | 10.0× | 3.0 (2.5 after the upload) | 1.33× / — | 250 | 2700 |" in text
-    assert "| 10 min | funasr-onnx | 80.0 | 7.5× | 80.0 (no streaming) |" in text
+    assert "| 10 min | served (HTTP, `cpu`) | 60.0 | 10.0× | 3.0 (2.5 after the upload) | 1.33× / — | 250 (1150) | 2700 |" in text
+    assert "| 10 min | funasr-onnx | 80.0 | 7.5× | 80.0 (no streaming) | | 600 (1500) | 2650 |" in text
     assert "| 1 h | funasr-onnx | failed: `MemoryError: boom`" in text
     assert "| 1 h | AutoModel | failed: `worker automodel exited" in text
     assert "### Where the time goes (1 h, served)" in text
@@ -85,6 +85,19 @@ def test_section_renders_every_table_and_failure():
     assert "| 4x 1 h | 900 | 1000 | 20 | 980 | 250 |" in text
     assert "| frontend + Triton overhead share of end-to-end time | ≤ 5 % | 10 min: 20.0 %, 1 h: 20.0 % |" in text
     assert "Machine: test" in text
+
+
+def test_full_bench_markdown_carries_the_section():
+    import json
+    from pathlib import Path
+
+    from funasr_triton_export.bench import render_markdown
+
+    result = json.loads((Path(__file__).resolve().parents[1] / "bench/results/20261121T083918Z.json").read_text())
+    assert MARK_BEGIN not in render_markdown(result, "bench/results/x.json")
+    result["long"] = recorded()
+    text = render_markdown(result, "bench/results/x.json")
+    assert text.count(MARK_BEGIN) == 1 and "## Long files" in text and text.index(MARK_END) < text.index("## Machine")
 
 
 def test_section_replaced_in_place_or_appended():

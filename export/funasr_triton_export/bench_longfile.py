@@ -558,7 +558,7 @@ def _runtime_rows(long: dict) -> list[str]:
             rows.append(f"| {label} | served (HTTP, `cpu`) | {s['wall_s']:.1f} | {s['throughput_x']:.1f}× | "
                         f"{s['first_delta_s']:.1f} ({s['first_delta_after_upload_s']:.1f} after the upload) | "
                         f"{_ratio(r.get('vs_funasr_onnx'))} / {_ratio(r.get('vs_automodel'))} | "
-                        f"{s['rss']['above_idle_mb']:.0f} | {s['units']} |")
+                        f"{s['rss']['above_idle_mb']:.0f} ({s['rss']['peak_mb']:.0f}) | {s['units']} |")
         for key, name in (("funasr_onnx", "funasr-onnx"), ("automodel", "AutoModel")):
             b = long.get(key, {}).get("files", {}).get(label)
             if b is None:
@@ -569,8 +569,8 @@ def _runtime_rows(long: dict) -> list[str]:
                 rows.append(f"| {label} | {name} | failed: `{b['error'][:120]}` | | | | | |")
             else:
                 rows.append(f"| {label} | {name} | {b['wall_s']:.1f} | {b['throughput_x']:.1f}× | "
-                            f"{b['first_result_s']:.1f} (no streaming) | | {_f(b.get('rss_above_idle_mb'), '.0f')} | "
-                            f"{b['units']} |")
+                            f"{b['first_result_s']:.1f} (no streaming) | | {_f(b.get('rss_above_idle_mb'), '.0f')} "
+                            f"({_f(b.get('peak_rss_mb'), '.0f')}) | {b['units']} |")
     return rows
 
 
@@ -624,9 +624,9 @@ def _goal_lines(summary: dict) -> list[str]:
         f"{fmt(g['overhead_share']['value'], ' %', 100)} |",
         f"| first delta after the upload ends | within a few s (≤ {g['first_delta_after_upload_s']['goal']:.0f} s) | "
         f"{fmt(g['first_delta_after_upload_s']['value'], ' s')} |",
-        f"| RSS above idle, one request | ≤ {g['rss_above_idle_mb_one_request']['goal']:.0f} MB | "
+        f"| RSS above idle, one request (memory runs) | ≤ {g['rss_above_idle_mb_one_request']['goal']:.0f} MB | "
         f"{fmt(g['rss_above_idle_mb_one_request']['value'], ' MB', digits='.0f')} |",
-        f"| RSS above idle per request, concurrent uploads | ≈ one request's | "
+        f"| RSS above idle per request, concurrent uploads (memory runs) | ≈ one request's | "
         f"{fmt(g['rss_above_idle_mb_per_request_concurrent']['value'], ' MB', digits='.0f')} |",
     ]
 
@@ -646,8 +646,8 @@ def render_section(long: dict, footer: list[str] = ()) -> list[str]:
         "SeacoParaformer -> CT_Transformer) and AutoModel (vad_model + punc_model, default batch_size_s) run the "
         "same weights in their own process, one call per file from the MP3 path (decode included), after a 20 s "
         "warm-up; they do not stream, so their first result is their total time.", "",
-        "| file | runtime | wall s | × real time | first result s | served / funasr-onnx / AutoModel | "
-        "peak RSS above idle MB | units |", "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| file | runtime | wall s | × real time | first result s | served ÷ funasr-onnx / ÷ AutoModel | "
+        "peak RSS above idle (total) MB | units |", "|---|---|---:|---:|---:|---:|---:|---:|",
         *_runtime_rows(long), "",
         "Served RSS: the frontend process tree (with its ffmpeg) plus the tritonserver tree (server and python-"
         "backend stubs), peak during the request minus just before it. Baselines: their own process.", "",
