@@ -19,7 +19,8 @@ def _served(audio_s, wall_s, rss_mb, uploads=1):
                     "triton_above_idle_mb": rss_mb - 20.0},
             "models": {"paraformer": _model(120, 40, compute * 0.9, 2.0), "punc": _model(121, 121, compute * 0.1)},
             "frontend": {"decode_wait_s": 1.0, "triton_wait_s": wall_s - 1.0},
-            "cpu": {"frontend_cpu_s": 5.0, "triton_cpu_s": 95.0, "frontend_share": 0.05},
+            "cpu": {"frontend_cpu_s": 5.0, "triton_cpu_s": 95.0, "frontend_share": 0.05,
+                    "machine": {"machine_busy_cores": 2.0, "bench_cores": 1.0, "other_cores": 1.0, "steal_cores": 0.0}},
             "overhead": {"model_compute_s": compute, "overhead_s": wall_s - compute, "share": 0.2} if uploads == 1 else None,
             "sample_text": "今天"}
 
@@ -74,7 +75,7 @@ def test_summary_ratios_and_goals():
 
 
 def test_section_renders_every_table_and_failure():
-    text = "\n".join(render_section(recorded(), ["Machine: test"]))
+    text = "\n".join(render_section(recorded(), ["Machine: test"], cores=2))
     assert text.startswith(MARK_BEGIN) and text.endswith(MARK_END)
     assert "| 10 min | served (HTTP, `cpu`) | 60.0 | 10.0× | 3.0 (2.5 after the upload) | 1.33× / — | 250 (1150) | 2700 |" in text
     assert "| 10 min | funasr-onnx | 80.0 | 7.5× | 80.0 (no streaming) | | 600 (1500) | 2650 |" in text
@@ -85,6 +86,7 @@ def test_section_renders_every_table_and_failure():
     assert "| 4x 1 h | 900 | 1000 | 20 | 980 | 250 |" in text
     assert "| frontend + Triton overhead share of end-to-end time | ≤ 5 % | 10 min: 20.0 %, 1 h: 20.0 % |" in text
     assert "Machine: test" in text
+    assert "kept on average 1.00 and at worst 1.00 of the 2 cores busy" in text
 
 
 def test_full_bench_markdown_carries_the_section():

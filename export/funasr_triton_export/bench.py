@@ -911,7 +911,7 @@ def render_markdown(result: dict, json_rel: str) -> str:
     if result.get("long"):
         from .bench_longfile import render_section as render_long
 
-        lines += render_long(result["long"]) + [""]
+        lines += render_long(result["long"], cores=mi.get("usable_cores")) + [""]
     triton_version = (result["served"].get("cpu", {}).get("triton_version")
                       or ((result.get("streaming") or {}).get("served") or {}).get("triton_version") or "?")
     lines += [

@@ -55,8 +55,8 @@ import numpy as np
 from funasr_triton.server import free_ports
 
 from .bench import (AUDIO_DIR, BENCH, CACHE, DOC, ONNX_DIR, REPO, ROOT, SR, CpuMeter, RssSampler, _tree_cpu_s, error_text,
-                    funasr_onnx_transcribe, load_automodel, load_funasr_onnx, machine_info, progress, run_worker,
-                    text_units)
+                    funasr_onnx_transcribe, load_automodel, load_funasr_onnx, machine_info, other_load_text, progress,
+                    run_worker, text_units)
 from .speech import SENTENCES, espeak
 
 LONG_DIR = BENCH / "long"
@@ -631,7 +631,16 @@ def _goal_lines(summary: dict) -> list[str]:
     ]
 
 
-def render_section(long: dict, footer: list[str] = ()) -> list[str]:
+def _load_text(long: dict, cores: int | None) -> list[str]:
+    """bench.other_load_text over every long-file run (served runs keep the machine's CPU under cpu.machine)."""
+    runs = [{"cpu": m.get("cpu", {}).get("machine")} for part in ("served", "memory")
+            for m in long.get(part, {}).get("files", {}).values()]
+    runs += [b for key in ("funasr_onnx", "automodel") for b in long.get(key, {}).get("files", {}).values()]
+    text = other_load_text(runs, cores)
+    return [text, ""] if text else []
+
+
+def render_section(long: dict, footer: list[str] = (), cores: int | None = None) -> list[str]:
     served = long.get("served", {}).get("files", {})
     longest = max((k for k, s in served.items() if s.get("models")), default=None,
                   key=lambda k: served[k]["audio_s"])
@@ -651,6 +660,7 @@ def render_section(long: dict, footer: list[str] = ()) -> list[str]:
         *_runtime_rows(long), "",
         "Served RSS: the frontend process tree (with its ffmpeg) plus the tritonserver tree (server and python-"
         "backend stubs), peak during the request minus just before it. Baselines: their own process.", "",
+        *_load_text(long, cores),
         "### Goals", "", *_goal_lines(long.get("summary", {})), "",
         "Goals are reported, not asserted.", "",
         "### Frontend + Triton overhead", "",
@@ -724,7 +734,7 @@ def main_long_only(args, prep: dict, started: datetime.datetime, load_at_start: 
     out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     out_path.write_text(json.dumps(result, ensure_ascii=False, indent=2))
     mi = result["machine"]
-    section = "\n".join(render_section(long, [
+    section = "\n".join(render_section(long, cores=mi.get("usable_cores"), footer=[
         f"Machine: {mi['cpu']}, {mi['usable_cores']} usable cores, load average at the start "
         f"{', '.join(str(x) for x in load_at_start)}; raw numbers in `{out_path.name}` (bench/results).", ""]))
     DOC.write_text(replace_section(DOC.read_text(encoding="utf-8") if DOC.exists() else "", section), encoding="utf-8")
