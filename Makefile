@@ -10,7 +10,7 @@ REPO    ?= model_repository
 # what fills speaker_embedding: campplus (FunASR CAM++) or pyannote (pyannote.audio 3.1's WeSpeaker ResNet34)
 SPEAKER_MODEL ?= campplus
 
-.PHONY: setup check-system pyannote-env models serve test bench loadtest clean
+.PHONY: setup check-system pyannote-env models serve test bench bench-long loadtest clean
 
 setup: check-system $(VENV)/.installed
 
@@ -47,6 +47,10 @@ test: setup pyannote-env
 
 bench: setup
 	$(BIN)/funasr-triton bench --output-dir bench/results
+
+# long recordings only (10 min and 1 h vs the baselines, memory at 10 min / 1 h / 4 h and 4 x 1 h): about 1.5 h on 2 cores
+bench-long: setup
+	$(BIN)/funasr-triton bench --long-only --output-dir bench/results
 
 # headless locust against a running stack (`make serve`): CSV + summary.json/summary.md in loadtest/results/<stamp>
 USERS    ?= 4
