@@ -56,13 +56,17 @@ from funasr_triton.server import free_ports
 
 from .bench import (AUDIO_DIR, BENCH, CACHE, DOC, ONNX_DIR, REPO, ROOT, SR, CpuMeter, RssSampler, _tree_cpu_s, error_text,
                     funasr_onnx_transcribe, load_automodel, load_funasr_onnx, machine_info, other_load_text, progress,
-                    run_worker, text_units)
+                    run_worker, served_settings, text_units)
 from .speech import SENTENCES, espeak
 
 LONG_DIR = BENCH / "long"
 TEST_REPO = BENCH / "long-test" / "model_repository"
 SERVED_MODELS = ("transcribe", "asr", "feature_extractor", "paraformer", "asr_decode", "punc")
 MATH_MODELS = ("feature_extractor", "paraformer", "asr_decode", "punc")
+# frontend settings of the served runs (FUNASR_TRITON_*): room for 4 h recordings and 4+ uploads at once
+FRONTEND_ENV = {"FUNASR_TRITON_LOG_LEVEL": "WARNING", "FUNASR_TRITON_STREAMING__ENABLED": "false",
+                "FUNASR_TRITON_TRITON__TIMEOUT_S": "7200", "FUNASR_TRITON_LIMITS__FFMPEG_TIMEOUT_S": "14400",
+                "FUNASR_TRITON_LIMITS__MAX_CONCURRENT_JOBS": "8"}
 BLOCK_SECONDS = 90.0
 WARMUP_SECONDS = 20.0
 DELTA = "transcript.text.delta"
@@ -239,10 +243,7 @@ class ServedStack:
         return self
 
     def _start_frontend(self, port: int) -> None:
-        env = dict(os.environ, FUNASR_TRITON_TRITON__URL=self.triton_url, FUNASR_TRITON_PORT=str(port),
-                   FUNASR_TRITON_LOG_LEVEL="WARNING", FUNASR_TRITON_STREAMING__ENABLED="false",
-                   FUNASR_TRITON_TRITON__TIMEOUT_S="7200", FUNASR_TRITON_LIMITS__FFMPEG_TIMEOUT_S="14400",
-                   FUNASR_TRITON_LIMITS__MAX_CONCURRENT_JOBS="8")
+        env = dict(os.environ, FUNASR_TRITON_TRITON__URL=self.triton_url, FUNASR_TRITON_PORT=str(port), **FRONTEND_ENV)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         log = open(LONG_DIR / f"frontend-{self.name}.log", "wb")
         self.frontend = subprocess.Popen([str(Path(sys.executable).parent / "funasr-triton"), "frontend"], env=env,
@@ -445,7 +446,9 @@ def _served_runs(repo: Path, name: str, files: dict[str, tuple[Path, float]], jo
 
 
 def _one_stack_runs(repo: Path, name: str, files: dict[str, tuple[Path, float]], jobs: list[tuple[str, int]]) -> dict:
-    out: dict = {"repository": str(repo), "files": {}}
+    out: dict = {"repository": str(repo), "frontend_env": FRONTEND_ENV, "files": {}}
+    if repo == REPO:
+        out["settings"] = served_settings("cpu", SERVED_MODELS)
     try:
         with ServedStack(repo, name) as stack:
             out["load_s"] = stack.load_s
