@@ -15,7 +15,7 @@ PY_VERSION   = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_inf
 APT_PACKAGES = $(strip $(shell sed -e 's/\#.*//' -e 's/{python}/$(PY_VERSION)/' .ci/apt-packages))
 APT_INSTALL  = apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
-.PHONY: setup check-system system-packages pyannote-env models serve test bench loadtest clean
+.PHONY: setup check-system system-packages pyannote-env models serve test bench bench-long loadtest clean
 
 setup: check-system $(VENV)/.installed
 
@@ -61,6 +61,10 @@ test: setup pyannote-env
 
 bench: setup
 	$(BIN)/funasr-triton bench --output-dir bench/results
+
+# long recordings only (10 min and 1 h vs the baselines, memory at 10 min / 1 h / 4 h and 4 x 1 h): about 1.5 h on 2 cores
+bench-long: setup
+	$(BIN)/funasr-triton bench --long-only --output-dir bench/results
 
 # headless locust against a running stack (`make serve`): CSV + summary.json/summary.md in loadtest/results/<stamp>
 USERS    ?= 4

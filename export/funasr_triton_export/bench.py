@@ -364,19 +364,26 @@ def _load_clips(spec: dict) -> list[np.ndarray]:
     return [np.load(p) for p in spec["clips"]]
 
 
-def bench_automodel(spec: dict) -> dict:
+def load_automodel(dirs: dict):
+    """FunASR AutoModel (PyTorch fp32, THREADS torch threads) with vad_model + punc_model."""
     import torch
 
     torch.set_num_threads(THREADS)
     from funasr import AutoModel
 
-    dirs = spec["source_dirs"]
-    clips, order = _load_clips(spec), spec["order"]
-    t0 = time.monotonic()
     # ncpu: AutoModel (and every generate()) calls torch.set_num_threads(ncpu), default 4
     model = AutoModel(model=dirs["asr"], vad_model=dirs["vad"], punc_model=dirs["punc"], disable_update=True,
                       device="cpu", ncpu=THREADS, disable_pbar=True, disable_log=True)
     torch.set_num_threads(THREADS)
+    return model
+
+
+def bench_automodel(spec: dict) -> dict:
+    import torch
+
+    clips, order = _load_clips(spec), spec["order"]
+    t0 = time.monotonic()
+    model = load_automodel(spec["source_dirs"])
     load_s = time.monotonic() - t0
     sampler = RssSampler(os.getpid()).start()
     out = {"load_s": round(load_s, 1), "torch_threads": torch.get_num_threads(), "modes": {}}
@@ -398,17 +405,38 @@ def bench_automodel(spec: dict) -> dict:
     return out
 
 
+def load_funasr_onnx(onnx_dir: Path) -> tuple:
+    """funasr_onnx's Fsmn_vad, SeacoParaformer and CT_Transformer, THREADS intra-op threads each."""
+    from funasr_onnx import CT_Transformer, Fsmn_vad, SeacoParaformer
+
+    return (Fsmn_vad(str(onnx_dir / "vad"), intra_op_num_threads=THREADS),
+            SeacoParaformer(str(onnx_dir / "asr"), intra_op_num_threads=THREADS),
+            CT_Transformer(str(onnx_dir / "punc"), intra_op_num_threads=THREADS))
+
+
+def funasr_onnx_transcribe(models: tuple, wav: np.ndarray) -> tuple[str, int]:
+    """VAD -> SeACo-Paraformer per segment -> punctuation of the joined text: (text, VAD segments)."""
+    vad, asr, punc = models
+    segments = vad(wav)[0]
+    texts = []
+    for beg, end in segments:
+        seg = wav[beg * 16: end * 16]
+        if len(seg) < 480:  # as the served pipeline: too short for one LFR window
+            continue
+        res = asr(seg, "")  # SeACo without hotwords (funasr's export always runs the bias branch)
+        if res and res[0].get("preds"):
+            texts.append(res[0]["preds"] if isinstance(res[0]["preds"], str) else "".join(res[0]["preds"]))
+    joined = " ".join(t for t in texts if t)
+    return (punc(joined)[0] if joined.strip() else ""), len(segments)
+
+
 def bench_funasr_onnx(spec: dict) -> dict:
     onnx_dir = Path(spec["onnx_dir"])
     clips, order = _load_clips(spec), spec["order"]
     out: dict = {"modes": {}}
     try:
-        from funasr_onnx import CT_Transformer, Fsmn_vad, SeacoParaformer
-
         t0 = time.monotonic()
-        vad = Fsmn_vad(str(onnx_dir / "vad"), intra_op_num_threads=THREADS)
-        asr = SeacoParaformer(str(onnx_dir / "asr"), intra_op_num_threads=THREADS)
-        punc = CT_Transformer(str(onnx_dir / "punc"), intra_op_num_threads=THREADS)
+        models = load_funasr_onnx(onnx_dir)
         out["load_s"] = round(time.monotonic() - t0, 1)
         out["classes"] = ["Fsmn_vad", "SeacoParaformer", "CT_Transformer"]
     except Exception as e:  # noqa: BLE001
@@ -418,17 +446,7 @@ def bench_funasr_onnx(spec: dict) -> dict:
         return out
 
     def run(wav: np.ndarray) -> tuple[str, int]:
-        segments = vad(wav)[0]
-        texts = []
-        for beg, end in segments:
-            seg = wav[beg * 16: end * 16]
-            if len(seg) < 480:  # as the served pipeline: too short for one LFR window
-                continue
-            res = asr(seg, "")  # SeACo without hotwords (funasr's export always runs the bias branch)
-            if res and res[0].get("preds"):
-                texts.append(res[0]["preds"] if isinstance(res[0]["preds"], str) else "".join(res[0]["preds"]))
-        joined = " ".join(t for t in texts if t)
-        return (punc(joined)[0] if joined.strip() else ""), len(segments)
+        return funasr_onnx_transcribe(models, wav)
 
     sampler = RssSampler(os.getpid()).start()
     mode = "per-segment (batch_size=1)"
@@ -449,9 +467,10 @@ WORKERS = {"prepare": prepare, "automodel": bench_automodel, "funasr-onnx": benc
 
 
 def _workers() -> dict:
+    from .bench_longfile import WORKERS as LONG_WORKERS
     from .bench_streaming import WORKERS as STREAMING_WORKERS
 
-    return {**WORKERS, **STREAMING_WORKERS}
+    return {**WORKERS, **STREAMING_WORKERS, **LONG_WORKERS}
 
 
 def _quiet_logging() -> None:
@@ -862,6 +881,10 @@ def render_markdown(result: dict, json_rel: str) -> str:
         from .bench_streaming import render_section
 
         lines += render_section(result["streaming"], mi.get("usable_cores"))
+    if result.get("long"):
+        from .bench_longfile import render_section as render_long
+
+        lines += render_long(result["long"], cores=mi.get("usable_cores")) + [""]
     triton_version = (result["served"].get("cpu", {}).get("triton_version")
                       or ((result.get("streaming") or {}).get("served") or {}).get("triton_version") or "?")
     lines += [
@@ -964,6 +987,10 @@ def main(args) -> int:
         return 1
     if (REPO / "speaker_embedding").exists():  # the pipeline never calls it, nothing exports it; Triton would load it
         shutil.rmtree(REPO / "speaker_embedding")
+    if getattr(args, "long_only", False):
+        from .bench_longfile import main_long_only
+
+        return main_long_only(args, prep, started, load_at_start)
 
     # 2. audio
     t0 = time.monotonic()
@@ -999,6 +1026,11 @@ def main(args) -> int:
         from .bench_streaming import run_streaming
 
         streaming = run_streaming(clips, clip_paths, prep["source_dirs"], ONNX_DIR, stream_counts)
+    long = None
+    if getattr(args, "long", False):
+        from .bench_longfile import run_long
+
+        long = run_long(prep, args)
 
     # 4. results
     result = {
@@ -1015,6 +1047,7 @@ def main(args) -> int:
         "automodel": automodel,
         "funasr_onnx": funasr_onnx,
         "streaming": streaming,
+        "long": long,
     }
     result["ratios"] = {} if skip_offline else compute_ratios(served, automodel, funasr_onnx)
     result["total_s"] = round(time.monotonic() - t_total, 1)

@@ -309,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "main load (paced and unpaced runs), further counts add paced runs (0: skip streaming)")
     b.add_argument("--skip-offline", action="store_true",
                    help="only the streaming measurement (quick iteration); the offline tables are left out")
+    b.add_argument("--long", action="store_true", help="also the long-file measurement (bench_longfile.py): long MP3 "
+                   "uploads through the HTTP frontend vs funasr-onnx and AutoModel, memory per request, per-model time")
+    b.add_argument("--long-only", action="store_true", help="only the long-file measurement (its own results JSON; "
+                   "replaces the long-file section of docs/benchmark.md)")
+    b.add_argument("--long-minutes", default="10,60", help="long files measured served vs the baselines (minutes)")
+    b.add_argument("--long-memory-minutes", default="10,60,240", help="long files measured for memory only (served)")
+    b.add_argument("--long-parallel", type=int, default=4,
+                   help="concurrent uploads of the longest --long-minutes file in the memory runs (1: none)")
+    b.add_argument("--long-memory-source", choices=["test", "test-large"], default="test",
+                   help="models of the memory runs: tiny `test` models (fast; memory hardly depends on model size) "
+                   "or the bench's test-large repository")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("eval-diarization", help="DER/JER of the served diarization against reference RTTMs "
