@@ -196,6 +196,12 @@ def environment(install: TritonInstall) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(install.lib_dir), env.get("LD_LIBRARY_PATH")]))
     # the stub starts `python3` from PATH: it must be this interpreter's environment
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # glibc raises its mmap threshold after large frees, so later multi-MB numpy buffers (60 s VAD
+    # strides, segment audio) come from the heap and stay resident: a fixed threshold returns them to
+    # the OS, and two arenas keep the BLS threads from each holding their own (the python stubs'
+    # RSS then levels off after the first minutes of a recording instead of growing with it)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
