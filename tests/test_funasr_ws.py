@@ -49,7 +49,8 @@ def ws_url(frontend, query: str = "") -> str:
 async def utterance(ws, settings: dict, audio: bytes, end: dict | None = None) -> list[dict]:
     """One file as funasr_wss_client.py sends it; the server's messages up to the one with is_final."""
     await ws.send(json.dumps({"chunk_size": CHUNK_SIZE, "chunk_interval": CHUNK_INTERVAL, "wav_name": "demo",
-                              "wav_format": "pcm", "audio_fs": 16000, "is_speaking": True, "itn": True, **settings},
+                              "wav_format": "pcm", "audio_fs": 16000, "is_speaking": True, "itn": True,
+                              "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 0, **settings},
                              ensure_ascii=False))
     fs = settings.get("audio_fs", 16000)
     stride = int(60 * CHUNK_SIZE[1] / CHUNK_INTERVAL / 1000 * fs * 2)
@@ -119,10 +120,14 @@ def test_online_deltas_add_up_and_a_second_utterance(frontend, client, two_sente
     assert {m["mode"] for m in first} == {"online"} and all(m["wav_name"] == "demo" for m in first)
     assert [m["is_final"] for m in first] == [False] * (len(first) - 1) + [True]
     assert first[-1]["is_end"] is True
+    # the client's look-backs reach the model (funasr_wss_client.py sends 4 and 0)
     reference = triton_sentences(client, two_sentences, {"chunk_size": CHUNK_SIZE, "two_pass": False,
-                                                          "punctuation": False})
+                                                          "punctuation": False, "encoder_chunk_look_back": 4})
     assert len(reference) == 2
     assert "".join(m["text"] for m in first) == "".join(e["text"] for e in reference) != ""
+    without = triton_sentences(client, two_sentences, {"chunk_size": CHUNK_SIZE, "two_pass": False,
+                                                        "punctuation": False})
+    assert [e["text"] for e in without] != [e["text"] for e in reference], "look-back changed nothing"
     assert not any("timestamp" in m for m in first)
     # the connection takes the next file, as FunASR's servers do
     assert second[-1]["is_final"] and all(m["wav_name"] == "second" for m in second)
@@ -215,6 +220,7 @@ def test_auth_and_too_many_streams(guarded, one_sentence):
     (json.dumps({"mode": "3pass"}), "invalid_parameter"),
     (json.dumps({"mode": "online", "chunk_size": "5,x,5"}), "invalid_parameter"),
     (json.dumps({"mode": "online", "chunk_size": [0, 0, 5]}), "bad_chunk_size"),
+    (json.dumps({"mode": "online", "encoder_chunk_look_back": -1}), "invalid_parameter"),
     (json.dumps({"mode": "2pass", "audio_fs": 44100}), "unsupported_sample_rate"),
     (json.dumps({"mode": "online", "wav_format": "mp3"}), "invalid_parameter"),
 ], ids=["garbage", "audio-first", "not-object", "mode", "chunk-size-text", "chunk-size-value", "audio-fs", "format"])
