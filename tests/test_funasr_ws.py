@@ -223,7 +223,8 @@ def test_auth_and_too_many_streams(guarded, one_sentence):
     (json.dumps({"mode": "online", "encoder_chunk_look_back": -1}), "invalid_parameter"),
     (json.dumps({"mode": "2pass", "audio_fs": 44100}), "unsupported_sample_rate"),
     (json.dumps({"mode": "online", "wav_format": "mp3"}), "invalid_parameter"),
-], ids=["garbage", "audio-first", "not-object", "mode", "chunk-size-text", "chunk-size-value", "audio-fs", "format"])
+], ids=["garbage", "audio-first", "not-object", "mode", "chunk-size-text", "chunk-size-value", "look-back",
+                       "audio-fs", "format"])
 def test_bad_settings(frontend, first, code):
     message, close = failure(ws_url(frontend), first)
     assert close == 1008 and message["error"]["code"] == code and message["is_final"] is True, message
