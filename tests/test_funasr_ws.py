@@ -242,3 +242,30 @@ def test_stamp_sents_cut_at_punctuation():
     # tokens that cannot be found in the text: one piece, the trailing mark kept
     assert [p.text_seg for p in stamp_sents("完全不同。", words)] == ["今 天 好 hello"]
     assert stamp_sents("", []) == []
+
+
+def test_stream_config_defaults_and_protocol_options():
+    """What reaches streaming_asr's CONFIG: no end silence unless asked (the model then uses FunASR's dynamic
+    schedule), the FunASR protocol's look-backs and max_end_silence, the settings as defaults."""
+    from funasr_triton.app.config import Settings, StreamingSettings
+    from funasr_triton.app.streaming import StreamingService, StreamOptions
+    from funasr_triton.funasr_ws.protocol import FunasrConfig
+
+    service = StreamingService(Settings(), client=None, metrics=None)
+    config, _ = service.config_for(StreamOptions())
+    assert "max_sentence_silence_ms" not in config
+    assert "encoder_chunk_look_back" not in config and "decoder_chunk_look_back" not in config
+    c = FunasrConfig.model_validate({"mode": "2pass", "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 1,
+                                     "max_end_silence": 500})
+    config, _ = service.config_for(StreamOptions(encoder_chunk_look_back=c.encoder_chunk_look_back,
+                                                 decoder_chunk_look_back=c.decoder_chunk_look_back,
+                                                 max_sentence_silence_ms=c.max_end_silence))
+    assert (config["encoder_chunk_look_back"], config["decoder_chunk_look_back"], config["max_sentence_silence_ms"]) \
+        == (4, 1, 500)
+    tuned = StreamingService(Settings(streaming=StreamingSettings(max_sentence_silence_ms=800,
+                                                                  encoder_chunk_look_back=4)),
+                             client=None, metrics=None)
+    config, _ = tuned.config_for(StreamOptions())
+    assert config["max_sentence_silence_ms"] == 800 and config["encoder_chunk_look_back"] == 4
+    config, _ = tuned.config_for(StreamOptions(encoder_chunk_look_back=0))
+    assert "encoder_chunk_look_back" not in config  # the client's 0 wins over the server default

@@ -141,6 +141,16 @@ def test_online_only_and_final_only_modes(client, two_sentences):
     for n in (1, 2):  # the deltas carry the tail too
         deltas = "".join(e["delta"] for e in online if e["event"] == "partial" and e["index"] == n)
         assert deltas == ends[n - 1]["text"]
+    # with FunASR's client's look-backs (4, 0) the same holds
+    per_request = stream_all(client, two_sentences, config={"two_pass": False, "punctuation": False,
+                                                            "encoder_chunk_look_back": 4})
+    ends_lb = [e for e in flat(per_request) if e["event"] == "sentence_end"]
+    run = _automodel(encoder=4)
+    expected = []
+    for chunks in _sentence_chunks(two_sentences, per_request):
+        tokens = run(chunks, final=True)
+        expected.append(sentence_postprocess(tokens)[0] if tokens else "")
+    assert [e["text"] for e in ends_lb] == expected and expected != [e["text"] for e in ends]
     finals = flat(stream_all(client, two_sentences, config={"partial": False}))
     assert not [e for e in finals if e["event"] == "partial"]
     assert [e["text"] for e in finals if e["event"] == "sentence_end"] == \
