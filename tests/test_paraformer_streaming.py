@@ -22,8 +22,6 @@ sys.path.insert(0, str(ROOT / "export"))
 
 from funasr_triton_export.speech import SENTENCES, espeak  # noqa: E402
 
-LOOK_BACK = {"encoder_chunk_look_back": 0, "decoder_chunk_look_back": 0}
-
 
 def _load_runtime():
     sys.path.insert(0, str(RUNTIME_DIR))  # its fsmn_vad.py (shared LFR) is symlinked there
