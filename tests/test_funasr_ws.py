@@ -49,7 +49,8 @@ def ws_url(frontend, query: str = "") -> str:
 async def utterance(ws, settings: dict, audio: bytes, end: dict | None = None) -> list[dict]:
     """One file as funasr_wss_client.py sends it; the server's messages up to the one with is_final."""
     await ws.send(json.dumps({"chunk_size": CHUNK_SIZE, "chunk_interval": CHUNK_INTERVAL, "wav_name": "demo",
-                              "wav_format": "pcm", "audio_fs": 16000, "is_speaking": True, "itn": True, **settings},
+                              "wav_format": "pcm", "audio_fs": 16000, "is_speaking": True, "itn": True,
+                              "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 0, **settings},
                              ensure_ascii=False))
     fs = settings.get("audio_fs", 16000)
     stride = int(60 * CHUNK_SIZE[1] / CHUNK_INTERVAL / 1000 * fs * 2)
@@ -119,10 +120,14 @@ def test_online_deltas_add_up_and_a_second_utterance(frontend, client, two_sente
     assert {m["mode"] for m in first} == {"online"} and all(m["wav_name"] == "demo" for m in first)
     assert [m["is_final"] for m in first] == [False] * (len(first) - 1) + [True]
     assert first[-1]["is_end"] is True
+    # the client's look-backs reach the model (funasr_wss_client.py sends 4 and 0)
     reference = triton_sentences(client, two_sentences, {"chunk_size": CHUNK_SIZE, "two_pass": False,
-                                                          "punctuation": False})
+                                                          "punctuation": False, "encoder_chunk_look_back": 4})
     assert len(reference) == 2
     assert "".join(m["text"] for m in first) == "".join(e["text"] for e in reference) != ""
+    without = triton_sentences(client, two_sentences, {"chunk_size": CHUNK_SIZE, "two_pass": False,
+                                                        "punctuation": False})
+    assert [e["text"] for e in without] != [e["text"] for e in reference], "look-back changed nothing"
     assert not any("timestamp" in m for m in first)
     # the connection takes the next file, as FunASR's servers do
     assert second[-1]["is_final"] and all(m["wav_name"] == "second" for m in second)
@@ -215,9 +220,11 @@ def test_auth_and_too_many_streams(guarded, one_sentence):
     (json.dumps({"mode": "3pass"}), "invalid_parameter"),
     (json.dumps({"mode": "online", "chunk_size": "5,x,5"}), "invalid_parameter"),
     (json.dumps({"mode": "online", "chunk_size": [0, 0, 5]}), "bad_chunk_size"),
+    (json.dumps({"mode": "online", "encoder_chunk_look_back": -1}), "invalid_parameter"),
     (json.dumps({"mode": "2pass", "audio_fs": 44100}), "unsupported_sample_rate"),
     (json.dumps({"mode": "online", "wav_format": "mp3"}), "invalid_parameter"),
-], ids=["garbage", "audio-first", "not-object", "mode", "chunk-size-text", "chunk-size-value", "audio-fs", "format"])
+], ids=["garbage", "audio-first", "not-object", "mode", "chunk-size-text", "chunk-size-value", "look-back",
+                       "audio-fs", "format"])
 def test_bad_settings(frontend, first, code):
     message, close = failure(ws_url(frontend), first)
     assert close == 1008 and message["error"]["code"] == code and message["is_final"] is True, message
@@ -235,3 +242,30 @@ def test_stamp_sents_cut_at_punctuation():
     # tokens that cannot be found in the text: one piece, the trailing mark kept
     assert [p.text_seg for p in stamp_sents("完全不同。", words)] == ["今 天 好 hello"]
     assert stamp_sents("", []) == []
+
+
+def test_stream_config_defaults_and_protocol_options():
+    """What reaches streaming_asr's CONFIG: no end silence unless asked (the model then uses FunASR's dynamic
+    schedule), the FunASR protocol's look-backs and max_end_silence, the settings as defaults."""
+    from funasr_triton.app.config import Settings, StreamingSettings
+    from funasr_triton.app.streaming import StreamingService, StreamOptions
+    from funasr_triton.funasr_ws.protocol import FunasrConfig
+
+    service = StreamingService(Settings(), client=None, metrics=None)
+    config, _ = service.config_for(StreamOptions())
+    assert "max_sentence_silence_ms" not in config
+    assert "encoder_chunk_look_back" not in config and "decoder_chunk_look_back" not in config
+    c = FunasrConfig.model_validate({"mode": "2pass", "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 1,
+                                     "max_end_silence": 500})
+    config, _ = service.config_for(StreamOptions(encoder_chunk_look_back=c.encoder_chunk_look_back,
+                                                 decoder_chunk_look_back=c.decoder_chunk_look_back,
+                                                 max_sentence_silence_ms=c.max_end_silence))
+    assert (config["encoder_chunk_look_back"], config["decoder_chunk_look_back"], config["max_sentence_silence_ms"]) \
+        == (4, 1, 500)
+    tuned = StreamingService(Settings(streaming=StreamingSettings(max_sentence_silence_ms=800,
+                                                                  encoder_chunk_look_back=4)),
+                             client=None, metrics=None)
+    config, _ = tuned.config_for(StreamOptions())
+    assert config["max_sentence_silence_ms"] == 800 and config["encoder_chunk_look_back"] == 4
+    config, _ = tuned.config_for(StreamOptions(encoder_chunk_look_back=0))
+    assert "encoder_chunk_look_back" not in config  # the client's 0 wins over the server default

@@ -22,8 +22,6 @@ sys.path.insert(0, str(ROOT / "export"))
 
 from funasr_triton_export.speech import SENTENCES, espeak  # noqa: E402
 
-LOOK_BACK = {"encoder_chunk_look_back": 0, "decoder_chunk_look_back": 0}
-
 
 def _load_runtime():
     sys.path.insert(0, str(RUNTIME_DIR))  # its fsmn_vad.py (shared LFR) is symlinked there
@@ -98,7 +96,7 @@ def _chunks(wav: np.ndarray, size: int) -> list[np.ndarray]:
     return [wav[i:i + size] for i in range(0, len(wav), size)]
 
 
-def _reference_steps(reference, wav, chunk_size) -> list[tuple[list[str], str]]:
+def _reference_steps(reference, wav, chunk_size, look_back=(0, 0)) -> list[tuple[list[str], str]]:
     """Per chunk: (tokens generate_chunk returned, summed over the chunk's sub-steps; result text)."""
     auto, recorded = reference
     cache: dict = {}
@@ -107,13 +105,14 @@ def _reference_steps(reference, wav, chunk_size) -> list[tuple[list[str], str]]:
     for i, chunk in enumerate(chunks):
         recorded.clear()
         res = auto.generate(input=chunk, cache=cache, is_final=i == len(chunks) - 1,
-                            chunk_size=list(chunk_size), **LOOK_BACK)
+                            chunk_size=list(chunk_size), encoder_chunk_look_back=look_back[0],
+                            decoder_chunk_look_back=look_back[1])
         steps.append(([t for part in recorded for t in part], res[0]["text"]))
     return steps
 
 
-def _runtime_steps(runtime, wav, chunk_size) -> list[list[str]]:
-    stream = runtime.new_stream(chunk_size)
+def _runtime_steps(runtime, wav, chunk_size, look_back=(0, 0)) -> list[list[str]]:
+    stream = runtime.new_stream(chunk_size, *look_back)
     chunks = _chunks(wav, ParaformerOnline.chunk_samples(chunk_size))
     out = [runtime.decode([(stream, chunk, i == len(chunks) - 1)])[0] for i, chunk in enumerate(chunks)]
     assert stream.finished
@@ -126,7 +125,7 @@ def _runtime_steps(runtime, wav, chunk_size) -> list[list[str]]:
 def test_export_writes_everything(exported):
     out, result = exported
     expected = {"encoder.onnx", "decoder.onnx", "encoder_quant.onnx", "decoder_quant.onnx", "am.mvn",
-                "tokens.json", "paraformer_streaming.json"}
+                "tokens.json", "paraformer_streaming.json", "encoder_lookback.onnx", "encoder_lookback_quant.onnx"}
     assert set(result["files"]) == expected
     assert {p.name for p in out.iterdir()} == expected
     assert result["max_abs_diff"] < 1e-4
@@ -177,6 +176,58 @@ def test_tokens_equal_automodel_chunk_by_chunk(runtime, reference, clips, clip, 
         assert got_tokens == want_tokens, f"{clip} {chunk_size} chunk {step}"
         assert sentence_postprocess(got_tokens)[0] == want_text, f"{clip} {chunk_size} chunk {step}"
     assert sum(len(t) for t in got) >= 3 * len(got) // 2 or clip == "short", "random weights fired too rarely"
+
+
+@pytest.mark.parametrize("clip,chunk_size,look_back", [
+    ("ragged", (0, 10, 5), (4, 0)),     # what FunASR's own client sends
+    ("tail", (0, 10, 5), (4, 0)),
+    ("exact", (0, 10, 5), (4, 0)),
+    ("long_final", (0, 10, 5), (2, 0)),
+    ("ragged", (0, 8, 4), (4, 0)),
+    ("ragged", (5, 10, 5), (4, 0)),     # left overlap frames are kept in the cache too
+    ("ragged", (0, 10, 5), (0, 2)),
+    ("tail", (0, 10, 5), (4, 1)),
+    ("ragged", (0, 8, 4), (1, 3)),
+])
+def test_look_back_equals_automodel_chunk_by_chunk(runtime, reference, clips, clip, chunk_size, look_back):
+    """encoder_chunk_look_back / decoder_chunk_look_back as AutoModel streaming generate() takes them."""
+    from funasr.utils.postprocess_utils import sentence_postprocess
+
+    want = _reference_steps(reference, clips[clip], chunk_size, look_back)
+    got = _runtime_steps(runtime, clips[clip], chunk_size, look_back)
+    assert len(got) == len(want)
+    for step, ((want_tokens, want_text), got_tokens) in enumerate(zip(want, got)):
+        assert got_tokens == want_tokens, f"{clip} {chunk_size} {look_back} chunk {step}"
+        assert sentence_postprocess(got_tokens)[0] == want_text, f"{clip} {chunk_size} {look_back} chunk {step}"
+    # the look-back must matter on this model, or the comparison proves nothing
+    plain = [t for step in _runtime_steps(runtime, clips[clip], chunk_size) for t in step]
+    if look_back[0]:
+        assert [t for step in got for t in step] != plain, "encoder look-back changed nothing"
+
+
+def test_look_back_streams_batch_with_others(runtime, clips):
+    """Streams with and without look-back share decode() calls and decode as they would alone."""
+    chunk_size = (0, 10, 5)
+    size = ParaformerOnline.chunk_samples(chunk_size)
+    setups = [(clips["ragged"], (4, 0)), (clips["ragged"], (0, 0)), (clips["tail"], (4, 0)), (clips["exact"], (2, 2))]
+    single = [[t for step in _runtime_steps(runtime, w, chunk_size, lb) for t in step] for w, lb in setups]
+    streams = [runtime.new_stream(chunk_size, *lb) for _, lb in setups]
+    chunks = [_chunks(w, size) for w, _ in setups]
+    batched: list[list[str]] = [[] for _ in setups]
+    for step in range(max(len(c) for c in chunks)):
+        owners = [k for k, c in enumerate(chunks) if step < len(c)]
+        items = [(streams[k], chunks[k][step], step == len(chunks[k]) - 1) for k in owners]
+        for k, tokens in zip(owners, runtime.decode(items)):
+            batched[k].extend(tokens)
+    assert batched == single
+
+
+def test_look_back_validation(runtime):
+    for bad in (-1, 65, 1.0, True, "4"):
+        with pytest.raises(ValueError, match="look_back"):
+            runtime.new_stream((0, 10, 5), bad, 0)
+        with pytest.raises(ValueError, match="look_back"):
+            runtime.new_stream((0, 10, 5), 0, bad)
 
 
 # ------------------------------------------------------------------------------------- batching

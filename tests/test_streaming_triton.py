@@ -77,11 +77,80 @@ def test_piece_size_does_not_change_results(client, two_sentences):
     assert whole == odd
 
 
+def _automodel(chunk_size=(0, 10, 5), **look_back):
+    """funasr AutoModel on the test streaming model, with the tokens of every generate_chunk recorded."""
+    from funasr import AutoModel
+
+    model = AutoModel(model=str(CACHE / "test" / "streaming"), disable_update=True, disable_pbar=True,
+                      disable_log=True)
+    emitted: list[list[str]] = []
+    generate_chunk = model.model.generate_chunk
+
+    def recording(*args, **kwargs):  # the tokens funasr emits for each chunk
+        out = generate_chunk(*args, **kwargs)
+        emitted.append(list(out))
+        return out
+    model.model.generate_chunk = recording
+
+    def run(chunks: list[np.ndarray], final: bool) -> list[str]:
+        """One online decoder over `chunks` (the last one is_final when `final`): all its tokens."""
+        cache: dict = {}
+        emitted.clear()
+        for i, chunk in enumerate(chunks):
+            model.generate(input=chunk, cache=cache, is_final=final and i == len(chunks) - 1,
+                           chunk_size=list(chunk_size), encoder_chunk_look_back=look_back.get("encoder", 0),
+                           decoder_chunk_look_back=look_back.get("decoder", 0))
+        return [t for part in emitted for t in part]
+    return run
+
+
+def _sentence_chunks(wav: np.ndarray, per_request: list[list[dict]]) -> list[list[np.ndarray]]:
+    """The chunks each sentence's online decoder saw, as the model cut them (requests of CHUNK
+    samples, then an empty END request that carries the rest as the final chunk): from the chunk
+    after the previous sentence end (the decoder starts afresh there) to the chunk whose VAD step
+    ended the sentence."""
+    n = wav.shape[0] // CHUNK
+    chunks = [wav[i * CHUNK:(i + 1) * CHUNK] for i in range(n)] + [wav[n * CHUNK:]]
+    out, first = [], 0
+    for r, events in enumerate(per_request):
+        for e in events:
+            if e["event"] == "sentence_end":
+                last = r if r < n else n  # the END request (and a short last piece) processes chunk n
+                out.append(chunks[first:last + 1])
+                first = last + 1
+    return out
+
+
 def test_online_only_and_final_only_modes(client, two_sentences):
-    online = flat(stream_all(client, two_sentences, config={"two_pass": False, "punctuation": False}))
+    """online-only sentence finals are funasr's: the online decoder's last step at a VAD sentence end
+    is its is_final step (the CIF's 0.45 tail weight can fire the sentence's last token)."""
+    sys.path.insert(0, str(ROOT / "model_repository" / "asr_decode" / "1"))
+    from asr_text import sentence_postprocess
+
+    per_request = stream_all(client, two_sentences, config={"two_pass": False, "punctuation": False})
+    online = flat(per_request)
     ends = [e for e in online if e["event"] == "sentence_end"]
     partial_last = {e["index"]: e["text"] for e in online if e["event"] == "partial"}
-    assert ends and all(e["text"] == partial_last.get(e["index"], "") for e in ends)
+    assert len(ends) == 2 and all(e["text"] == partial_last.get(e["index"], "") for e in ends)
+    run = _automodel()
+    expected = []
+    for chunks in _sentence_chunks(two_sentences, per_request):
+        tokens = run(chunks, final=True)
+        expected.append(sentence_postprocess(tokens)[0] if tokens else "")
+    assert [e["text"] for e in ends] == expected
+    for n in (1, 2):  # the deltas carry the tail too
+        deltas = "".join(e["delta"] for e in online if e["event"] == "partial" and e["index"] == n)
+        assert deltas == ends[n - 1]["text"]
+    # with FunASR's client's look-backs (4, 0) the same holds
+    per_request = stream_all(client, two_sentences, config={"two_pass": False, "punctuation": False,
+                                                            "encoder_chunk_look_back": 4})
+    ends_lb = [e for e in flat(per_request) if e["event"] == "sentence_end"]
+    run = _automodel(encoder=4)
+    expected = []
+    for chunks in _sentence_chunks(two_sentences, per_request):
+        tokens = run(chunks, final=True)
+        expected.append(sentence_postprocess(tokens)[0] if tokens else "")
+    assert [e["text"] for e in ends_lb] == expected and expected != [e["text"] for e in ends]
     finals = flat(stream_all(client, two_sentences, config={"partial": False}))
     assert not [e for e in finals if e["event"] == "partial"]
     assert [e["text"] for e in finals if e["event"] == "sentence_end"] == \
@@ -241,3 +310,14 @@ def test_config_json_round_trip():
     assert cfg.chunk_size == (0, 8, 4) and cfg.hotwords == ["阿里"] and cfg.max_sentence_silence_ms == 500
     with pytest.raises(streams_mod.StreamInputError, match="at most 1"):
         streams_mod.StreamConfig.parse(json.dumps({"hotwords": ["a", "b"]}), max_hotwords=1)
+    # defaults: FunASR's (dynamic end silence, no look-back); explicit values are kept
+    default = streams_mod.StreamConfig.parse(None, max_hotwords=5)
+    assert default.max_sentence_silence_ms is None
+    assert (default.encoder_chunk_look_back, default.decoder_chunk_look_back) == (0, 0)
+    cfg = streams_mod.StreamConfig.parse(json.dumps({"encoder_chunk_look_back": 4, "decoder_chunk_look_back": 1,
+                                                     "max_sentence_silence_ms": None}), max_hotwords=5)
+    assert (cfg.encoder_chunk_look_back, cfg.decoder_chunk_look_back, cfg.max_sentence_silence_ms) == (4, 1, None)
+    for bad in ({"encoder_chunk_look_back": -1}, {"decoder_chunk_look_back": 65}, {"encoder_chunk_look_back": True},
+                {"max_sentence_silence_ms": 50}):
+        with pytest.raises(streams_mod.StreamInputError):
+            streams_mod.StreamConfig.parse(json.dumps(bad), max_hotwords=5)

@@ -1,12 +1,19 @@
 """Streaming Paraformer (paraformer-zh-streaming) → encoder.onnx + decoder.onnx + runtime options.
 
-Uses FunASR's own export (`funasr/models/paraformer_streaming/export_meta.py`, opset 14), which
-supports encoder_chunk_look_back = decoder_chunk_look_back = 0 (each chunk's encoder attends only
-within the chunk plus its overlap frames; the decoder cross-attends only to the chunk):
+Uses FunASR's own export (`funasr/models/paraformer_streaming/export_meta.py`, opset 14) for
+encoder_chunk_look_back = decoder_chunk_look_back = 0 (each chunk's encoder attends only within the
+chunk plus its overlap frames; the decoder cross-attends only to the chunk), plus one graph of our
+own for encoder_chunk_look_back > 0 (funasr's ``SANMEncoderChunkOpt.forward_chunk`` with
+``cache["opt"]``: every layer's self-attention also attends to the keys/values it kept from the
+previous chunks):
 
   encoder.onnx  in  speech f32 [B,T,560] (LFR+CMVN feats, already × sqrt(d) + streaming position
                     encoding, overlap frames prepended), speech_lengths i32 [B]
                 out enc f32 [B,T,d], enc_len i32 [B], alphas f32 [B,T] (CIF weights)
+  encoder_lookback.onnx  the same, plus in_k_i / in_v_i f32 [B,heads,L,d/heads] (the keys/values
+                    layer i kept, L >= 0) and out_k_i / out_v_i [B,heads,T,d/heads] (this chunk's);
+                    what to keep (funasr: all but the look-ahead frames, then the last
+                    look_back * chunk_size[1]) is the runtime's business
   decoder.onnx  in  enc, enc_len, acoustic_embeds f32 [B,N,d], acoustic_embeds_len i32 [B],
                     in_cache_0..L-1 f32 [B,d,kernel-1] (causal FSMN memory of each decoder block)
                 out logits f32 [B,N,V], sample_ids i64 [B,N], out_cache_0..L-1
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 OPSET = 14  # funasr export default
 ENCODER_INPUTS = ["speech", "speech_lengths"]
 ENCODER_OUTPUTS = ["enc", "enc_len", "alphas"]
+LOOKBACK_FILE = "encoder_lookback.onnx"
 DEFAULT_CHUNK_SIZE = [0, 10, 5]  # 600 ms chunks, 300 ms look-ahead (funasr's default)
 FRONTEND_KEYS = ("fs", "window", "n_mels", "frame_length", "frame_shift", "lfr_m", "lfr_n", "dither")
 MAX_ABS_DIFF = 1e-3
@@ -122,9 +130,105 @@ def _streaming_config(auto) -> dict:
         "vocab_size": int(model.vocab_size),
         "chunk_size": list(DEFAULT_CHUNK_SIZE),
         "chunk_stride_samples_per_frame": 960,
-        "encoder_chunk_look_back": 0,
+        "encoder_chunk_look_back": 0,  # the default; encoder_lookback.onnx serves a stream's other values
         "decoder_chunk_look_back": 0,
     }
+
+
+def _lookback_encoder(model):
+    """A torch module: ``SANMEncoderChunkOpt.forward_chunk`` (after the input scaling, position
+    encoding and overlap, as encoder.onnx) + the CIF weights, with each layer's look-back
+    keys/values as explicit inputs (funasr keeps them in ``cache["encoder"]["opt"]``)."""
+    import torch
+
+    encoder, predictor = model.encoder, model.predictor
+    layers = list(encoder.encoders0) + list(encoder.encoders)
+
+    class LookBackEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(layers)
+            self.after_norm = encoder.after_norm if encoder.normalize_before else None
+            self.predictor = predictor
+
+        def forward(self, speech, speech_lengths, *caches):
+            x = speech
+            new = []
+            for i, layer in enumerate(self.layers):
+                # EncoderLayerSANM.forward_chunk + MultiHeadedAttentionSANM.forward_chunk, the
+                # cached keys/values prepended (an empty cache is funasr's first chunk)
+                attn = layer.self_attn
+                residual = x
+                h = layer.norm1(x) if layer.normalize_before else x
+                q_h, k_h, v_h, v = attn.forward_qkv(h)
+                k_all = torch.cat((caches[2 * i], k_h), dim=2)
+                v_all = torch.cat((caches[2 * i + 1], v_h), dim=2)
+                fsmn_memory = attn.forward_fsmn(v, None)
+                scores = torch.matmul(q_h * attn.d_k ** (-0.5), k_all.transpose(-2, -1))
+                out = attn.forward_attention(v_all, scores, None) + fsmn_memory
+                x = residual + out if layer.in_size == layer.size else out
+                if not layer.normalize_before:
+                    x = layer.norm1(x)
+                residual = x
+                h = layer.norm2(x) if layer.normalize_before else x
+                x = residual + layer.feed_forward(h)
+                if not layer.normalize_before:
+                    x = layer.norm2(x)
+                new += [k_h, v_h]
+            if self.after_norm is not None:
+                x = self.after_norm(x)
+            p = self.predictor
+            h = torch.relu(p.cif_conv1d(p.pad(x.transpose(1, 2)))).transpose(1, 2)
+            alphas = torch.relu(torch.sigmoid(p.cif_output(h)) * p.smooth_factor - p.noise_threshold).squeeze(-1)
+            return (x, speech_lengths, alphas, *new)
+
+    return LookBackEncoder().eval(), len(layers), int(layers[0].self_attn.h), int(layers[0].self_attn.d_k)
+
+
+def _export_lookback(module, n_layers: int, heads: int, d_k: int, feats_dim: int, path: Path) -> dict:
+    import torch
+
+    names_in = ["speech", "speech_lengths"] + [f"in_{kv}_{i}" for i in range(n_layers) for kv in "kv"]
+    names_out = list(ENCODER_OUTPUTS) + [f"out_{kv}_{i}" for i in range(n_layers) for kv in "kv"]
+    dummy = (torch.randn(2, 15, feats_dim), torch.tensor([15, 15], dtype=torch.int32),
+             *[torch.randn(2, heads, 7, d_k) for _ in range(2 * n_layers)])
+    axes = {"speech": {0: "batch", 1: "frames"}, "speech_lengths": {0: "batch"}, "enc": {0: "batch", 1: "frames"},
+            "enc_len": {0: "batch"}, "alphas": {0: "batch", 1: "frames"}}
+    axes.update({n: {0: "batch", 2: "cached"} for n in names_in[2:]})
+    axes.update({n: {0: "batch", 2: "frames"} for n in names_out[3:]})
+    with legacy_onnx_export(), torch.no_grad():
+        torch.onnx.export(module, dummy, str(path), input_names=names_in, output_names=names_out,
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+    return {"file": path.name, "inputs": names_in, "outputs": names_out, "layers": n_layers, "heads": heads,
+            "d_k": d_k}
+
+
+def _check_lookback(out_dir: Path, auto, cfg: dict, look_back: int = 2) -> float:
+    """encoder_lookback.onnx vs funasr's forward_chunk with encoder_chunk_look_back over three chunks
+    (the cache kept exactly as funasr keeps it). Returns max |diff|."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    spec = cfg["encoder_lookback"]
+    sess = ort.InferenceSession(str(out_dir / spec["file"]), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    c0, c1, c2 = DEFAULT_CHUNK_SIZE
+    t_cache = {"tail_chunk": True, "opt": None, "start_idx": 0, "chunk_size": list(DEFAULT_CHUNK_SIZE),
+               "encoder_chunk_look_back": look_back}
+    kv = [np.zeros((1, spec["heads"], 0, spec["d_k"]), np.float32) for _ in range(2 * spec["layers"])]
+    diffs = []
+    for _ in range(3):
+        x = rng.standard_normal((1, c0 + c1 + c2, cfg["feats_dim"])).astype(np.float32)
+        enc, _, alphas, *new = sess.run(spec["outputs"], {"speech": x, "speech_lengths": np.array([x.shape[1]], np.int32),
+                                                          **dict(zip(spec["inputs"][2:], kv))})
+        kv = [np.concatenate((old, part[:, :, :-c2]), axis=2)[:, :, -(look_back * c1):] for old, part in zip(kv, new)]
+        with torch.no_grad():
+            t_cache["feats"] = torch.from_numpy(x)
+            t_enc, _, _ = auto.model.encoder.forward_chunk(torch.from_numpy(x.copy()), torch.tensor([x.shape[1]]),
+                                                           cache=t_cache)
+        diffs.append(float(np.abs(enc - t_enc.numpy()).max()))
+    return max(diffs)
 
 
 def _onnx_io(path: Path) -> tuple[list[dict], list[str]]:
@@ -197,8 +301,11 @@ def export_paraformer_streaming(model_dir: Path, out_dir: Path, quantize: bool =
     auto = AutoModel(model=str(model_dir), disable_update=True, disable_pbar=True, device="cpu")
     cfg = _streaming_config(auto)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lookback_module, n_layers, heads, d_k = _lookback_encoder(auto.model)
+    cfg["encoder_lookback"] = _export_lookback(lookback_module, n_layers, heads, d_k, cfg["feats_dim"],
+                                               out_dir / LOOKBACK_FILE)
 
-    files = []
+    files = [LOOKBACK_FILE]
     with tempfile.TemporaryDirectory(prefix="paraformer_streaming_export_") as tmp:
         with legacy_onnx_export():
             auto.export(type="onnx", quantize=False, output_dir=tmp, device="cpu", opset_version=OPSET)
@@ -225,12 +332,13 @@ def export_paraformer_streaming(model_dir: Path, out_dir: Path, quantize: bool =
     if cache_shape != expected_cache:
         raise RuntimeError(f"decoder.onnx: cache shape {cache_shape}, expected {expected_cache}")
 
-    max_diff = _check_onnx(out_dir, auto, cfg, dec_input_names, dec_outputs, cache_shape)
+    max_diff = max(_check_onnx(out_dir, auto, cfg, dec_input_names, dec_outputs, cache_shape),
+                   _check_lookback(out_dir, auto, cfg))
     if max_diff > MAX_ABS_DIFF:
         raise RuntimeError(f"exported streaming Paraformer differs from PyTorch by {max_diff}")
 
     if quantize:
-        for name in ("encoder", "decoder"):
+        for name in ("encoder", "decoder", "encoder_lookback"):
             quantize_int8(out_dir / f"{name}.onnx", out_dir / f"{name}_quant.onnx")
             files.append(f"{name}_quant.onnx")
 
@@ -243,6 +351,7 @@ def export_paraformer_streaming(model_dir: Path, out_dir: Path, quantize: bool =
     (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
     files.append("tokens.json")
 
+    cfg["encoder_lookback"]["quant_file"] = "encoder_lookback_quant.onnx" if quantize else None
     cfg.update({
         "encoder": {"file": "encoder.onnx", "quant_file": "encoder_quant.onnx" if quantize else None,
                     "inputs": ENCODER_INPUTS, "outputs": ENCODER_OUTPUTS},

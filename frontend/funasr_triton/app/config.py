@@ -66,8 +66,16 @@ class StreamingSettings(BaseModel):
     chunk_size: list[int] = Field(default_factory=lambda: [0, 10, 5], min_length=3, max_length=3,
                                   description="streaming Paraformer chunk [look-back, chunk, look-ahead] in 60 ms "
                                   "frames; [0,10,5] = 600 ms")
-    max_sentence_silence_ms: int = Field(800, ge=100, le=6000,
-                                         description="silence that ends a sentence when a client gives none")
+    max_sentence_silence_ms: int | None = Field(None, ge=100, le=6000,
+                                                description="silence that ends a sentence when a client gives "
+                                                "none; unset: FunASR's streaming default, the dynamic end silence "
+                                                "(2000 ms in a sentence's first 10 s of speech, then shorter; "
+                                                "speech/noise threshold 0.5)")
+    encoder_chunk_look_back: int = Field(0, ge=0, le=64, description="streaming Paraformer encoder look-back in "
+                                         "chunks when a client gives none (FunASR's AutoModel default 0; its "
+                                         "client sends 4)")
+    decoder_chunk_look_back: int = Field(0, ge=0, le=64, description="streaming Paraformer decoder look-back in "
+                                         "chunks when a client gives none (FunASR's default and client: 0)")
     max_offline_seconds: float = Field(600.0, gt=0, description="longest audio a FunASR-protocol `offline` "
                                        "session may buffer before it is recognised as one file")
 

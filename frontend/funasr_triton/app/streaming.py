@@ -42,6 +42,8 @@ class StreamOptions(BaseModel):
     two_pass: bool = Field(True, description="re-decode each finished sentence with the offline model")
     punctuation: bool = True
     max_sentence_silence_ms: int | None = Field(None, ge=100, le=6000, description="None: the server default")
+    encoder_chunk_look_back: int | None = Field(None, ge=0, le=64, description="None: the server default")
+    decoder_chunk_look_back: int | None = Field(None, ge=0, le=64, description="None: the server default")
     chunk_size: list[int] | None = Field(None, min_length=3, max_length=3, description="None: the server default")
     hotwords: list[str] = Field(default_factory=list)
 
@@ -188,9 +190,16 @@ class StreamingService:
         config = {
             "chunk_size": chunk, "partial": options.partial, "two_pass": options.two_pass,
             "punctuation": options.punctuation,
-            "max_sentence_silence_ms": options.max_sentence_silence_ms or s.max_sentence_silence_ms,
             "hotwords": self._merge_hotwords(options.hotwords),
         }
+        silence = options.max_sentence_silence_ms or s.max_sentence_silence_ms
+        if silence is not None:  # omitted: the model's VAD uses FunASR's dynamic end silence
+            config["max_sentence_silence_ms"] = silence
+        for key in ("encoder_chunk_look_back", "decoder_chunk_look_back"):
+            value = getattr(options, key)
+            value = getattr(s, key) if value is None else value
+            if value:  # 0 is the model's default
+                config[key] = value
         return config, chunk[1] * FRAME_MS * SAMPLE_RATE // 1000
 
     @contextlib.asynccontextmanager

@@ -32,8 +32,14 @@ class FunasrConfig(BaseModel):
                                          description="[look-back, chunk, look-ahead] in 60 ms frames; "
                                                      "a list or \"5,10,5\"; omitted: the server default")
     chunk_interval: int | None = Field(None, description="the client's pacing; accepted and ignored")
-    encoder_chunk_look_back: int | None = Field(None, description="accepted and ignored")
-    decoder_chunk_look_back: int | None = Field(None, description="accepted and ignored")
+    encoder_chunk_look_back: int | None = Field(None, ge=0, le=64, description="chunks of earlier context the "
+                                                "streaming encoder attends to (FunASR's client sends 4); omitted: "
+                                                "the server default")
+    decoder_chunk_look_back: int | None = Field(None, ge=0, le=64, description="chunks of earlier encoder output "
+                                                "the streaming decoder attends to (FunASR's client sends 0); "
+                                                "omitted: the server default")
+    max_end_silence: int | None = Field(None, ge=100, le=6000, description="ms of silence that ends a sentence; "
+                                        "omitted: the server default (unset: FunASR's dynamic end silence)")
     hotwords: str | None = Field(None, description="JSON string {\"word\": weight} (weights ignored) or "
                                                    "space/comma separated words")
     hotword: str | None = Field(None, description="the Python sample server's name for hotwords")

@@ -233,7 +233,10 @@ class FunasrSession:
         two_pass = c.mode == "2pass"
         # itn is accepted for compatibility: no ITN model is served.
         options = StreamOptions(sample_rate=c.audio_fs, partial=True, two_pass=two_pass, punctuation=two_pass,
-                                chunk_size=c.chunk_size, hotwords=parse_hotwords(c.hotwords or c.hotword))
+                                chunk_size=c.chunk_size, hotwords=parse_hotwords(c.hotwords or c.hotword),
+                                max_sentence_silence_ms=c.max_end_silence,
+                                encoder_chunk_look_back=c.encoder_chunk_look_back,
+                                decoder_chunk_look_back=c.decoder_chunk_look_back)
         self.sent = {}
         async with self.ws.app.state.streaming.open(options, protocol="funasr") as stream:
             try:

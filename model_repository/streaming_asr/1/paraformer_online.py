@@ -1,7 +1,7 @@
 """Streaming Paraformer in numpy + onnxruntime: a port of funasr 1.4.16 ``ParaformerStreaming``.
 
 Parity target: ``AutoModel(model=<paraformer-zh-streaming dir>).generate(input=chunk, cache=cache,
-is_final=..., chunk_size=[0, 10, 5], encoder_chunk_look_back=0, decoder_chunk_look_back=0)`` called
+is_final=..., chunk_size=[0, 10, 5], encoder_chunk_look_back=E, decoder_chunk_look_back=D)`` called
 chunk by chunk (``funasr/models/paraformer_streaming/model.py``: ``inference`` →
 ``generate_chunk`` → ``encode_chunk`` / ``calc_predictor_chunk`` / ``cal_decoder_with_predictor_chunk``,
 with ``funasr/frontends/wav_frontend.py: WavFrontendOnline`` as the frontend). The graphs are
@@ -15,10 +15,17 @@ One step of one stream (``chunk_size = (c0, c1, c2)``, ``c1 * 960`` samples = ``
    splice cache, CMVN;
 2. feats × sqrt(d) + streaming sinusoidal position encoding (positions continue across chunks);
 3. the last ``c0 + c2`` frames of the previous step are prepended (overlap / look-ahead);
-4. encoder.onnx → ``enc`` and CIF weights ``alphas``;
+4. encoder.onnx → ``enc`` and CIF weights ``alphas``; with ``encoder_chunk_look_back`` E > 0,
+   encoder_lookback.onnx instead, whose every layer also attends to the keys/values it kept from
+   earlier steps: funasr keeps, per layer, all frames but the look-ahead (``[:-c2]``) of each step
+   appended to the cache, then the last ``E * c1`` frames;
 5. CIF (continuous integrate-and-fire) over ``alphas[c0:c0+c1]`` (all frames when final, plus a
    ``tail_threshold`` frame), carrying the unfired remainder to the next step;
-6. decoder.onnx on the fired embeddings with the carried FSMN caches; argmax → tokens.
+6. decoder.onnx on the fired embeddings with the carried FSMN caches; argmax → tokens. With
+   ``decoder_chunk_look_back`` D > 0 funasr's cross-attention also attends to the keys/values of
+   the last ``D * c1`` memory frames it saw (kept only on steps where the decoder ran); keys and
+   values are per-frame linear maps of ``enc``, so the runtime keeps those ``enc`` frames and
+   prepends them to the decoder's memory, which is the same attention.
 
 funasr behaviours reproduced on purpose (they change results):
 
@@ -144,11 +151,28 @@ def check_chunk_size(chunk_size: Sequence[int]) -> tuple[int, int, int]:
     return c0, c1, c2
 
 
+MAX_LOOK_BACK = 64  # chunks; funasr's -1 (unbounded look-back, state growing with the audio) is refused
+
+
+def check_look_back(name: str, value: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= int(value) <= MAX_LOOK_BACK:
+        raise ValueError(f"{name} must be an integer in 0..{MAX_LOOK_BACK} (chunks), got {value!r}")
+    return int(value)
+
+
 class OnlineStream:
     """All state of one audio stream (funasr's ``cache`` dict of one ``generate`` loop)."""
 
-    def __init__(self, model: "ParaformerOnline", chunk_size: tuple[int, int, int]):
+    def __init__(self, model: "ParaformerOnline", chunk_size: tuple[int, int, int], encoder_look_back: int = 0,
+                 decoder_look_back: int = 0):
         self.chunk_size = chunk_size
+        self.encoder_look_back = encoder_look_back
+        self.decoder_look_back = decoder_look_back
+        # encoder look-back: per layer the kept keys and values [heads, frames, d_k] (cache["encoder"]["opt"])
+        self.encoder_kv = [np.zeros((model.lookback_heads, 0, model.lookback_d_k), dtype=np.float32)
+                           for _ in range(2 * model.lookback_layers)] if encoder_look_back else []
+        # decoder look-back: the encoder frames whose keys/values the cross-attention keeps
+        self.decoder_memory = np.zeros((0, model.encoder_output_size), dtype=np.float32)
         self.chunk_samples = chunk_size[1] * SAMPLES_PER_FRAME
         d = model.encoder_output_size
         self.frontend = _FrontendState()
@@ -164,19 +188,20 @@ class OnlineStream:
         self.token_probs: list[float] = []  # decoder probability of every emitted token, in order
 
     def __repr__(self) -> str:
-        return (f"OnlineStream(chunk_size={list(self.chunk_size)}, steps={self.steps}, "
+        return (f"OnlineStream(chunk_size={list(self.chunk_size)}, look_back=({self.encoder_look_back}, "
+                f"{self.decoder_look_back}), steps={self.steps}, "
                 f"tokens={self.num_tokens}, finished={self.finished})")
 
 
 class _Job:
     """One funasr ``generate_chunk`` call of one stream inside a decode() call."""
 
-    __slots__ = ("item", "stream", "samples", "is_final", "tail", "speech", "enc", "alphas", "embeds")
+    __slots__ = ("item", "stream", "samples", "is_final", "tail", "speech", "enc", "alphas", "embeds", "memory")
 
     def __init__(self, item: int, stream: OnlineStream, samples: np.ndarray, is_final: bool):
         self.item, self.stream, self.samples, self.is_final = item, stream, samples, is_final
         self.tail = is_final and samples.shape[0] < SAMPLES_PER_FRAME
-        self.speech = self.enc = self.alphas = self.embeds = None
+        self.speech = self.enc = self.alphas = self.embeds = self.memory = None
 
 
 class ParaformerOnline:
@@ -233,12 +258,29 @@ class ParaformerOnline:
 
         self.encoder = session(cfg["encoder"])
         self.decoder = session(dec)
+        lookback = cfg.get("encoder_lookback")  # absent in exports older than look-back support
+        self.encoder_lookback = None
+        self.lookback_layers = self.lookback_heads = self.lookback_d_k = 0
+        lookback_file = (lookback or {}).get("quant_file" if quantized else "file")
+        if lookback_file and (model_dir / lookback_file).is_file():
+            self.encoder_lookback = session(lookback)
+            self.lookback_layers, self.lookback_heads = int(lookback["layers"]), int(lookback["heads"])
+            self.lookback_d_k = int(lookback["d_k"])
+            self.lookback_inputs, self.lookback_outputs = list(lookback["inputs"]), list(lookback["outputs"])
         self.quantized = quantized
 
     # -- streams --------------------------------------------------------------------------
 
-    def new_stream(self, chunk_size: Sequence[int] = (0, 10, 5)) -> OnlineStream:
-        return OnlineStream(self, check_chunk_size(chunk_size))
+    def new_stream(self, chunk_size: Sequence[int] = (0, 10, 5), encoder_chunk_look_back: int = 0,
+                   decoder_chunk_look_back: int = 0) -> OnlineStream:
+        """A stream; the look-backs are funasr's ``encoder_chunk_look_back`` / ``decoder_chunk_look_back``
+        (chunks of earlier context the encoder's self-attention / the decoder's cross-attention sees)."""
+        encoder_look_back = check_look_back("encoder_chunk_look_back", encoder_chunk_look_back)
+        decoder_look_back = check_look_back("decoder_chunk_look_back", decoder_chunk_look_back)
+        if encoder_look_back and self.encoder_lookback is None:
+            raise ValueError("encoder_chunk_look_back > 0 needs encoder_lookback.onnx: re-export the streaming model "
+                             "(`funasr-triton export`, stage streaming)")
+        return OnlineStream(self, check_chunk_size(chunk_size), encoder_look_back, decoder_look_back)
 
     @staticmethod
     def chunk_samples(chunk_size: Sequence[int]) -> int:
@@ -306,24 +348,43 @@ class ParaformerOnline:
         return np.stack(fired).astype(np.float32, copy=False)
 
     def _run_encoder(self, jobs: list[_Job]) -> None:
-        groups: dict[int, list[_Job]] = {}
+        # rows of one run have equal input length and (with look-back) equal cached frames: no padding
+        groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
-            groups.setdefault(job.speech.shape[0], []).append(job)
-        for length, group in groups.items():
-            speech = np.stack([job.speech for job in group])
-            lengths = np.full(len(group), length, dtype=np.int32)
-            enc, _, alphas = self.encoder.run(["enc", "enc_len", "alphas"],
-                                              {"speech": speech, "speech_lengths": lengths})
+            cached = job.stream.encoder_kv[0].shape[1] if job.stream.encoder_look_back else -1
+            groups.setdefault((job.speech.shape[0], cached), []).append(job)
+        for (length, cached), group in groups.items():
+            feed = {"speech": np.stack([job.speech for job in group]),
+                    "speech_lengths": np.full(len(group), length, dtype=np.int32)}
+            if cached < 0:
+                enc, _, alphas = self.encoder.run(["enc", "enc_len", "alphas"], feed)
+            else:
+                for k, name in enumerate(self.lookback_inputs[2:]):
+                    feed[name] = np.stack([job.stream.encoder_kv[k] for job in group])
+                enc, _, alphas, *kv = self.encoder_lookback.run(self.lookback_outputs, feed)
+                for row, job in enumerate(group):
+                    stream = job.stream
+                    c2, keep = stream.chunk_size[2], stream.encoder_look_back * stream.chunk_size[1]
+                    # funasr: cache = cat(cache, k_h[:, :, :-c2])[:, :, -(look_back * c1):]
+                    # (python slicing: c2 = 0 keeps nothing of the step, as in funasr)
+                    stream.encoder_kv = [np.ascontiguousarray(np.concatenate((old, new[row][:, :-c2]), axis=1)[:, -keep:])
+                                         for old, new in zip(stream.encoder_kv, kv)]
             for i, job in enumerate(group):
                 job.enc, job.alphas = enc[i], alphas[i]
 
     def _run_decoder(self, jobs: list[_Job], out: list[list[str]]) -> None:
         groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
-            groups.setdefault((job.embeds.shape[0], job.enc.shape[0]), []).append(job)
+            stream = job.stream
+            job.memory = job.enc
+            if stream.decoder_look_back:
+                # funasr: k_h = cat(cache, k_h); cache = k_h[-(look_back * c1):], k/v linear per frame
+                job.memory = np.concatenate((stream.decoder_memory, job.enc), axis=0)
+                stream.decoder_memory = job.memory[-(stream.decoder_look_back * stream.chunk_size[1]):]
+            groups.setdefault((job.embeds.shape[0], job.memory.shape[0]), []).append(job)
         for (n_tokens, enc_len), group in groups.items():
             feed = {
-                "enc": np.stack([job.enc for job in group]),
+                "enc": np.stack([job.memory for job in group]),
                 "enc_len": np.full(len(group), enc_len, dtype=np.int32),
                 "acoustic_embeds": np.stack([job.embeds for job in group]),
                 "acoustic_embeds_len": np.full(len(group), n_tokens, dtype=np.int32),
@@ -403,4 +464,5 @@ class ParaformerOnline:
 
 
 __all__ = ["ParaformerOnline", "OnlineStream", "OnlineFrontend", "StreamFinishedError", "check_chunk_size",
+           "check_look_back", "MAX_LOOK_BACK",
            "load_cmvn", "SAMPLES_PER_FRAME"]

@@ -4,8 +4,11 @@ No Triton in this file: model.py turns requests into `ChunkRequest`s, runs `Stre
 and supplies the offline recogniser and punctuator (BLS to `asr` and `punc`) as `Offline`.
 
 Per chunk (chunk_size[1] x 60 ms of audio), as FunASR's 2pass server does it:
-1. the streaming Paraformer decodes the chunk (batched across every stream that has a chunk);
-2. the streaming VAD marks sentence starts ([beg, -1]) and ends ([-1, end]);
+1. the streaming VAD marks sentence starts ([beg, -1]) and ends ([-1, end]);
+2. the streaming Paraformer decodes the chunk (batched across every stream that has a chunk); when
+   the VAD ended a sentence in this chunk, the chunk is the online decoder's final one (funasr's
+   ``is_final=True``: the CIF adds its 0.45 tail weight, which often fires the sentence's last
+   token), as the end of the whole stream is;
 3. while a sentence is open its online text is sent as `partial` events;
 4. at a sentence end the offline model re-decodes the sentence's audio (2-pass), punctuation is
    applied, a `sentence_end` event carries the final text, and the online decoder starts afresh.
@@ -23,7 +26,7 @@ import numpy as np
 
 from asr_text import sentence_postprocess
 from fsmn_vad import FsmnVad, OnlineVad
-from paraformer_online import ParaformerOnline
+from paraformer_online import MAX_LOOK_BACK, ParaformerOnline
 
 SAMPLES_PER_MS = 16
 MIN_SEGMENT_MS = 30  # shorter than one LFR window: nothing to re-decode
@@ -39,7 +42,9 @@ class StreamConfig:
     partial: bool = True
     two_pass: bool = True
     punctuation: bool = True
-    max_sentence_silence_ms: int = 800
+    max_sentence_silence_ms: int | None = None  # None: FunASR's dynamic end-silence schedule
+    encoder_chunk_look_back: int = 0  # FunASR's streaming Paraformer options (chunks of earlier context)
+    decoder_chunk_look_back: int = 0
     hotwords: list[str] = field(default_factory=list)
 
     @classmethod
@@ -66,9 +71,16 @@ class StreamConfig:
             config.chunk_size = tuple(chunk)
         if "max_sentence_silence_ms" in data:
             ms = data["max_sentence_silence_ms"]
-            if not isinstance(ms, int) or not 100 <= ms <= 6000:
-                raise StreamInputError("CONFIG max_sentence_silence_ms must be an integer in 100..6000")
+            if ms is not None and (not isinstance(ms, int) or isinstance(ms, bool) or not 100 <= ms <= 6000):
+                raise StreamInputError("CONFIG max_sentence_silence_ms must be an integer in 100..6000 or null "
+                                       "(FunASR's dynamic end silence)")
             config.max_sentence_silence_ms = ms
+        for key in ("encoder_chunk_look_back", "decoder_chunk_look_back"):
+            if key in data:
+                value = data[key]
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LOOK_BACK:
+                    raise StreamInputError(f"CONFIG {key} must be an integer in 0..{MAX_LOOK_BACK}")
+                setattr(config, key, value)
         if "hotwords" in data:
             words = data["hotwords"]
             if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
@@ -125,9 +137,9 @@ class Stream:
         self.corrid = corrid
         self.config = config
         self.asr = asr
-        self.vad = OnlineVad(vad, config.max_sentence_silence_ms)
         self.chunk_samples = ParaformerOnline.chunk_samples(config.chunk_size)
-        self.online = asr.new_stream(config.chunk_size) if config.partial or not config.two_pass else None
+        self.vad = OnlineVad(vad, config.max_sentence_silence_ms, chunk_ms=self.chunk_samples // SAMPLES_PER_MS)
+        self.online = self._new_online() if config.partial or not config.two_pass else None
         self.retain_samples = retain_ms * SAMPLES_PER_MS
         self.pending = np.zeros(0, dtype=np.float32)
         self.consumed = 0  # samples processed
@@ -140,6 +152,10 @@ class Stream:
         self.probs: list[float] = []  # online decoder probability of each token of the open sentence
         self.partial_text = ""
         self.last_seen = time.monotonic()
+
+    def _new_online(self):
+        c = self.config
+        return self.asr.new_stream(c.chunk_size, c.encoder_chunk_look_back, c.decoder_chunk_look_back)
 
     def take(self, wav: np.ndarray, end: bool) -> list[tuple[np.ndarray, bool]]:
         """Whole chunks of the buffered audio; at the end also the rest (maybe empty) as the final chunk."""
@@ -165,6 +181,18 @@ class Stream:
         self.partial_text = text
         events.append({"event": "partial", "index": self.index, "text": text, "delta": delta, "time_ms": time_ms})
 
+    def vad_step(self, chunk: np.ndarray, final: bool) -> tuple[list[list[int]], bool]:
+        """Run the VAD on the chunk: (its segments, whether the online decoder's step on this chunk
+        is final: the end of the stream, or a sentence end that `advance` will close)."""
+        segments = self.vad.accept(chunk, final)
+        in_sentence, closes = self.in_sentence, final
+        for beg, end in segments:
+            if beg != -1 and not in_sentence:
+                in_sentence = True
+            if end != -1 and in_sentence:
+                closes, in_sentence = True, False
+        return segments, closes
+
     def _close(self, end_ms: int) -> tuple[dict, FinalJob]:
         lo = max(self.begin_ms * SAMPLES_PER_MS - self.audio_start, 0)
         hi = max(end_ms * SAMPLES_PER_MS - self.audio_start, lo)
@@ -176,14 +204,16 @@ class Stream:
         job = FinalJob(event, self.audio[lo:hi].copy(), self.config)
         self.in_sentence = False
         self.tokens, self.probs, self.partial_text = [], [], ""
-        if self.online is not None:  # FunASR's 2pass server resets the online decoder at every sentence end
-            self.online = self.asr.new_stream(self.config.chunk_size)
+        if self.online is not None:  # its final step ran on this chunk: the next sentence starts afresh
+            self.online = self._new_online()
         drop = min(max(end_ms * SAMPLES_PER_MS - self.audio_start, 0), self.audio.shape[0])
         self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
         return event, job
 
-    def advance(self, chunk: np.ndarray, final: bool, new_tokens: list[str]) -> tuple[list[dict], list[FinalJob]]:
-        """Account one processed chunk: VAD events, partial text, finished sentences."""
+    def advance(self, chunk: np.ndarray, final: bool, new_tokens: list[str],
+                segments: list[list[int]]) -> tuple[list[dict], list[FinalJob]]:
+        """Account one processed chunk (its VAD `segments` from `vad_step`, the online decoder's
+        `new_tokens`): VAD events, partial text, finished sentences."""
         self.audio = np.concatenate((self.audio, chunk)) if self.audio.size else chunk.copy()
         self.consumed += chunk.shape[0]
         now_ms = self.consumed // SAMPLES_PER_MS
@@ -192,7 +222,7 @@ class Stream:
             self.probs.extend(self.online.token_probs[-len(new_tokens):])
         events: list[dict] = []
         jobs: list[FinalJob] = []
-        for beg, end in self.vad.accept(chunk, final):
+        for beg, end in segments:
             if beg != -1 and not self.in_sentence:
                 self.index += 1
                 self.in_sentence = True
@@ -303,8 +333,17 @@ class StreamManager:
         jobs: dict[int, list[FinalJob]] = {i: [] for i, _, _ in work}
         failed: dict[int, BaseException] = {}
         for k in range(max((len(chunks) for _, _, chunks in work), default=0)):
-            step = [(i, s, chunks[k]) for i, s, chunks in work if k < len(chunks) and i not in failed]
-            decode = [(i, s, chunk, final) for i, s, (chunk, final) in step if s.online is not None]
+            step = []
+            for i, s, chunks in work:
+                if k < len(chunks) and i not in failed:
+                    chunk, final = chunks[k]
+                    try:
+                        segments, closes = s.vad_step(chunk, final)
+                    except Exception as exc:  # noqa: BLE001
+                        failed[i] = exc
+                        continue
+                    step.append((i, s, chunk, final, segments, closes))
+            decode = [(i, s, chunk, closes) for i, s, chunk, _, _, closes in step if s.online is not None]
             try:
                 tokens = self.asr.decode([(s.online, chunk, final) for _, s, chunk, final in decode])
             except Exception as exc:  # noqa: BLE001 - a broken batch fails its requests, not the model
@@ -312,9 +351,9 @@ class StreamManager:
                     failed[i] = exc
                 continue
             new = {i: t for (i, *_), t in zip(decode, tokens)}
-            for i, s, (chunk, final) in step:
+            for i, s, chunk, final, segments, _ in step:
                 try:
-                    evs, js = s.advance(chunk, final, new.get(i, []))
+                    evs, js = s.advance(chunk, final, new.get(i, []), segments)
                 except Exception as exc:  # noqa: BLE001
                     failed[i] = exc
                     continue

@@ -1072,25 +1072,55 @@ class OnlineVad:
     """One stream of FSMN-VAD in funasr's streaming mode (``is_streaming_input=True``).
 
     ``accept(chunk, is_final)`` takes consecutive chunks of 16 kHz samples and returns what
-    funasr's ``AutoModel(fsmn-vad).generate(input=chunk, cache=cache, is_final=...)`` returns for
-    them: ``[beg, -1]`` when a sentence start is confirmed, ``[-1, end]`` when it ends (``[beg,
-    end]`` when both happen in one chunk); times in ms from the stream start. The end silence is
-    fixed per stream (``max_end_silence_ms``, no dynamic schedule), as when funasr is given
-    ``max_end_silence_time``. The ONNX session is shared with ``vad`` (thread-safe); the state is
-    this object's.
+    funasr's ``AutoModel(fsmn-vad).generate(input=chunk, cache=cache, is_final=...,
+    chunk_size=chunk_ms)`` returns for them: ``[beg, -1]`` when a sentence start is confirmed,
+    ``[-1, end]`` when it ends (``[beg, end]`` when both happen in one chunk); times in ms from the
+    stream start. The ONNX session is shared with ``vad`` (thread-safe); the state is this object's.
+
+    End silence, as in funasr's ``FsmnVADStreaming.inference``:
+
+    * ``max_end_silence_ms`` given: that fixed end silence and the model's ``speech_noise_thres``
+      (0.6 in fsmn-vad's config), as when funasr is given ``max_end_silence_time``;
+    * ``max_end_silence_ms=None`` (funasr's default, what its server uses when the client sends
+      no ``max_end_silence``): the dynamic schedule. Before every chunk, while the detector is in
+      a speech segment, ``chunk_ms`` is added to the segment's time, and the end silence comes
+      from ``vad.silence_schedule`` (2000 ms for the first 10 s, 1000 ms up to 20 s, 800 ms up to
+      30 s ... 100 ms after 60 s); ``speech_noise_thres`` is 0.5. Any chunk that returns a
+      segment (a start as well as an end) starts the count again. ``chunk_ms`` is funasr's
+      ``chunk_size`` argument: the nominal chunk length, also for a shorter final chunk.
     """
 
-    def __init__(self, vad: "FsmnVad", max_end_silence_ms: int | None = None):
+    def __init__(self, vad: "FsmnVad", max_end_silence_ms: int | None = None, chunk_ms: int = 600):
         opts = vad.vad_opts
-        if max_end_silence_ms is not None:
+        self.dynamic_silence = max_end_silence_ms is None
+        if not self.dynamic_silence:
             opts = dataclasses.replace(opts, max_end_silence_time=int(max_end_silence_ms))
+        if int(chunk_ms) <= 0:
+            raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
         self.vad = vad
+        self.chunk_ms = int(chunk_ms)
         self.detector = E2EVad(opts, float(opts.speech_noise_thres))
         self.frontend = OnlineFrontend(vad.frontend_conf, vad.cmvn)
         self.caches = [np.zeros(shape, dtype=np.float32) for shape in vad.cache_shapes]
         self.sil_ids = list(opts.sil_pdf_ids)
+        self._accumulated_ms = 0  # speech time of the current segment (dynamic schedule)
+        self._in_speech = False
+
+    def _apply_schedule(self) -> None:
+        """The dynamic end-silence step of ``FsmnVADStreaming.inference``, before one chunk."""
+        detector = self.detector
+        if detector.vad_state_machine == VadState.IN_SPEECH_SEGMENT or self._in_speech:
+            self._accumulated_ms += self.chunk_ms
+            self._in_speech = True
+        for limit_ms, silence_ms in self.vad.silence_schedule:
+            if self._accumulated_ms <= limit_ms:
+                detector.max_end_sil_frame_cnt_thresh = max(silence_ms - detector.opts.speech_to_sil_time_thres, 0)
+                detector.speech_noise_thres = DYNAMIC_SPEECH_NOISE_THRES
+                break
 
     def accept(self, chunk: np.ndarray, is_final: bool) -> list[list[int]]:
+        if self.dynamic_silence:
+            self._apply_schedule()
         feats, waveform = self.frontend.accept(np.asarray(chunk, dtype=np.float32), is_final)
         if feats.shape[0] == 0:
             return []
@@ -1098,5 +1128,8 @@ class OnlineVad:
             self.vad.output_names, {"speech": feats[None], **dict(zip(self.vad.cache_names, self.caches))})
         self.caches = outputs[1:]
         sil_scores = np.ascontiguousarray(outputs[0][0][:, self.sil_ids])
-        return self.detector.forward(sil_scores, waveform, is_final, streaming=True)
-
+        segments = self.detector.forward(sil_scores, waveform, is_final, streaming=True)
+        if segments and self.dynamic_silence:
+            self._accumulated_ms = 0
+            self._in_speech = False
+        return segments
