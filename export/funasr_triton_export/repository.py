@@ -24,6 +24,7 @@ STAGE_MODELS = {
     "punc": ["punc"],
     "speaker": ["speaker_embedding"],
     "streaming": ["streaming_asr"],
+    "itn": ["itn"],
 }
 # files of a repository model that each stage writes (default: everything under <model>/1/)
 STAGE_SUBDIRS = {("vad", "streaming_asr"): "vad", ("streaming", "streaming_asr"): "paraformer"}
@@ -56,6 +57,9 @@ def _export_stage(stage: str, src: Path, repo: Path, quantize: bool, model: str 
     elif stage == "streaming":
         from .exporters.paraformer_streaming import export_paraformer_streaming
         export_paraformer_streaming(src, repo / "streaming_asr" / "1" / "paraformer", quantize=quantize)
+    elif stage == "itn":
+        from .exporters.itn import export_itn
+        export_itn(repo / "itn" / "1")
     else:
         raise ValueError(stage)
 

@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                    help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
-    e.add_argument("--stages", default="vad,asr,punc,speaker,streaming")
+    e.add_argument("--stages", default="vad,asr,punc,speaker,streaming,itn",
+                   help="itn: the inverse-text-normalization FSTs, compiled from the installed WeTextProcessing "
+                        "(no download; the same for every --source)")
     e.add_argument("--speaker-model", choices=["campplus", "pyannote"], default="campplus",
                    help="what fills speaker_embedding: FunASR's CAM++ (cam++, ModelScope) or the WeSpeaker ResNet34 of "
                         "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "
