@@ -314,7 +314,8 @@ class FunasrSession:
         del audio
         is_wav = data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE"  # a wav file sent as "pcm"
         options = TranscribeOptions(hotwords=parse_hotwords(c.hotwords or c.hotword), punctuation=True,
-                                    timestamps=True, pcm_sample_rate=c.audio_fs if pcm and not is_wav else None)
+                                    timestamps=True, pcm_sample_rate=c.audio_fs if pcm and not is_wav else None,
+                                    itn=c.itn)
         transcript = await self.ws.app.state.service.transcribe(data, options)
         await self.send(self.offline_result(transcript))
 
