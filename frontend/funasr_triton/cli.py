@@ -1,4 +1,4 @@
-"""`funasr-triton` command line: export, triton, transcribe, verify, bench.
+"""`funasr-triton` command line: export, triton, transcribe, listen, verify, bench.
 
 Runtime commands (triton, transcribe) need neither torch nor funasr; export/verify/bench import
 them lazily from the `export` extra.
@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the full result (sentences, timestamps)")
     r.add_argument("--timeout", type=float, default=600.0)
     r.set_defaults(func=cmd_transcribe)
+
+    from .listen import add_parser as add_listen
+    add_listen(sub)
 
     v = sub.add_parser("verify", help="compare the served pipeline with FunASR AutoModel, stage by stage")
     v.add_argument("audio", nargs="+", help="audio files")
