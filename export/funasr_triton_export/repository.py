@@ -58,8 +58,8 @@ def _export_stage(stage: str, src: Path, repo: Path, quantize: bool, model: str 
         from .exporters.paraformer_streaming import export_paraformer_streaming
         export_paraformer_streaming(src, repo / "streaming_asr" / "1" / "paraformer", quantize=quantize)
     elif stage == "itn":
-        from .exporters.itn import export_itn
-        export_itn(repo / "itn" / "1")
+        from .exporters.itn import export_itn, grammar_for
+        export_itn(repo / "itn" / "1", **grammar_for(model))
     else:
         raise ValueError(stage)
 

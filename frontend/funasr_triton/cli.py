@@ -36,11 +36,14 @@ def cmd_export(args) -> int:
     request (--force re-exports)."""
     from funasr_triton_export.exporters.wespeaker import WeSpeakerExportError
     from funasr_triton_export.repository import export_repository, reusable_stages
+    from funasr_triton_export.exporters.itn import ITN_0_TO_9
     from funasr_triton_export.sources import PACKAGE_STAGES, SPEAKER_MODELS, STAGES, SourceError, resolve
     from funasr_triton_export.templates import TemplatesNotFound
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     models = {"speaker": SPEAKER_MODELS[args.speaker_model]}
+    if args.itn_enable_0_to_9:
+        models["itn"] = f"{STAGES['itn']}{ITN_0_TO_9}"
     model_dirs = _model_dirs(args.model_dir)
     requests = {}
     for stage in stages:
@@ -252,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "
                         "interpreter `make pyannote-env` builds, or $FUNASR_TRITON_PYANNOTE_PYTHON)")
     e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
+    e.add_argument("--itn-enable-0-to-9", action="store_true",
+                   help="itn stage: compile WeTextProcessing's enable_0_to_9 (三点 -> 3点, 第三名 -> 第3名), which "
+                        "also turns some idioms into digits (一心一意 -> 1心1意; README table)")
     e.add_argument("--force", action="store_true",
                    help="re-export every stage even when MANIFEST.json shows its weights exported for the same request")
     e.add_argument("--repository", default=str(DEFAULT_REPO))

@@ -20,6 +20,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PACKAGE = "WeTextProcessing"
+ITN_0_TO_9 = "+enable_0_to_9"  # model name suffix (`export --itn-enable-0-to-9`): that grammar flag on
 FST_FILES = ("zh_itn_tagger.fst", "zh_itn_verbalizer.fst")
 # Grammar flags (they are compiled into the FSTs). enable_0_to_9 stays off: with it single digits
 # become numbers (三点 → 3点, 第三名 → 第3名) but idioms break (一心一意 → 1心1意; tests/test_itn.py).
@@ -38,6 +39,11 @@ def build_normalizer(cache_dir: Path, overwrite: bool, **grammar):
     from itn.chinese.inverse_normalizer import InverseNormalizer
 
     return InverseNormalizer(cache_dir=str(cache_dir), overwrite_cache=overwrite, **{**GRAMMAR, **grammar})
+
+
+def grammar_for(model: str) -> dict:
+    """The grammar flags a stage model name asks for (wetextprocessing[+enable_0_to_9])."""
+    return {**GRAMMAR, "enable_0_to_9": model.endswith(ITN_0_TO_9)}
 
 
 def export_itn(out_dir: Path, **grammar) -> dict:
