@@ -161,7 +161,8 @@ def test_offline_pcm_and_wav_equal_the_rest_route(frontend, two_sentences, tmp_p
     wav = write_wav(tmp_path / "two.wav", two_sentences)
     with httpx.Client(base_url=frontend.base_url, timeout=120) as c:
         rest = c.post("/stream/v1/asr", params={"format": "wav", "enable_punctuation_prediction": "true",
-                                                "enable_words": "true"},
+                                                "enable_words": "true",
+                                                "enable_inverse_text_normalization": "true"},  # FunASR's itn: on
                       content=wav.read_bytes(), headers={"Content-Type": "application/octet-stream"}).json()
     assert rest["status"] == 20000000 and rest["result"]
     (pcm,), = [session(ws_url(frontend), ({"mode": "offline"}, pcm16(two_sentences)))]

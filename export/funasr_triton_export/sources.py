@@ -27,7 +27,9 @@ HF_FILES = ["pytorch_model.bin", "config.yaml"]
 SPEAKER_MODELS = {"campplus": "cam++", "pyannote": PYANNOTE}
 # repository stage -> default FunASR model name
 STAGES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc", "speaker": "cam++",
-          "streaming": "paraformer-zh-streaming"}
+          "streaming": "paraformer-zh-streaming", "itn": "wetextprocessing"}
+# stages built from an installed package, whatever the source (nothing to download)
+PACKAGE_STAGES = {"itn"}
 
 
 class SourceError(RuntimeError):
@@ -105,7 +107,9 @@ def resolve(source: str, stages: list[str], model_dirs: dict[str, Path], cache_d
     for stage in stages:
         model = models[stage]
         local = model_dirs.get(stage) or model_dirs.get(model)
-        if local is not None:
+        if stage in PACKAGE_STAGES:
+            out[stage] = package_source(stage, model)
+        elif local is not None:
             _check_local(stage, model, local)
             out[stage] = ResolvedSource(stage, Path(local), "local", model)
         elif source == "modelscope" and model == PYANNOTE:
@@ -117,6 +121,19 @@ def resolve(source: str, stages: list[str], model_dirs: dict[str, Path], cache_d
         else:
             raise SourceError(f"unknown source {source!r}: modelscope, test or test-large")
     return out
+
+
+def package_source(stage: str, model: str) -> ResolvedSource:
+    """The `itn` stage: grammars compiled from the installed WeTextProcessing (the same for every source)."""
+    from importlib import metadata
+
+    try:
+        from .exporters.itn import PACKAGE, package_dir
+        path, version = package_dir(), metadata.version(PACKAGE)
+    except (ImportError, metadata.PackageNotFoundError) as e:
+        raise SourceError("the itn stage needs WeTextProcessing and pynini: `pip install 'funasr-triton[models]'` "
+                          f"({type(e).__name__}: {e})") from e
+    return ResolvedSource(stage, path, f"pypi:{PACKAGE}=={version}", model)
 
 
 # a cached test model is rebuilt when its builder's VERSION differs from the one it was built by

@@ -1,4 +1,4 @@
-"""`funasr-triton` command line: export, triton, transcribe, verify, bench.
+"""`funasr-triton` command line: export, triton, transcribe, listen, verify, bench.
 
 Runtime commands (triton, transcribe) need neither torch nor funasr; export/verify/bench import
 them lazily from the `export` extra.
@@ -36,11 +36,14 @@ def cmd_export(args) -> int:
     request (--force re-exports)."""
     from funasr_triton_export.exporters.wespeaker import WeSpeakerExportError
     from funasr_triton_export.repository import export_repository, reusable_stages
-    from funasr_triton_export.sources import SPEAKER_MODELS, STAGES, SourceError, resolve
+    from funasr_triton_export.exporters.itn import ITN_0_TO_9
+    from funasr_triton_export.sources import PACKAGE_STAGES, SPEAKER_MODELS, STAGES, SourceError, resolve
     from funasr_triton_export.templates import TemplatesNotFound
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     models = {"speaker": SPEAKER_MODELS[args.speaker_model]}
+    if args.itn_enable_0_to_9:
+        models["itn"] = f"{STAGES['itn']}{ITN_0_TO_9}"
     model_dirs = _model_dirs(args.model_dir)
     requests = {}
     for stage in stages:
@@ -48,6 +51,8 @@ def cmd_export(args) -> int:
         local = model_dirs.get(stage) or model_dirs.get(model)
         requests[stage] = {"source": args.source, "model": model, "model_dir": str(local.resolve()) if local else None,
                            "quantize": args.quantize}
+        if stage in PACKAGE_STAGES:  # built from an installed package: the same whatever the source
+            requests[stage] = {"source": "package", "model": model, "model_dir": None, "quantize": False}
     reused = [] if args.force else reusable_stages(Path(args.repository), requests)
     if reused:
         print(f"reusing the exported weights of {', '.join(reused)} (MANIFEST.json; --force re-exports)",
@@ -242,12 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                    help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
-    e.add_argument("--stages", default="vad,asr,punc,speaker,streaming")
+    e.add_argument("--stages", default="vad,asr,punc,speaker,streaming,itn",
+                   help="itn: the inverse-text-normalization FSTs, compiled from the installed WeTextProcessing "
+                        "(no download; the same for every --source)")
     e.add_argument("--speaker-model", choices=["campplus", "pyannote"], default="campplus",
                    help="what fills speaker_embedding: FunASR's CAM++ (cam++, ModelScope) or the WeSpeaker ResNet34 of "
                         "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "
                         "interpreter `make pyannote-env` builds, or $FUNASR_TRITON_PYANNOTE_PYTHON)")
     e.add_argument("--quantize", action="store_true", help="also write int8 ONNX (model_quant.onnx) for the CPU")
+    e.add_argument("--itn-enable-0-to-9", action="store_true",
+                   help="itn stage: compile WeTextProcessing's enable_0_to_9 (三点 -> 3点, 第三名 -> 第3名), which "
+                        "also turns some idioms into digits (一心一意 -> 1心1意; README table)")
     e.add_argument("--force", action="store_true",
                    help="re-export every stage even when MANIFEST.json shows its weights exported for the same request")
     e.add_argument("--repository", default=str(DEFAULT_REPO))
@@ -287,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the full result (sentences, timestamps)")
     r.add_argument("--timeout", type=float, default=600.0)
     r.set_defaults(func=cmd_transcribe)
+
+    from .listen import add_parser as add_listen
+    add_listen(sub)
 
     v = sub.add_parser("verify", help="compare the served pipeline with FunASR AutoModel, stage by stage")
     v.add_argument("audio", nargs="+", help="audio files")

@@ -20,11 +20,15 @@ class TranscribeOptions(BaseModel):
     num_speakers: int | None = Field(None, ge=1)
     min_speakers: int | None = Field(None, ge=1)
     max_speakers: int | None = Field(None, ge=1)
+    # inverse text normalization per sentence after punctuation (the `itn` model: 三点一四 -> 3.14)
+    itn: bool = False
 
     def job_config(self) -> dict:
         """The `transcribe` model's CONFIG (the model applies its own speaker-count defaults)."""
         config = {"hotwords": [w for w in self.hotwords if w.strip()], "punctuation": self.punctuation,
                   "timestamps": self.timestamps, "diarize": self.diarize}
+        if self.itn:  # sent only when asked: off is the model's default
+            config["itn"] = True
         if self.diarize:
             config.update({k: v for k, v in (("num_speakers", self.num_speakers), ("min_speakers", self.min_speakers),
                                              ("max_speakers", self.max_speakers)) if v is not None})

@@ -27,7 +27,7 @@ PIPELINE = "pipeline"
 TRANSCRIBE = "transcribe"
 STREAMING = "streaming_asr"
 REQUIRED_MODELS = ("pipeline", "transcribe", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc",
-                   "streaming_asr", "speaker_embedding")
+                   "streaming_asr", "speaker_embedding", "itn")
 __all__ = ["TranscribeOptions", "TritonAsrClient", "AsyncTritonAsrClient", "AsrJob", "map_error"]
 
 
@@ -44,6 +44,8 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
     flags = [("ENABLE_PUNC", options.punctuation), ("ENABLE_TIMESTAMPS", options.timestamps)]
     if options.diarize:
         flags.append(("ENABLE_DIARIZATION", True))
+    if options.itn:
+        flags.append(("ENABLE_ITN", True))
     for name, value in flags:
         flag = np.array([[value]], dtype=bool)
         inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
@@ -166,6 +168,13 @@ class TritonAsrClient:
     def punctuate(self, text: str) -> str:
         out = self._infer("punc", {"TEXT": np.array([text.encode("utf-8")], dtype=object)}, ["PUNC_TEXT"])
         return _str(out["PUNC_TEXT"].reshape(-1)[0])
+
+    def normalize(self, texts: list[str]) -> list[str]:
+        """Inverse text normalization of each text (the `itn` model; one batch)."""
+        if not texts:
+            return []
+        out = self._infer("itn", {"TEXT": np.array([[t.encode("utf-8")] for t in texts], dtype=object)}, ["TEXT"])
+        return [_str(t) for t in out["TEXT"].reshape(-1)]
 
     def speaker_embedding(self, samples: np.ndarray) -> np.ndarray:
         out = self._infer("speaker_embedding", {"WAV": np.asarray(samples, dtype=np.float32)[None]}, ["EMBEDDING"])

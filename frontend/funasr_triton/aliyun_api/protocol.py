@@ -35,7 +35,8 @@ class NlsAsrQuery(BaseModel):
                                                  "omitted: pcm unless the bytes carry a known container header")
     sample_rate: int = Field(16000, description="16000 or 8000; the rate of raw pcm")
     enable_punctuation_prediction: bool = False
-    enable_inverse_text_normalization: bool = Field(False, description="accepted; no ITN model is served yet")
+    enable_inverse_text_normalization: bool = Field(False, description="spelled-out numbers as digits (三点一四 -> "
+                                                    "3.14), per sentence after punctuation (the `itn` model)")
     enable_voice_detection: bool = Field(False, description="accepted; VAD always segments the audio")
     disfluency: bool = Field(False, description="accepted; no disfluency filter is served")
     vocabulary_id: str | None = Field(None, description="inline hotwords as funasr-api: \"词 20 词 15\"")

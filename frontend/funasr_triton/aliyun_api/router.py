@@ -146,8 +146,8 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
     service = request.app.state.service
     fmt = check_format(query.format)
     sample_rate = check_sample_rate(query.sample_rate)
-    # enable_inverse_text_normalization, enable_voice_detection and disfluency are accepted for compatibility:
-    # no ITN or disfluency model is served yet, and VAD always segments the audio.
+    # enable_voice_detection and disfluency are accepted for compatibility: no disfluency model is served,
+    # and VAD always segments the audio.
     hotwords = parse_hotwords(query.vocabulary_id)
     if query.audio_address:
         audio = await service.fetch(query.audio_address)
@@ -161,7 +161,8 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
         options = TranscribeOptions(hotwords=hotwords, punctuation=query.enable_punctuation_prediction,
                                     timestamps=words, pcm_sample_rate=pcm_rate(fmt, sample_rate, audio.head()),
                                     diarize=query.enable_speaker_diarization, num_speakers=query.speaker_count,
-                                    min_speakers=query.min_speakers, max_speakers=query.max_speakers)
+                                    min_speakers=query.min_speakers, max_speakers=query.max_speakers,
+                                    itn=query.enable_inverse_text_normalization)
         transcript = await service.transcribe(audio, options)
     body = to_response(task_id, transcript, words, int((time.perf_counter() - t0) * 1000))
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers={"task_id": task_id})

@@ -80,6 +80,11 @@ class StreamingSettings(BaseModel):
                                        "session may buffer before it is recognised as one file")
 
 
+class ItnSettings(BaseModel):
+    default: bool = Field(False, description="inverse text normalization (三点一四 -> 3.14) for OpenAI requests "
+                          "that do not send the `itn` field")
+
+
 class AuthSettings(BaseModel):
     api_keys: list[SecretStr] = Field(default_factory=list, description='JSON list, e.g. ["k1","k2"]. None = open; '
                                       "set = required on every API route (/health, /ready, /metrics stay open for probes)")
@@ -106,4 +111,5 @@ class Settings(BaseSettings):
     diarization: DiarizationSettings = DiarizationSettings()
     streaming: StreamingSettings = StreamingSettings()
     auth: AuthSettings = AuthSettings()
+    itn: ItnSettings = ItnSettings()
     models: ModelSettings = ModelSettings()

@@ -231,7 +231,7 @@ class FunasrSession:
             raise AsrError(f"audio_fs {c.audio_fs} is not supported in {c.mode} mode; use 16000 or 8000", 400,
                            "unsupported_sample_rate", "audio_fs")
         two_pass = c.mode == "2pass"
-        # itn is accepted for compatibility: no ITN model is served.
+        # itn is accepted: streaming_asr does not apply the `itn` model to its finals yet (offline mode does).
         options = StreamOptions(sample_rate=c.audio_fs, partial=True, two_pass=two_pass, punctuation=two_pass,
                                 chunk_size=c.chunk_size, hotwords=parse_hotwords(c.hotwords or c.hotword),
                                 max_sentence_silence_ms=c.max_end_silence,
@@ -317,7 +317,8 @@ class FunasrSession:
         del audio
         is_wav = data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE"  # a wav file sent as "pcm"
         options = TranscribeOptions(hotwords=parse_hotwords(c.hotwords or c.hotword), punctuation=True,
-                                    timestamps=True, pcm_sample_rate=c.audio_fs if pcm and not is_wav else None)
+                                    timestamps=True, pcm_sample_rate=c.audio_fs if pcm and not is_wav else None,
+                                    itn=c.itn)
         transcript = await self.ws.app.state.service.transcribe(data, options)
         await self.send(self.offline_result(transcript))
 

@@ -72,6 +72,8 @@ class TranscriptionRequest(BaseModel):
     num_speakers: int | None = Field(None, ge=1, le=32)
     min_speakers: int | None = Field(None, ge=1, le=32)
     max_speakers: int | None = Field(None, ge=1, le=32)
+    # extension: inverse text normalization (三点一四 -> 3.14); None = settings.itn.default
+    itn: bool | None = None
 
     @field_validator("language")
     @classmethod

@@ -435,7 +435,8 @@ async def create_transcription(request: Request) -> Response:
             num_speakers = len(req.known_speaker_names)
         options = TranscribeOptions(hotwords=_hotwords(req, request.app.state.settings.limits.max_hotword_chars),
                                     punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
-                                    min_speakers=req.min_speakers, max_speakers=req.max_speakers)
+                                    min_speakers=req.min_speakers, max_speakers=req.max_speakers,
+                                    itn=request.app.state.settings.itn.default if req.itn is None else req.itn)
         if req.stream:
             return await _stream(request, service.events(audio, options), req, audio)
         transcript = await _with_cancellation(request, service.transcribe(audio, options))

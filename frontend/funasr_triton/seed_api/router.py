@@ -101,7 +101,9 @@ def _count(fields: dict[str, str], name: str) -> int | None:
                                 "hotwords": {"type": "string", "description": "optional: \"词 20 词 15\""},
                                 "num_speakers": {"type": "integer", "description": "optional: exact speaker count"},
                                 "min_speakers": {"type": "integer"}, "max_speakers": {"type": "integer"},
-                                "enable_speaker_diarization": {"type": "boolean", "default": True}}}}}}})
+                                "enable_speaker_diarization": {"type": "boolean", "default": True},
+                                "itn": {"type": "boolean", "default": False,
+                                        "description": "inverse text normalization (三点一四 -> 3.14)"}}}}}}})
 async def transcribe_call(request: Request) -> Response:
     authorize(request)
     service = request.app.state.service
@@ -111,6 +113,7 @@ async def transcribe_call(request: Request) -> Response:
             raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
         counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
         diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
+        itn = fields.get("itn", "false").strip().lower() in ("true", "1", "yes")
         transcript = await service.transcribe(audio, TranscribeOptions(
-            hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, **counts))
+            hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, itn=itn, **counts))
     return JSONResponse(to_response(transcript).model_dump(mode="json"))

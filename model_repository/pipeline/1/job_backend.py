@@ -1,4 +1,4 @@
-"""What `pipeline` and `transcribe` share around LongFileJob: the BLS backend, the VAD and the limits.
+"""What `pipeline` and `transcribe` share around LongFileJob: the BLS backend (asr, punc, speaker_embedding, itn), the VAD and the limits.
 
 The VAD runs inside the job's model (its state follows the recording); its weights are the `vad`
 model's own files (`<repository>/vad/1`), read once at load time, so the repository holds them once.
@@ -66,4 +66,18 @@ async def _embed(window: np.ndarray) -> np.ndarray:
     return out["EMBEDDING"].reshape(-1)
 
 
-BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed)
+ITN_BATCH = 64  # the itn model's max_batch_size
+
+
+async def _itn(texts: list[str]) -> list[str]:
+    """Inverse text normalization of each text (the `itn` model, one batched request per 64 texts)."""
+    out: list[str] = []
+    for i in range(0, len(texts), ITN_BATCH):
+        part = texts[i:i + ITN_BATCH]
+        array = np.array([[t.encode("utf-8")] for t in part], dtype=object)
+        res = await call("itn", [pb_utils.Tensor("TEXT", array)], ["TEXT"])
+        out.extend(strings(res["TEXT"]))
+    return out
+
+
+BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed, itn=_itn)

@@ -28,7 +28,7 @@ import numpy as np
 from diarize import SAMPLES_PER_MS, speech_windows, window_samples, word_speakers
 from diarize_cluster import cluster_speakers, validate_speaker_options
 from fsmn_vad import OfflineVadStream
-from sentences import assemble, join_words, word_stamps
+from sentences import assemble, itn_sentence, join_words, split_sentences, word_stamps
 
 _TAG = re.compile(r"<\|[^|]*\|>")
 
@@ -60,6 +60,7 @@ class JobOptions:
     num_speakers: int | None = None
     min_speakers: int = 1
     max_speakers: int = 8
+    itn: bool = False
 
     @classmethod
     def parse(cls, raw: dict, default_max_speakers: int, max_hotwords: int) -> "JobOptions":
@@ -77,7 +78,7 @@ class JobOptions:
         if len(hot) > max_hotwords:
             raise JobInputError(f"{len(hot)} hotwords; at most {max_hotwords}")
         flags = {}
-        for name, default in (("punctuation", True), ("timestamps", True), ("diarize", False)):
+        for name, default in (("punctuation", True), ("timestamps", True), ("diarize", False), ("itn", False)):
             value = raw.get(name, default)
             if not isinstance(value, bool):
                 raise JobInputError(f"CONFIG.{name} must be true or false")
@@ -113,10 +114,13 @@ class Backend:
     recognize: Callable[[np.ndarray, tuple[str, ...]], Awaitable[dict]]  # -> {text, words, timestamps (segment ms)}
     punctuate: Callable[[str, str, bool], Awaitable[dict]]  # (piece, state, final) -> {text, words, marks, state}
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one 1.5 s window -> embedding
+    itn: Callable[[list[str]], Awaitable[list[str]]] | None = None  # texts -> the same texts, ITN'd
 
 
 class LongFileJob:
     def __init__(self, vad, options: JobOptions, backend: Backend, limits: JobLimits = JobLimits()):
+        if options.itn and backend.itn is None:
+            raise JobInputError("inverse text normalization was asked for, but this server has no itn model")
         self.options = options
         self.backend = backend
         self.limits = limits
@@ -139,6 +143,9 @@ class LongFileJob:
         self._punc_state = ""
         self._punc_started = False
         self._joined_last = ""  # last character of the text joined so far (segment separators)
+        self._itn_rest = ""  # with ITN: committed text of the sentence not finished yet
+        self._itn_text: list[str] = []  # with ITN: the ITN'd sentences streamed so far (= result text)
+        self._itn_cache: dict[str, str] = {}
         self.recognized_ms = 0
         self.error: BaseException | None = None
         self.result: dict | None = None
@@ -234,6 +241,8 @@ class LongFileJob:
                 self._changed.set()
             if self.options.punctuation and self._punc_started:
                 await self._punctuate("", final=True)
+            if self.options.itn:
+                await self._commit_text("", final=True)
             self.result = await self._assemble()
             self._events.append({"type": "result", "result": self.result})
         except asyncio.CancelledError:
@@ -265,7 +274,7 @@ class LongFileJob:
         else:
             piece = self._piece(join_words(item["words"]))
             if piece:
-                self._events.append({"type": "text", "text": piece})
+                await self._commit_text(piece, final=True)  # without punctuation a segment is a sentence
 
     async def _punctuate(self, piece: str, final: bool) -> None:
         self._punc_started = True
@@ -275,7 +284,33 @@ class LongFileJob:
         self._punc["words"].extend(out["words"])
         self._punc["marks"].extend(out["marks"])
         if out["text"]:
-            self._events.append({"type": "text", "text": out["text"]})
+            await self._commit_text(out["text"], final=False)
+
+    async def _commit_text(self, text: str, final: bool) -> None:
+        """The next committed piece of the final text becomes `text` events: as it is without ITN;
+        with ITN, each sentence once it is finished (a sentence-final mark, or `final`), ITN'd."""
+        if not self.options.itn:
+            if text:
+                self._events.append({"type": "text", "text": text})
+            return
+        self._itn_rest += text
+        if final:
+            done, self._itn_rest = ([self._itn_rest] if self._itn_rest else []), ""
+        else:
+            done, self._itn_rest = split_sentences(self._itn_rest)
+        for out in await self._normalize(done):
+            self._itn_text.append(out)
+            if out:
+                self._events.append({"type": "text", "text": out})
+
+    async def _normalize(self, texts: list[str]) -> list[str]:
+        todo = sorted({t for t in texts if t.strip() and t not in self._itn_cache})
+        if todo:
+            if self.backend.itn is None:
+                raise JobInputError("inverse text normalization was asked for, but this server has no itn model")
+            for t, out in zip(todo, await self.backend.itn(todo)):
+                self._itn_cache[t] = out
+        return [self._itn_cache.get(t, t) for t in texts]
 
     async def _assemble(self) -> dict:
         asr = self._asr
@@ -296,6 +331,12 @@ class LongFileJob:
                 speakers = word_speakers(stamps, self._windows, labels)
         result = assemble(asr, punc, duration_ms=self.received // SAMPLES_PER_MS,
                           with_timestamps=self.options.timestamps, speakers=speakers)
+        if self.options.itn:
+            # per sentence (the units the text events carried); words realigned (sentences.itn_sentence)
+            sents = result["sentences"]
+            result["sentences"] = [itn_sentence(s, out) for s, out in
+                                   zip(sents, await self._normalize([s["text"] for s in sents]))]
+            result["text"] = "".join(self._itn_text)
         result["raw_text"] = " ".join(a["text"] for a in asr if a["text"])
         result["hotwords"] = list(self.options.hotwords)
         return result

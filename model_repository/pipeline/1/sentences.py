@@ -94,3 +94,105 @@ def assemble(asr: list[dict], punc: dict | None, duration_ms: int, with_timestam
     if speakers is not None:
         result["num_speakers"] = len(set(speakers))
     return result
+
+
+def split_sentences(text: str) -> tuple[list[str], str]:
+    """Cut text after each sentence-final mark: (finished sentences, the unfinished rest). Whitespace
+    after a mark goes with the next sentence, so the parts concatenate to `text` exactly."""
+    done, start = [], 0
+    for i, ch in enumerate(text):
+        if ch in SENTENCE_END and (i + 1 == len(text) or text[i + 1] not in SENTENCE_END):
+            done.append(text[start:i + 1])
+            start = i + 1
+    return done, text[start:]
+
+
+def _word_spans(words: list[str], text: str) -> list[list[int]] | None:
+    """[start, end) of each word in text: a word's span runs from its first character (the first
+    word's from 0) to the next word's first character, so its marks and spaces go with it and the
+    spans tile the text. None when the words are not found in order (then ITN keeps no word timing)."""
+    starts, pos = [], 0
+    for w in words:
+        at = text.find(w, pos) if w else pos
+        if at < 0:
+            return None
+        starts.append(at)
+        pos = at + len(w)
+    if not starts:
+        return []
+    starts[0] = 0
+    return [[s, e] for s, e in zip(starts, starts[1:] + [len(text)])]
+
+
+def itn_sentence(sentence: dict, new_text: str) -> dict:
+    """The sentence with its text replaced by its ITN'd form, words and word timestamps realigned.
+
+    The text and new_text are aligned by a character diff (difflib). Words the diff leaves untouched
+    keep their text and timestamps; each run of consecutive words a change touches (三 点 一 四 → 3.14)
+    becomes one word, whose text is what the run became (without the punctuation that followed it)
+    and whose timestamps span the run's first start to its last end. start_ms/end_ms stay as they are.
+    """
+    import difflib
+
+    old = sentence["text"]
+    out = dict(sentence, text=new_text)
+    if new_text == old or "words" not in sentence:
+        return out
+    words, stamps = sentence["words"], sentence["timestamps"]
+    spans = _word_spans(words, old)
+    if not spans:
+        out["words"] = [new_text.strip()] if new_text.strip() else []
+        out["timestamps"] = [[sentence["start_ms"], sentence["end_ms"]]] if out["words"] else []
+        return out
+    ops = difflib.SequenceMatcher(None, old, new_text, autojunk=False).get_opcodes()
+    changed = [False] * len(words)
+
+    def word_at(p: int) -> int:
+        for k, (s, e) in enumerate(spans):
+            if s <= p < e:
+                return k
+        return len(spans) - 1
+
+    for tag, i1, i2, _, _ in ops:
+        if tag == "equal":
+            continue
+        if i1 == i2:  # an insertion touches the words on both sides of it
+            for p in (i1 - 1, i1):
+                if 0 <= p < len(old):
+                    changed[word_at(p)] = True
+        else:
+            for k in range(word_at(i1), word_at(i2 - 1) + 1):
+                changed[k] = True
+
+    def mapped(p: int) -> int:
+        """Position p of the old text in the new one (p is never inside a changed stretch)."""
+        if p >= len(old):
+            return len(new_text)
+        for tag, i1, i2, j1, _ in ops:
+            if i1 <= p < i2:
+                return j1 + (p - i1) if tag == "equal" else j1
+        return len(new_text)
+
+    new_words, new_stamps = [], []
+    k = 0
+    while k < len(words):
+        if not changed[k]:
+            new_words.append(words[k])
+            new_stamps.append(list(stamps[k]))
+            k += 1
+            continue
+        end = k
+        while end + 1 < len(words) and changed[end + 1]:
+            end += 1
+        piece = new_text[mapped(spans[k][0]):mapped(spans[end][1])]
+        # the characters that followed the last word (its marks and spaces) are not part of the word
+        tail = old[spans[end][0] + len(words[end]):spans[end][1]]
+        if tail and piece.endswith(tail):
+            piece = piece[:-len(tail)]
+        piece = piece.strip()
+        if piece:
+            new_words.append(piece)
+            new_stamps.append([stamps[k][0], stamps[end][1]])
+        k = end + 1
+    out["words"], out["timestamps"] = new_words, new_stamps
+    return out
