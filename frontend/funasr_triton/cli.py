@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model-dir", action="append", default=[], metavar="STAGE=DIR", help="override a stage's source dir")
     v.add_argument("--hotwords", default="阿里巴巴 达摩院", help="hotwords for the biased comparison")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--pipeline", action="store_true",
+                   help="compare the whole served result (VAD + ASR + punctuation, text and timestamps) with "
+                        "AutoModel(model=asr, vad_model=vad, punc_model=punc) instead of stage by stage")
     v.set_defaults(func=cmd_verify)
 
     b = sub.add_parser("bench", help="throughput/RTF of the served pipeline and real-time streaming latency vs "
