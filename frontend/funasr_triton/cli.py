@@ -331,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--skip-overlap", action="store_true", help="do not score overlapped reference speech")
     d.add_argument("--json", action="store_true", help="print per-file and corpus scores as JSON")
     d.add_argument("--timeout", type=float, default=600.0)
+    d.add_argument("--compare-backends", action="store_true",
+                   help="score the served clustering and FunASR's cluster backend side by side on the same "
+                        "embeddings (oracle speech; needs funasr)")
+    d.add_argument("--embeddings", choices=["served", "resemblyzer"], default="served",
+                   help="embedding source for --compare-backends: the served speaker model, or resemblyzer's "
+                        "trained d-vector encoder")
     d.set_defaults(func=cmd_eval_diarization)
     return p
 
