@@ -173,6 +173,12 @@ def test_models_list_and_retrieve(oai):
     with pytest.raises(openai.NotFoundError) as e:
         oai.models.retrieve("no-such-model")
     assert error_of(e.value)["code"] == "model_not_found"
+    # only the served model and the OpenAI names clients send are listed: no other model's name
+    assert set(ids) == {"paraformer-zh", "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+                        "gpt-4o-transcribe-diarize"}
+    with pytest.raises(openai.NotFoundError) as e:
+        oai.models.retrieve("sensevoice")
+    assert error_of(e.value)["code"] == "model_not_found"
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -220,6 +226,9 @@ BAD_SDK = {
     "bad response_format": (dict(response_format="xml"), 400, "response_format"),
     "bad temperature": (dict(temperature=1.5), 400, "temperature"),
     "unknown model": (dict(model="whisper-2"), 404, "model"),
+    # names of models this service does not serve are not silently answered by Paraformer
+    "sensevoice is not served": (dict(model="sensevoice"), 404, "model"),
+    "sensevoice-small is not served": (dict(model="iic/SenseVoiceSmall"), 404, "model"),
     "bad language": (dict(language="fr"), 400, "language"),
     "too many hotwords": (dict(prompt=" ".join(f"词{i}" for i in range(60))), 400, "hotwords"),
     "hotword too long": (dict(extra_body={"hotwords": "很" * 40}), 400, "hotwords"),

@@ -4,6 +4,14 @@ For every audio file: VAD segments (±10 ms), Paraformer text/words/character ti
 served VAD segment without and with hotwords (identical), punctuation of the joined text
 (identical), CAM++ embedding per segment (cosine ≥ 0.999), and the full pipeline once.
 Exits 1 on any disagreement.
+
+`--pipeline` compares instead the whole served result (the `pipeline` model: VAD + ASR + punctuation)
+with one AutoModel(model=asr, vad_model=vad, punc_model=punc) on the same weights: the punctuated text
+and every token's timestamp (±one CIF frame at a float near-tie). AutoModel drops the whole file's text
+when one VAD segment yields no tokens (noise, a cough); the served pipeline keeps the other segments.
+For such a file the reference is AutoModel's own stages over AutoModel's own VAD segments (its VAD,
+its ASR per segment, FunASR's text joining, its punctuation), which is what AutoModel says for every
+file with no empty segment; the file is counted under `blanked` and not failed.
 """
 from __future__ import annotations
 
@@ -165,6 +173,84 @@ def verify_file(path: str, samples: np.ndarray, client, models: dict, hotwords: 
                  f"{path}: pipeline {result['text'][:40]!r} vs stages {got_p[:40]!r}")
 
 
+@dataclass
+class PipelineReport(StageReport):
+    blanked: list[str] = field(default_factory=list)  # files AutoModel blanked (a segment without tokens)
+
+
+def _flat_timestamps(result: dict) -> list[list[int]]:
+    return [list(t) for s in result.get("sentences", []) for t in s.get("timestamps", [])]
+
+
+def pipeline_reference(samples: np.ndarray, auto, stages: dict) -> tuple[dict, bool]:
+    """(AutoModel's VAD+ASR+punctuation result, whether it blanked the file and the reference was
+    rebuilt from its stages). Each segment is decoded alone on the CPU (AutoModel's batch_size is 0
+    there), as the served graph decodes any segment, alone or batched."""
+    from funasr.auto.auto_model import _join_vad_texts
+
+    out = auto.generate(input=samples)
+    ref = out[0] if out else {"text": "", "timestamp": []}
+    vad = stages["vad"].generate(input=samples)[0]["value"]
+    if ref["text"] or not vad:
+        return {"text": ref["text"], "timestamp": [list(t) for t in ref.get("timestamp", [])]}, False
+    texts, stamps = [], []
+    for beg, end in vad:
+        r = asr_reference(stages["asr"], samples[beg * 16: end * 16])
+        texts.append(r["text"])
+        stamps += [[a + beg, b + beg] for a, b in r.get("timestamp", [])]
+    if all(texts):
+        return {"text": "", "timestamp": []}, False  # blank for another reason: a real disagreement
+    joined = _join_vad_texts(texts)
+    text = stages["punc"].generate(input=joined)[0]["text"] if joined else ""
+    return {"text": text, "timestamp": stamps}, True
+
+
+def verify_pipeline_file(path: str, samples: np.ndarray, client, auto, stages: dict, report: PipelineReport) -> None:
+    from funasr_triton.contract import TranscribeOptions
+
+    got = client.transcribe(samples, TranscribeOptions(punctuation=True))
+    ref, blanked = pipeline_reference(samples, auto, stages)
+    if blanked:
+        report.blanked.append(path)
+    got_ts = _flat_timestamps(got)
+    report.check(got["text"] == ref["text"], f"{path}: text {got['text'][:60]!r} vs AutoModel {ref['text'][:60]!r}")
+    same = len(got_ts) == len(ref["timestamp"])
+    worst = 0
+    for a, b in zip(got_ts, ref["timestamp"]) if same else ():
+        for x, y in zip(a, b):
+            worst = max(worst, abs(x - y))
+            report.ties += 0 < abs(x - y) <= CIF_FRAME_MS
+    report.worst = max(report.worst or 0, worst if same else float("inf"))
+    report.check(same and worst <= CIF_FRAME_MS,
+                 f"{path}: {len(got_ts)} token timestamps (worst {worst} ms) vs AutoModel {len(ref['timestamp'])}")
+
+
+def main_pipeline(args, dirs: dict[str, Path], client) -> int:
+    from funasr import AutoModel
+    from funasr_triton.audio import decode
+
+    auto = AutoModel(model=str(dirs["asr"]), vad_model=str(dirs["vad"]), punc_model=str(dirs["punc"]),
+                     disable_update=True, device="cpu", disable_pbar=True, disable_log=True)
+    stages = {k: _automodel(dirs[k]) for k in ("vad", "asr", "punc")}
+    _silence_funasr()
+    report = PipelineReport("pipeline")
+    files = 0
+    for path in args.audio:
+        verify_pipeline_file(path, decode(Path(path).read_bytes()), client, auto, stages, report)
+        files += 1
+    if args.json:
+        print(json.dumps({"pipeline": {"files": files, "checks": report.checks, "failures": report.failures,
+                                       "worst_ms": report.worst, "ties": report.ties, "blanked": report.blanked}},
+                         ensure_ascii=False))
+    else:
+        print(f"pipeline: {files} files, {report.checks} checks, {len(report.failures)} failed, "
+              f"worst timestamp error {report.worst} ms ({report.ties} one-frame near-ties), "
+              f"{len(report.blanked)} files blanked by AutoModel (compared with its stages)")
+        for f in report.failures[:10]:
+            print(f"  pipeline MISMATCH {f}")
+    return 1 if report.failures else 0
+
+
 def print_table(reports: dict[str, StageReport], out=sys.stdout) -> None:
     out.write(f"{'stage':<14}{'checks':>8}{'failed':>8}  worst\n")
     for r in reports.values():
@@ -189,6 +275,12 @@ def main(args) -> int:
         k, _, p = v.partition("=")
         overrides[k] = Path(p)
     dirs = _source_dirs(Path(args.repository), overrides)
+    if getattr(args, "pipeline", False):
+        client = TritonAsrClient(args.url)
+        try:
+            return main_pipeline(args, dirs, client)
+        finally:
+            client.close()
     pyannote = _speaker_model(Path(args.repository)) == "pyannote"
     models = {stage: PyannoteReference(path) if stage == "speaker" and pyannote else _automodel(path)
               for stage, path in dirs.items()}

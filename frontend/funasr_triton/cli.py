@@ -308,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model-dir", action="append", default=[], metavar="STAGE=DIR", help="override a stage's source dir")
     v.add_argument("--hotwords", default="阿里巴巴 达摩院", help="hotwords for the biased comparison")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--pipeline", action="store_true",
+                   help="compare the whole served result (VAD + ASR + punctuation, text and timestamps) with "
+                        "AutoModel(model=asr, vad_model=vad, punc_model=punc) instead of stage by stage")
     v.set_defaults(func=cmd_verify)
 
     b = sub.add_parser("bench", help="throughput/RTF of the served pipeline and real-time streaming latency vs "
@@ -352,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--skip-overlap", action="store_true", help="do not score overlapped reference speech")
     d.add_argument("--json", action="store_true", help="print per-file and corpus scores as JSON")
     d.add_argument("--timeout", type=float, default=600.0)
+    d.add_argument("--compare-backends", action="store_true",
+                   help="score the served clustering and FunASR's cluster backend side by side on the same "
+                        "embeddings (oracle speech; needs funasr)")
+    d.add_argument("--embeddings", choices=["served", "resemblyzer"], default="served",
+                   help="embedding source for --compare-backends: the served speaker model, or resemblyzer's "
+                        "trained d-vector encoder")
     d.set_defaults(func=cmd_eval_diarization)
     return p
 

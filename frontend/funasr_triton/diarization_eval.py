@@ -28,6 +28,10 @@ each reference boundary (±collar/2). NIST md-eval's `-c 0.25` (the M2MeT/AliMee
 is `collar=0.5` here; `collar=0` with no `--skip-overlap` is the strictest DER (AISHELL-4 and
 DIHARD report that). `--skip-overlap` leaves overlapped reference speech unscored.
 
+`--compare-backends [--embeddings served|resemblyzer]` scores instead the served clustering and FunASR's
+cluster backend side by side on the same embeddings, over the reference's speech (see
+funasr_triton_export.diarization_compare; needs funasr, and resemblyzer for `--embeddings resemblyzer`).
+
 Python API: parse_rttm / read_rttm / format_rttm / write_rttm (Turn tuples, no pyannote needed),
 to_annotation, turns_from_result / hypothesis_from_result, score, aggregate. pyannote is
 imported lazily, so the frontend package imports without it.
@@ -307,6 +311,41 @@ def _hypothesis_turns(args, client, uri: str, audio: Path | None) -> list[Turn]:
     return turns_from_result(client.transcribe(samples, options), uri)
 
 
+def _compare_backends(args, items) -> int:
+    """--compare-backends: funasr_triton_export.diarization_compare on every file with audio."""
+    from funasr_triton_export import diarization_compare as dc
+
+    from .audio import decode
+
+    client = None
+    if args.embeddings == "resemblyzer":
+        embed = dc.ResemblyzerEmbedder()
+    else:
+        from .triton_client import TritonAsrClient
+
+        client = TritonAsrClient(args.url, timeout_s=args.timeout)
+        embed = dc.ServedEmbedder(client)
+    results = []
+    try:
+        for uri, audio, ref_path in items:
+            if audio is None:
+                continue
+            turns = select_uri(read_rttm(ref_path), uri)
+            results.append(dc.compare_file(decode(audio.read_bytes()), turns, embed, uri, collar=args.collar))
+    finally:
+        if client is not None:
+            client.close()
+    if not results:
+        print("error: --compare-backends needs --audio-dir", file=sys.stderr)
+        return 2
+    total = dc.aggregate(results)
+    if args.json:
+        print(json.dumps({"embeddings": args.embeddings, "collar": args.collar, "files": results, "total": total}))
+    else:
+        print(dc.format_table(results, total))
+    return 0
+
+
 def main(args) -> int:
     """`funasr-triton eval-diarization` (see the module docstring)."""
     if not args.audio_dir and not args.hypothesis_dir:
@@ -324,6 +363,8 @@ def main(args) -> int:
     if not items:
         print("error: no file has both audio (or a hypothesis) and a reference RTTM", file=sys.stderr)
         return 2
+    if getattr(args, "compare_backends", False):
+        return _compare_backends(args, items)
     output_dir = Path(args.output_dir) if args.output_dir else None
     if output_dir:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ answers no tokens, instead of failing the whole batch inside FunASR's exported C
   inputs   speech f32 [B,T,560], speech_lengths i32 [B],
            hotword_ids i32 [B,N,K] (0-padded token ids; entry N-1 is <s>, the no-bias entry),
            hotword_lengths i32 [B,N]
+With more than 50 entries (N > 50) SeACo's attention-score filter keeps the 50 best hotwords per row,
+as FunASR's `nfilter=50` does.
+
   outputs  token_ids i32 [B,L] (argmax; SeACo-merged when N > 1), token_num i32 [B] (rounded),
            us_alphas f32 [B,3T], us_cif_peak f32 [B,3T] (upsampled CIF for timestamps)
 """
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 INPUTS = ["speech", "speech_lengths", "hotword_ids", "hotword_lengths"]
 OUTPUTS = ["token_ids", "token_num", "us_alphas", "us_cif_peak"]
 OPSET = 14
+# FunASR SeacoParaformer._seaco_decode_with_ASF(nfilter=50): more entries than this are filtered by score
+NFILTER = 50
 
 
 def _split_bidirectional(blstm):
@@ -121,6 +126,31 @@ def _wrapper_class():
             fired = (fires[:, :-1] >= p.threshold).sum(-1)
             return fire_embeds, fired, token_length
 
+        def _hotword_filter(self, selected, ctx_len, dec_hidden, dec_num, n):
+            """SeACo's attention-score filter (FunASR `_seaco_decode_with_ASF`, nfilter=50): with more
+            than NFILTER entries (hotwords + the trailing <s>), score each entry by the attention of the
+            sixth SeACo decoder block (`forward_asf6`, summed over heads and tokens), keep the NFILTER
+            best and append <s> again (so <s> is there twice when it is among the best, as in FunASR).
+            With NFILTER entries or fewer every entry is kept, in score order (attention over a set is
+            order-free). FunASR scores the first row of a batch for all rows; here each row is scored
+            on its own tokens, so a segment decodes the same alone or padded in a batch (AutoModel
+            decodes one segment per call in `verify`, where the two are equal)."""
+            b, d = selected.shape[0], selected.shape[2]
+            att = self.seaco_decoder.forward_asf6(selected, ctx_len, dec_hidden, dec_num)  # [b, h, L, n]
+            tokens = torch.arange(dec_hidden.shape[1], device=selected.device)
+            real = (tokens[None, :] < dec_num[:, None]).type(att.dtype)  # padded token rows do not vote
+            scores = (att * real[:, None, :, None]).sum(1).sum(1)  # [b, n]
+            n_t = torch.tensor(n, device=selected.device)
+            entry = torch.arange(n, device=selected.device)
+            filter_on = n_t > NFILTER
+            # filter off: rank the hotwords only; the single <s> is appended below
+            ranked = torch.where(filter_on | (entry != n_t - 1)[None, :], scores, torch.full_like(scores, -1e30))
+            order = torch.argsort(ranked, dim=-1, descending=True)
+            keep = torch.clamp(n_t - 1, min=1, max=NFILTER)
+            index = torch.cat([order[:, :keep], (n_t - 1).expand(b, 1)], dim=1)
+            selected = torch.gather(selected, 1, index[:, :, None].expand(-1, -1, d))
+            return selected, torch.ones_like(ctx_len) * (keep + 1).type(ctx_len.dtype)
+
         def _timestamp_alphas(self, enc, enc_len, mask, token_num):
             """CifPredictorV3.get_upsample_timestamp with a length-aware BLSTM."""
             p = self.predictor
@@ -179,6 +209,7 @@ def _wrapper_class():
             index = last[:, None, None].expand(-1, 1, hidden.shape[-1])
             selected = torch.gather(hidden, 1, index).reshape(b, n, hidden.shape[-1])
             ctx_len = torch.ones(b, dtype=torch.int32, device=speech.device) * n
+            selected, ctx_len = self._hotword_filter(selected, ctx_len, dec_hidden, dec_num, n)
 
             cif_att, _ = self.seaco_decoder(selected, ctx_len, acoustic_embeds, dec_num)
             dec_att, _ = self.seaco_decoder(selected, ctx_len, dec_hidden, dec_num)

@@ -23,6 +23,9 @@ from .vocab import ASR_VOCAB_SIZE, ENGLISH_PIECES, asr_tokens
 # a cached test model whose stamp differs.
 VERSION = 2
 
+# `seaco_blocks` is the SeACo decoder's num_blocks; its attention blocks (`decoders`) number att_layer_num,
+# FunASR's default 6 as in the released model, whatever num_blocks is: so even `tiny` has the `decoders[5]`
+# that SeACo's hotword filter (forward_asf6, more than 50 hotword entries) reads.
 SIZES = {
     "tiny": dict(d=64, heads=4, enc_units=128, enc_blocks=2, dec_units=128, dec_blocks=2,
                  seaco_units=128, seaco_blocks=1),

@@ -92,9 +92,11 @@ class AuthSettings(BaseModel):
 
 class ModelSettings(BaseModel):
     default: str = Field("paraformer-zh", description="the served model's name")
+    # only the OpenAI names that OpenAI clients send: a name of another model (sensevoice, whisper-large...)
+    # is a 404 model_not_found, never silently answered by Paraformer
     aliases: list[str] = Field(default_factory=lambda: ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
-                                                          "gpt-4o-transcribe-diarize", "sensevoice", "paraformer"],
-                               description="names accepted as aliases of the default model")
+                                                          "gpt-4o-transcribe-diarize"],
+                               description="OpenAI model names accepted as aliases of the default model")
 
 
 class Settings(BaseSettings):
