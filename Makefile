@@ -37,6 +37,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[models,triton,export,test,bench,eval]'
+	# resemblyzer pulls in webrtcvad, whose module imports pkg_resources (gone from setuptools >= 81); the same
+	# module from webrtcvad-wheels must be the one on disk, whatever order pip installed the two in
+	$(BIN)/pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14
 	touch $@
 
 # the interpreter `export --speaker-model pyannote` runs in: pyannote.audio 3.x needs torchaudio < 2.9,
