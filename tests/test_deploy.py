@@ -369,3 +369,20 @@ def test_every_queried_metric_is_exported(triton, frontend, speech_wav):
     # the allow-list stays honest: only GPU metrics, and only ones the files really use
     used = set().union(*(metric_names(e) for _, e in dashboard_exprs() + alert_exprs()))
     assert GPU_ONLY_METRICS <= used and all(n.startswith("nv_gpu_") for n in GPU_ONLY_METRICS)
+
+
+# ---------------------------------------------------------------- make e2e (CI)
+
+def test_ci_runs_e2e_after_the_tests_with_one_package_list():
+    run = (ROOT / ".ci" / "run").read_text().split()
+    assert run[-4:] == ["make", "test", "make", "e2e"]
+    e2e = (ROOT / ".ci" / "e2e").read_text()
+    packages = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "e2e-apt-packages").read_text().splitlines()]
+    assert {"docker.io", "docker-compose", "debootstrap"} <= set(packages)
+    code = "\n".join(line for line in e2e.splitlines() if not line.lstrip().startswith("#"))
+    assert ".ci/e2e-apt-packages" in code and "docker.io" not in code  # the list lives in one place
+    # the CA trust goes into the locally built base image, never into a product Dockerfile (test_triton_cpu_dockerfile)
+    assert "/usr/local/share/ca-certificates" in code and "base.Dockerfile" in code
+    assert "docker-compose.yml -f docker-compose.cpu.yml" in code and "down -v" in code
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^e2e: setup\n\t.*\.ci/e2e$", make, re.M)
