@@ -15,7 +15,7 @@ PY_VERSION   = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_inf
 APT_PACKAGES = $(strip $(shell sed -e 's/\#.*//' -e 's/{python}/$(PY_VERSION)/' .ci/apt-packages))
 APT_INSTALL  = apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
-.PHONY: setup check-system system-packages pyannote-env models serve test bench bench-long loadtest clean
+.PHONY: setup check-system system-packages pyannote-env models serve test e2e configs configs-check bench bench-long loadtest clean
 
 setup: check-system $(VENV)/.installed
 
@@ -55,12 +55,24 @@ $(VENV)/pyannote/.installed: $(VENV)/.installed export/requirements-pyannote.txt
 models: setup $(if $(filter pyannote,$(SPEAKER_MODEL)),pyannote-env)
 	$(BIN)/funasr-triton export --source $(MODELS) --speaker-model $(SPEAKER_MODEL) --quantize --repository $(REPO)
 
-# embedded Triton (gRPC 8001, metrics 8002, HTTP 8003) + the HTTP frontend on port 8000
+# embedded Triton (gRPC 8001, metrics 8002, HTTP 8003) + the HTTP frontend on port 8000;
+# PROFILE=auto picks the GPU profile that fits the memory nvidia-smi reports, or cpu (and logs the choice)
 serve: models
 	$(BIN)/funasr-triton serve --profile $(PROFILE) --model-repository $(REPO)
 
 test: setup pyannote-env
 	$(BIN)/python -m pytest -q tests
+
+# the docker-compose CPU stack end to end (builds the images; needs root for apt/dockerd): .ci/e2e explains
+e2e: setup
+	E2E_PYTHON=$(abspath $(BIN))/python .ci/e2e
+
+# <model>/configs/<profile>.pbtxt from the templates (<model>/configs/*.pbtxt.in) and the profile table
+# (frontend/funasr_triton/profiles.py); configs-check fails when a committed file differs from its rendering
+configs:
+	PYTHONPATH=frontend $(PYTHON) -m funasr_triton.profiles render
+configs-check:
+	PYTHONPATH=frontend $(PYTHON) -m funasr_triton.profiles render --check
 
 bench: setup
 	$(BIN)/funasr-triton bench --output-dir bench/results

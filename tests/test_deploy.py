@@ -22,6 +22,7 @@ DASHBOARD = FILES / "dashboard.json"
 PROM_CONFIG = FILES / "prometheus" / "prometheus.yml"
 ALERTS = FILES / "prometheus" / "alerts.yml"
 DOCKERFILES = {"triton": ROOT / "model_repository" / "Dockerfile", "frontend": ROOT / "frontend" / "Dockerfile",
+               "triton-cpu": ROOT / "model_repository" / "Dockerfile.cpu",
                "export": ROOT / "export" / "Dockerfile"}
 
 # A CPU-only Triton exports no GPU metrics; these are named by the dashboard/alerts and cannot be scraped here.
@@ -125,8 +126,9 @@ def test_compose_services(compose_gpu, compose_cpu):
     s = compose_gpu["services"]
     assert {"triton", "frontend", "prometheus", "grafana", "export"} <= set(s)
     t = s["triton"]
-    devices = t["deploy"]["resources"]["reservations"]["devices"]
-    assert any("gpu" in d["capabilities"] for d in devices)
+    # the GPU through NVIDIA's runtime: a scalar the CPU override replaces (compose v1 cannot remove a
+    # deploy.resources.reservations.devices entry, and v1 does not know `!reset`)
+    assert t["runtime"] == "nvidia" and "deploy" not in t
     assert "gpu-" in t["environment"]["PROFILE"]
     assert t["shm_size"]
     assert any(v.endswith(":/models:ro") or v.endswith(":/models") for v in t["volumes"])
@@ -140,18 +142,29 @@ def test_compose_services(compose_gpu, compose_cpu):
     assert s["export"]["profiles"] == ["export"]
     for svc in s.values():  # every bind-mounted file or folder exists; named volumes are declared
         for v in svc.get("volumes", []):
-            src = v.split(":")[0]
+            src = re.sub(r"^\$\{[A-Z_]+:-([^}]+)\}", r"\1", v).split(":")[0]  # ${VAR:-default}: the default
             if src.startswith("."):
                 assert (ROOT / src).exists(), src
             else:
                 assert src in compose_gpu["volumes"], src
         if "build" in svc:
             assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
-    # the CPU override: no GPU reservation, cpu profile, everything else unchanged
+    for svc in ("triton", "frontend", "prometheus", "grafana"):
+        assert s[svc]["init"] is True, svc  # signals reach the process: `down` does not wait out the grace period
+    # the CPU override: the CPU image, no GPU runtime, cpu profile, everything else unchanged
     tc = compose_cpu["services"]["triton"]
-    assert "deploy" not in tc
+    assert "deploy" not in tc and tc["runtime"] == "runc"
+    assert tc["image"].startswith("funasr-triton/triton-cpu") and tc["build"]["dockerfile"] == "model_repository/Dockerfile.cpu"
+    assert (ROOT / tc["build"]["dockerfile"]).is_file()
     assert tc["environment"]["PROFILE"] == "${PROFILE:-cpu}"
-    assert tc["volumes"] == t["volumes"] and tc["healthcheck"] == t["healthcheck"]
+    assert tc["volumes"] == t["volumes"] and tc["healthcheck"]["test"] == t["healthcheck"]["test"]
+
+
+def test_compose_files_load_with_compose_v1():
+    """Debian's docker-compose 1.29 (what `make e2e` runs) rejects `!reset` and a top-level `name`."""
+    for path in (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml"):
+        doc = yaml.safe_load(path.read_text())  # no custom tags
+        assert "name" not in doc and "version" not in doc
 
 
 # ---------------------------------------------------------------- Dockerfiles
@@ -196,9 +209,31 @@ def test_triton_dockerfile():
     assert "--model-config-name" in entry and "PROFILE" in entry
 
 
+def test_triton_cpu_dockerfile():
+    """The CPU image: no NGC, Debian + the tritonserver of nvidia-pytriton + the `models` extra."""
+    instr = _instructions(DOCKERFILES["triton-cpu"])
+    assert _one(instr, "FROM") == ["debian:bookworm-slim"]
+    pip = [r for r in _one(instr, "RUN") if "pip install" in r]
+    installed = _requirement_names(re.findall(r'"([^"]+)"', " ".join(pip)))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert pyproject["triton"] == ["nvidia-pytriton==0.7.0"] and '"nvidia-pytriton==0.7.0"' in " ".join(pip)
+    assert installed == _requirement_names(pyproject["models"]) | {"numpy", "nvidia-pytriton"}, \
+        "keep in step with the `models` extra"
+    runs = " ".join(_one(instr, "RUN"))
+    assert "python_backend_stubs/3.11" in runs and "libpython3.11" in runs  # bookworm's Python is 3.11
+    _non_root(instr)
+    assert "/v2/health/ready" in _one(instr, "HEALTHCHECK")[0]
+    entry = " ".join(_one(instr, "ENTRYPOINT"))
+    assert "--model-config-name" in entry and "PROFILE" in entry and "--backend-directory" in entry
+    # nothing specific to the CI machines (CA bundles, proxies, mirrors) in a product Dockerfile
+    for path in DOCKERFILES.values():
+        text = path.read_text().lower()
+        assert "ca-certificates" not in text and "pip_cert" not in text and "proxy" not in text, path
+
+
 def test_frontend_dockerfile():
     instr = _instructions(DOCKERFILES["frontend"])
-    assert re.fullmatch(r"python:3\.\d+-slim", _one(instr, "FROM")[0])
+    assert _one(instr, "FROM") == ["debian:bookworm-slim"]
     runs = " ".join(_one(instr, "RUN"))
     assert "ffmpeg" in runs
     assert re.search(r"pip install [^&]*\.(\s|$)", runs) and "[export]" not in runs and "torch" not in runs
@@ -334,3 +369,20 @@ def test_every_queried_metric_is_exported(triton, frontend, speech_wav):
     # the allow-list stays honest: only GPU metrics, and only ones the files really use
     used = set().union(*(metric_names(e) for _, e in dashboard_exprs() + alert_exprs()))
     assert GPU_ONLY_METRICS <= used and all(n.startswith("nv_gpu_") for n in GPU_ONLY_METRICS)
+
+
+# ---------------------------------------------------------------- make e2e (CI)
+
+def test_ci_runs_e2e_after_the_tests_with_one_package_list():
+    run = (ROOT / ".ci" / "run").read_text().split()
+    assert run[-4:] == ["make", "test", "make", "e2e"]
+    e2e = (ROOT / ".ci" / "e2e").read_text()
+    packages = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "e2e-apt-packages").read_text().splitlines()]
+    assert {"docker.io", "docker-compose", "debootstrap"} <= set(packages)
+    code = "\n".join(line for line in e2e.splitlines() if not line.lstrip().startswith("#"))
+    assert ".ci/e2e-apt-packages" in code and "docker.io" not in code  # the list lives in one place
+    # the CA trust goes into the locally built base image, never into a product Dockerfile (test_triton_cpu_dockerfile)
+    assert "/usr/local/share/ca-certificates" in code and "base.Dockerfile" in code
+    assert "docker-compose.yml -f docker-compose.cpu.yml" in code and "down -v" in code
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^e2e: setup\n\t.*\.ci/e2e$", make, re.M)

@@ -73,8 +73,10 @@ def cmd_export(args) -> int:
 def cmd_triton(args) -> int:
     from .server import PortBusy, TritonOptions, serve_forever
 
+    from .profiles import resolve
+
     try:
-        return serve_forever(TritonOptions(Path(args.model_repository), args.profile, args.grpc_port,
+        return serve_forever(TritonOptions(Path(args.model_repository), resolve(args.profile), args.grpc_port,
                                            args.metrics_port, args.http_port, args.address, args.log_verbose))
     except PortBusy as e:
         print(f"error: {e}", file=sys.stderr)
@@ -171,7 +173,10 @@ def cmd_serve(args) -> int:
     from .server import EmbeddedTriton, PortBusy, TritonOptions
 
     settings = Settings()
-    opts = TritonOptions(Path(args.model_repository), args.profile, args.grpc_port, args.metrics_port, args.http_port)
+    from .profiles import resolve
+
+    opts = TritonOptions(Path(args.model_repository), resolve(args.profile), args.grpc_port, args.metrics_port,
+                         args.http_port)
     settings.triton.url = f"127.0.0.1:{args.grpc_port}"
     triton = EmbeddedTriton(opts)
     max_restarts = int(_env_number(MAX_RESTARTS_ENV, 5))
@@ -265,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     t = sub.add_parser("triton", help="run the embedded tritonserver on this repository")
-    t.add_argument("--profile", default="cpu")
+    t.add_argument("--profile", default="cpu", help="cpu, cpu-int8, gpu-6gb/-8gb/-12gb/-16gb, or auto (from nvidia-smi)")
     t.add_argument("--model-repository", default=str(DEFAULT_REPO))
     t.add_argument("--address", default="127.0.0.1")
     t.add_argument("--grpc-port", type=int, default=8001)
@@ -280,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_frontend)
 
     s = sub.add_parser("serve", help="embedded Triton + HTTP frontend")
-    s.add_argument("--profile", default="cpu")
+    s.add_argument("--profile", default="cpu", help="cpu, cpu-int8, gpu-6gb/-8gb/-12gb/-16gb, or auto (from nvidia-smi)")
     s.add_argument("--model-repository", default=str(DEFAULT_REPO))
     s.add_argument("--host", default=None)
     s.add_argument("--port", type=int, default=None)

@@ -29,10 +29,9 @@ import urllib.request
 from pathlib import Path
 
 from .logs import event
+from .profiles import NAMES as PROFILES  # the profile table: profiles.py
 
 log = logging.getLogger(__name__)
-
-PROFILES = ("cpu", "cpu-int8", "gpu-6gb", "gpu-8gb", "gpu-12gb", "gpu-16gb")
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
