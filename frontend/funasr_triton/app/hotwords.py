@@ -41,10 +41,10 @@ def parse_hotwords(text: str | None) -> list[str]:
         return []
     text = text.strip()
     if text.startswith("{"):
-        import json
+        from .inputs import loads
 
         try:
-            return [str(k) for k in json.loads(text)]
+            return [str(k) for k in loads(text)]
         except ValueError:
             pass
     words = []

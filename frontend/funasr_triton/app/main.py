@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import AsrError
 from ..triton_client import AsyncTritonAsrClient
@@ -96,6 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def on_http(request: Request, exc: StarletteHTTPException):
         return render(request, _status_error(exc))
 
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect):
+        # the client hung up while its body was read: nobody reads this answer; counted as 499, not logged
+        return render(request, AsrError("the client closed the connection during the upload", 499, "client_closed"))
+
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception):
         log.exception("unhandled error")
@@ -104,12 +110,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def count(request: Request, call_next):
         t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+        status = 500  # an exception escaping the handlers becomes a 500 (rendered by on_unexpected)
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            path = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(path, str(status)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - t0)
 
     @app.get("/health", tags=["operations"])
     async def health():

@@ -8,7 +8,6 @@ Unknown fields are ignored. Every failure is an AsrError rendered by `render_err
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -25,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from ..app.auth import bearer, key_ok
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import check_speakers, is_uint, loads
 from ..app.upload import SpooledAudio, spool_upload
 from ..contract import TranscribeOptions, Transcript
 from ..app.subtitles import to_srt, to_vtt
@@ -88,7 +88,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     too_large = AsrError(f"the request is larger than the {limit - FORM_OVERHEAD_BYTES} byte upload limit",
                          413, "too_large", "file")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    if is_uint(length) and int(length) > limit:
         raise too_large
     chunks, size = [], 0
     try:
@@ -145,7 +145,7 @@ def _form_fields(form: FormData, model: type[BaseModel]) -> dict:
             values = [v for k in keys if k == name or re.fullmatch(rf"{name}\[\d*\]", k) for v in _text_values(form, k)]
             if len(values) == 1 and values[0].lstrip().startswith("["):
                 try:
-                    values = json.loads(values[0])
+                    values = loads(values[0])
                 except ValueError:
                     pass
             if values:
@@ -156,7 +156,7 @@ def _form_fields(form: FormData, model: type[BaseModel]) -> dict:
             raw = _text_values(form, name)[-1]
             if name == "chunking_strategy":
                 try:
-                    fields[name] = json.loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
+                    fields[name] = loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
                 except ValueError:
                     raise AsrError("chunking_strategy: not valid JSON", 400, "invalid_value", name)
             else:
@@ -420,6 +420,7 @@ async def create_transcription(request: Request) -> Response:
     try:
         req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
         service.check_model(req.model)
+        check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
         audio = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
     finally:
         await form.close()

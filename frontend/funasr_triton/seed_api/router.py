@@ -12,6 +12,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..app.auth import bearer, key_ok, nls_token
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import check_speakers, is_uint
 from ..app.upload import SpooledAudio, spool_upload
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
@@ -65,7 +66,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[SpooledAudio, d
         raise AsrError("send multipart/form-data with the audio in the field 'audio'", 400, "invalid_request", "audio")
     limit = max_bytes + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if is_uint(declared) and int(declared) > limit:
         raise AsrError(f"the upload is {declared} bytes; at most {max_bytes} accepted", 413, "too_large", "audio")
     try:
         form = await MultiPartParser(request.headers, bounded(request, limit), max_files=2, max_fields=8).parse()
@@ -86,7 +87,7 @@ def _count(fields: dict[str, str], name: str) -> int | None:
     raw = fields.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 32:
+    if not is_uint(raw) or not 1 <= int(raw) <= 32:
         raise AsrError(f"{name} must be an integer between 1 and 32", 400, "invalid_request", name)
     return int(raw)
 
@@ -110,6 +111,7 @@ async def transcribe_call(request: Request) -> Response:
         if not audio.size:
             raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
         counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
+        check_speakers(counts["num_speakers"], counts["min_speakers"], counts["max_speakers"])
         diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
         transcript = await service.transcribe(audio, TranscribeOptions(
             hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, **counts))
