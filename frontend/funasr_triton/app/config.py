@@ -33,7 +33,9 @@ class AudioSettings(BaseModel):
     denoise_filter: str = Field("highpass=f=80,afftdn=nf=-25", description="ffmpeg -af chain used when denoise is on")
     url_fetch_enabled: bool = Field(False, description="allow audio by URL (Aliyun `audio_address`)")
     url_allowed_hosts: list[str] = Field(default_factory=list,
-                                         description="hosts allowed even when they resolve to private/loopback addresses")
+                                         description='host:port entries (JSON list, e.g. ["media.internal:8080"]; '
+                                         '"[::1]:8080" for IPv6) allowed even when they resolve to private/loopback '
+                                         "addresses; a bare host allows only its ports 80 and 443")
     url_timeout_s: float = Field(30.0, gt=0, description="total time to fetch one URL")
     url_max_redirects: int = Field(3, ge=0, description="redirects followed (each target re-checked)")
 
