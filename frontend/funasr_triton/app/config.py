@@ -53,6 +53,8 @@ class SubtitleSettings(BaseModel):
 
 
 class DiarizationSettings(BaseModel):
+    enabled: bool = Field(True, description="allow speaker diarization (needs the `speaker_embedding` model; off: "
+                          "requests asking for it are refused, `/api` does not diarize, /ready does not wait for it)")
     label_template: str = Field("SPEAKER_{index:02d}", description="speaker label: {index} 0-based, {number} "
                                 "1-based, e.g. SPEAKER_{index:02d} or 说话人{number}")
 

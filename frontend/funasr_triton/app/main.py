@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import AsrError
-from ..triton_client import AsyncTritonAsrClient
+from ..triton_client import AsyncTritonAsrClient, required_models
 from .config import Settings
 from .metrics import Metrics
 from .service import TranscriptionService
@@ -126,9 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/ready", tags=["operations"])
     async def ready(request: Request):
-        ok = await request.app.state.service.client.ready()
-        return JSONResponse({"status": "ready" if ok else "unavailable", "triton": settings.triton.url},
-                            status_code=200 if ok else 503)
+        models = required_models(settings.streaming.enabled, settings.diarization.enabled)
+        missing = await request.app.state.service.client.unready(models)
+        body = {"status": "unavailable" if missing else "ready", "triton": settings.triton.url, "models": list(models)}
+        if missing:
+            body["missing"] = missing
+        return JSONResponse(body, status_code=503 if missing else 200)
 
     @app.get("/metrics", tags=["operations"])
     async def prometheus_metrics():

@@ -112,7 +112,8 @@ async def transcribe_call(request: Request) -> Response:
             raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
         counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
         check_speakers(counts["num_speakers"], counts["min_speakers"], counts["max_speakers"])
-        diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
+        default = "true" if service.settings.diarization.enabled else "false"
+        diarize = fields.get("enable_speaker_diarization", default).strip().lower() not in ("false", "0", "no")
         transcript = await service.transcribe(audio, TranscribeOptions(
             hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, **counts))
     return JSONResponse(to_response(transcript).model_dump(mode="json"))
