@@ -127,3 +127,31 @@ def speech_wav(tmp_path_factory) -> Path:
 
     return write_wav(tmp_path_factory.mktemp("audio") / "speech.wav",
                      compose(0.3, SENTENCES[0], 1.5, SENTENCES[1], 1.5, SENTENCES[2], 0.3))
+
+
+# ---- no silent skips in CI: a missing dependency (importorskip) fails the suite when CI=true ----------------------
+
+def _import_skip(report) -> str | None:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+    return reason if "could not import" in reason else None
+
+
+def _fail_import_skips(report) -> None:
+    if report.skipped and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        reason = _import_skip(report)
+        if reason:
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: a dependency is missing, which must not skip tests here: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_import_skips(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_import_skips(outcome.get_result())
