@@ -74,8 +74,9 @@ def cli_env() -> dict:
 
 
 class FrontendHandle:
-    def __init__(self, proc, base_url: str, log_file: Path):
+    def __init__(self, proc, base_url: str, log_file: Path, tmpdir: Path):
         self.proc, self.base_url, self.log_file = proc, base_url, log_file
+        self.tmpdir = tmpdir  # the process's private TMPDIR: spooled uploads land here and must not stay
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -92,8 +93,10 @@ def start_frontend(triton_url: str, log_dir: Path, **env_overrides: str) -> Fron
     import urllib.request
 
     (port,) = free_ports(1)
+    tmpdir = log_dir / f"tmp-{port}"
+    tmpdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, FUNASR_TRITON_TRITON__URL=triton_url, FUNASR_TRITON_PORT=str(port),
-               FUNASR_TRITON_LOG_LEVEL="WARNING", **env_overrides)
+               FUNASR_TRITON_LOG_LEVEL="WARNING", TMPDIR=str(tmpdir), **env_overrides)
     log_file = log_dir / f"frontend-{port}.log"
     proc = subprocess.Popen([str(BIN / "funasr-triton"), "frontend"], env=env, cwd=ROOT,
                             stdout=open(log_file, "wb"), stderr=subprocess.STDOUT)
@@ -105,7 +108,7 @@ def start_frontend(triton_url: str, log_dir: Path, **env_overrides: str) -> Fron
         try:
             with urllib.request.urlopen(base + "/health", timeout=1) as r:
                 if r.status == 200:
-                    return FrontendHandle(proc, base, log_file)
+                    return FrontendHandle(proc, base, log_file, tmpdir)
         except OSError:
             time.sleep(0.2)
     proc.kill()

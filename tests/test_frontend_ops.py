@@ -104,12 +104,30 @@ def test_hotword_file_is_reread_without_restart(triton, tmp_path, speech_wav):
         fe.stop()
 
 
+def _verbose(base_url: str, body: bytes) -> dict:
+    with httpx.Client(base_url=base_url, timeout=120) as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": ("a.wav", body)},
+                   data={"model": "whisper-1", "response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def test_denoise_chain(triton, tmp_path, speech_wav):
-    fe = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_AUDIO__DENOISE="true")
+    """AUDIO__DENOISE applies AUDIO__DENOISE_FILTER: a chain with a measurable effect (atempo=2 halves the
+    duration) proves the filter is in the decode path; the default chain decodes and keeps the speech."""
+    body = speech_wav.read_bytes()
+    plain = start_frontend(triton.grpc_url, tmp_path)
+    halved = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_AUDIO__DENOISE="true",
+                            FUNASR_TRITON_AUDIO__DENOISE_FILTER="highpass=f=80,atempo=2.0")
+    default = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_AUDIO__DENOISE="true")
     try:
-        assert _json_text(fe.base_url, speech_wav.read_bytes())
+        full = _verbose(plain.base_url, body)["duration"]
+        assert abs(_verbose(halved.base_url, body)["duration"] - full / 2) < 0.1, "the denoise filter was not applied"
+        out = _verbose(default.base_url, body)
+        assert abs(out["duration"] - full) < 0.1 and out["text"]
     finally:
-        fe.stop()
+        for fe in (plain, halved, default):
+            fe.stop()
 
 
 def test_url_fetch_connects_to_the_validated_address(monkeypatch):
