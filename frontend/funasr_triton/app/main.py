@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"])
+    @app.get("/ready", tags=["operations"], responses={503: {"description": "Triton or a needed model is not ready; "
+                                                             "`missing` names the models"}})
     async def ready(request: Request):
         models = required_models(settings.streaming.enabled, settings.diarization.enabled)
         missing = await request.app.state.service.client.unready(models)

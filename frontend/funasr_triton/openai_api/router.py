@@ -42,16 +42,30 @@ FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart framing + text fields on top of t
 MODELS_CREATED = int(time.time())
 _ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503, 504)}
 _STR, _LIST = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+_SPEAKERS = {"type": "integer", "minimum": 1, "maximum": 32}
+_FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]
+_COMMON = {"file": {"type": "string", "format": "binary", "description": "the audio (any format ffmpeg decodes)"},
+           "model": {"type": "string", "description": "the served model's name or one of its aliases (404 otherwise)"},
+           "prompt": {"type": "string", "description": "used as hotwords (space/comma separated, or JSON {word: weight})"},
+           "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0}}
 _FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
-    "properties": {"file": {"type": "string", "format": "binary"}, "model": _STR, "language": _STR, "prompt": _STR,
-                   "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt",
-                                                                  "diarized_json"]},
-                   "temperature": {"type": "number", "minimum": 0, "maximum": 1}, "stream": {"type": "boolean"},
-                   "timestamp_granularities[]": _LIST, "include[]": _LIST, "chunking_strategy": _STR,
-                   "known_speaker_names[]": _LIST, "known_speaker_references[]": _LIST, "keywords[]": _LIST,
-                   "languages[]": _LIST, "hotwords": {"type": "string", "description": "extension: hotwords"}},
+    "properties": {**_COMMON, "language": {"type": "string", "description": "zh, cmn, yue, en, ja, ko (region suffixes such as zh-CN accepted) or auto; others: 400"},
+                   "response_format": {"type": "string", "enum": [*_FORMATS, "diarized_json"], "default": "json"},
+                   "stream": {"type": "boolean", "default": False},
+                   "timestamp_granularities[]": {"type": "array", "items": {"type": "string",
+                                                                            "enum": ["word", "segment"]}},
+                   "include[]": {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+                   "chunking_strategy": {"type": "string", "description": "auto, or JSON {\"type\": \"server_vad\", …}"},
+                   "known_speaker_names[]": {**_LIST, "maxItems": 4},
+                   "known_speaker_references[]": {**_LIST, "maxItems": 4}, "keywords[]": _LIST, "languages[]": _LIST,
+                   "hotwords": {"type": "string", "description": "extension: hotwords (space/comma separated)"},
+                   "enable_speaker_diarization": {"type": "boolean", "default": False, "description": "extension"},
+                   "num_speakers": _SPEAKERS, "min_speakers": _SPEAKERS, "max_speakers": _SPEAKERS},
 }}}}}
+_TRANSLATION_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {**_COMMON, "response_format": {"type": "string", "enum": _FORMATS, "default": "json"}}}}}}}
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
@@ -463,7 +477,8 @@ async def _stream(request: Request, events: AsyncIterator[dict], req: Transcript
 
 
 @router.post("/audio/translations", summary="Not supported: Paraformer transcribes, it does not translate",
-             response_model=None)
+             description="Always 400 `unsupported_task` once the request is valid (auth, form, model).",
+             response_model=None, openapi_extra=_TRANSLATION_DOC)
 async def create_translation(request: Request) -> Response:
     _authorize(request)
     form = await _read_form(request)

@@ -100,9 +100,13 @@ def _count(fields: dict[str, str], name: str) -> int | None:
                  "type": "object", "required": ["audio"],
                  "properties": {"audio": {"type": "string", "format": "binary", "description": "or field `file`"},
                                 "hotwords": {"type": "string", "description": "optional: \"词 20 词 15\""},
-                                "num_speakers": {"type": "integer", "description": "optional: exact speaker count"},
-                                "min_speakers": {"type": "integer"}, "max_speakers": {"type": "integer"},
-                                "enable_speaker_diarization": {"type": "boolean", "default": True}}}}}}})
+                                "num_speakers": {"type": "integer", "minimum": 1, "maximum": 32,
+                                                 "description": "optional: exact speaker count"},
+                                "min_speakers": {"type": "integer", "minimum": 1, "maximum": 32},
+                                "max_speakers": {"type": "integer", "minimum": 1, "maximum": 32},
+                                "enable_speaker_diarization": {"type": "boolean", "default": True,
+                                                               "description": "false when the server has "
+                                                               "DIARIZATION__ENABLED off"}}}}}}})
 async def transcribe_call(request: Request) -> Response:
     authorize(request)
     service = request.app.state.service
