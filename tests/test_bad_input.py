@@ -307,7 +307,8 @@ def test_bad_input_table(small, media, capsys):
     names = [n for n, _, _ in table]
     assert len(set(names)) == len(names) >= 50
     counts, failures, slow = Counter(), [], []
-    with httpx.Client(base_url=small.base_url, timeout=120) as c:
+    c = httpx.Client(base_url=small.base_url, timeout=120)
+    try:
         for name, call, expect in table:
             t0 = time.monotonic()
             try:
@@ -315,6 +316,8 @@ def test_bad_input_table(small, media, capsys):
             except Exception as exc:  # noqa: BLE001 - a broken shape or transport is a failure of this input
                 failures.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
                 counts["error"] += 1
+                c.close()
+                c = httpx.Client(base_url=small.base_url, timeout=120)
                 continue
             elapsed = time.monotonic() - t0
             kind = "5xx" if status >= 500 else "4xx" if status >= 400 else "200" if status == 200 else str(status)
@@ -330,11 +333,19 @@ def test_bad_input_table(small, media, capsys):
                 failures.append(f"{name}: temporary files left: {[p.name for p in left]}")
                 for p in left:
                     p.unlink()
-            if c.get("/ready").status_code != 200:
-                failures.append(f"{name}: the service is not ready afterwards")
+            try:
+                if c.get("/ready").status_code != 200:
+                    failures.append(f"{name}: the service is not ready afterwards")
+            except httpx.TransportError as exc:  # the keep-alive connection was dropped after the answer
+                failures.append(f"{name}: the next request on the connection failed ({type(exc).__name__})")
+                c.close()
+                c = httpx.Client(base_url=small.base_url, timeout=120)
+    finally:
+        c.close()
     with capsys.disabled():
         print(f"\nbad input: {len(table)} inputs tried, {counts['4xx']} 4xx, {counts['200']} 200, "
               f"{counts['5xx']} 5xx, {counts['error']} broken")
     log = small.log_file.read_text(errors="replace")
-    assert "Traceback" not in log, log[-3000:]
+    if "Traceback" in log:
+        failures.append(f"the frontend logged tracebacks: {log[-2000:]}")
     assert not failures and not slow, "\n".join(failures + slow)
