@@ -5,6 +5,8 @@ import logging
 import os
 from pathlib import Path
 
+from .inputs import is_uint
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +51,6 @@ def parse_hotwords(text: str | None) -> list[str]:
             pass
     words = []
     for token in text.replace(",", " ").replace("，", " ").split():
-        if not token.lstrip("-").replace(".", "", 1).isdigit():  # skip weights
+        if not is_uint(token.lstrip("-").replace(".", "", 1)):  # skip weights (ASCII numbers only: "²" is a word)
             words.append(token)
     return words
