@@ -424,8 +424,16 @@ def _hotwords(req: TranscriptionRequest, max_chars: int) -> list[str]:
 
 # ---------------------------------------------------------------- routes
 
+_TEXT = {"schema": {"type": "string"}}
+_TRANSCRIPTION_200 = {200: {"description": "json/verbose_json/diarized_json as JSON; text, srt and vtt as text; "
+                                           "stream=true as server-sent events",
+                            "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": _TEXT,
+                                        "application/x-subrip": _TEXT, "text/vtt": _TEXT,
+                                        "text/event-stream": _TEXT}}}
+
+
 @router.post("/audio/transcriptions", summary="Transcribe audio (OpenAI Audio API)", openapi_extra=_FORM_DOC,
-             response_model=None)
+             response_model=None, responses=_TRANSCRIPTION_200)
 async def create_transcription(request: Request) -> Response:
     _authorize(request)
     service = request.app.state.service
