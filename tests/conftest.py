@@ -64,8 +64,9 @@ def cli_env() -> dict:
 
 
 class FrontendHandle:
-    def __init__(self, proc, base_url: str, log_file: Path):
+    def __init__(self, proc, base_url: str, log_file: Path, tmpdir: Path):
         self.proc, self.base_url, self.log_file = proc, base_url, log_file
+        self.tmpdir = tmpdir  # the process's private TMPDIR: spooled uploads land here and must not stay
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -82,8 +83,10 @@ def start_frontend(triton_url: str, log_dir: Path, **env_overrides: str) -> Fron
     import urllib.request
 
     (port,) = free_ports(1)
+    tmpdir = log_dir / f"tmp-{port}"
+    tmpdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, FUNASR_TRITON_TRITON__URL=triton_url, FUNASR_TRITON_PORT=str(port),
-               FUNASR_TRITON_LOG_LEVEL="WARNING", **env_overrides)
+               FUNASR_TRITON_LOG_LEVEL="WARNING", TMPDIR=str(tmpdir), **env_overrides)
     log_file = log_dir / f"frontend-{port}.log"
     proc = subprocess.Popen([str(BIN / "funasr-triton"), "frontend"], env=env, cwd=ROOT,
                             stdout=open(log_file, "wb"), stderr=subprocess.STDOUT)
@@ -95,7 +98,7 @@ def start_frontend(triton_url: str, log_dir: Path, **env_overrides: str) -> Fron
         try:
             with urllib.request.urlopen(base + "/health", timeout=1) as r:
                 if r.status == 200:
-                    return FrontendHandle(proc, base, log_file)
+                    return FrontendHandle(proc, base, log_file, tmpdir)
         except OSError:
             time.sleep(0.2)
     proc.kill()
@@ -117,3 +120,31 @@ def speech_wav(tmp_path_factory) -> Path:
 
     return write_wav(tmp_path_factory.mktemp("audio") / "speech.wav",
                      compose(0.3, SENTENCES[0], 1.5, SENTENCES[1], 1.5, SENTENCES[2], 0.3))
+
+
+# ---- no silent skips in CI: a missing dependency (importorskip) fails the suite when CI=true ----------------------
+
+def _import_skip(report) -> str | None:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+    return reason if "could not import" in reason else None
+
+
+def _fail_import_skips(report) -> None:
+    if report.skipped and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        reason = _import_skip(report)
+        if reason:
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: a dependency is missing, which must not skip tests here: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_import_skips(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_import_skips(outcome.get_result())

@@ -76,18 +76,53 @@ def guarded(triton, tmp_path_factory):
     fe.stop()
 
 
-@pytest.fixture(scope="module")
-def fetching(triton, tmp_path_factory):
-    """URL fetch on, no host allow-listed: private, loopback and link-local targets are refused."""
-    fe = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("aliyun-fetch"),
-                        FUNASR_TRITON_AUDIO__URL_FETCH_ENABLED="true")
-    yield fe
-    fe.stop()
+class Canary:
+    """An HTTP server on loopback (IPv4 and, where possible, IPv6 on the same port) that records every request:
+    a refused URL must not reach it at all."""
+
+    def __init__(self):
+        import socket
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        class V6Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+        self.servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)]
+        self.port = self.servers[0].server_address[1]
+        try:
+            self.servers.append(V6Server(("::1", self.port), Handler))
+        except OSError:
+            pass
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.fixture(scope="module")
-def audio_host(speech_wav):
-    """A local HTTP server: /speech.wav, and /redirect -> the cloud metadata address."""
+def canary():
+    c = Canary()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def audio_host(speech_wav, canary):
+    """A local HTTP server: /speech.wav, /redirect -> the canary, /redirect-metadata -> the cloud metadata address."""
     body = speech_wav.read_bytes()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -98,9 +133,10 @@ def audio_host(speech_wav):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-            elif self.path == "/redirect":
+            elif self.path in ("/redirect", "/redirect-metadata"):
                 self.send_response(302)
-                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.send_header("Location", f"http://127.0.0.1:{canary.port}/redirected.wav"
+                                 if self.path == "/redirect" else "http://169.254.169.254/latest/meta-data/")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             else:
@@ -118,11 +154,12 @@ def audio_host(speech_wav):
 
 
 @pytest.fixture(scope="module")
-def fetching_local(triton, tmp_path_factory):
-    """URL fetch on with 127.0.0.1 allow-listed (the local audio host)."""
-    fe = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("aliyun-fetch-local"),
+def fetching(triton, tmp_path_factory, audio_host):
+    """URL fetch on, only the audio host's host:port allow-listed: every other private, loopback or link-local
+    target is refused, other ports of the allow-listed host included."""
+    fe = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("aliyun-fetch"),
                         FUNASR_TRITON_AUDIO__URL_FETCH_ENABLED="true",
-                        FUNASR_TRITON_AUDIO__URL_ALLOWED_HOSTS='["127.0.0.1"]')
+                        FUNASR_TRITON_AUDIO__URL_ALLOWED_HOSTS=f'["{audio_host.removeprefix("http://")}"]')
     yield fe
     fe.stop()
 
@@ -253,24 +290,32 @@ def test_too_large_body(guarded, short_pcm):
     assert_success(post(base, short_pcm, auth, format="pcm"))
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:1/x.wav",
-    "http://169.254.169.254/latest",
-    "http://localhost/x",
-    "http://[::1]/x.wav",
-    "file:///etc/passwd",
-    "ftp://example.com/a.wav",
-])
-def test_audio_address_refused(fetching, short_pcm, url):
-    body = assert_nls_error(post(fetching.base_url, audio_address=url), 400, 40000003)
+SSRF_URLS = ["http://127.0.0.1:{port}/x.wav", "http://localhost:{port}/x.wav", "http://[::1]:{port}/x.wav",
+             "http://2130706433:{port}/x.wav", "http://0x7f000001:{port}/x.wav", "http://127.1:{port}/x.wav",
+             "http://[::ffff:127.0.0.1]:{port}/x.wav", "http://0.0.0.0:{port}/x.wav",
+             "gopher://127.0.0.1:{port}/_GET%20/x.wav", "ftp://127.0.0.1:{port}/x.wav", "file:///etc/passwd",
+             "http://169.254.169.254/latest"]
+
+
+@pytest.mark.parametrize("url", SSRF_URLS)
+def test_audio_address_refused_without_a_request(fetching, canary, short_pcm, url):
+    body = assert_nls_error(post(fetching.base_url, audio_address=url.format(port=canary.port)), 400, 40000003)
     assert "audio_address" in body["message"]
+    assert canary.hits == [], "a refused URL reached the loopback server"
     assert_success(post(fetching.base_url, short_pcm, format="pcm"))
 
 
-def test_audio_address_allowed_host(fetching_local, audio_host, reference):
-    body = assert_success(post(fetching_local.base_url, audio_address=f"{audio_host}/speech.wav", format="wav"))
+def test_audio_address_allowed_host_port(fetching, canary, audio_host, reference):
+    body = assert_success(post(fetching.base_url, audio_address=f"{audio_host}/speech.wav", format="wav"))
     assert body["result"] == reference["result"], "the fetched wav is recognised like the uploaded one"
-    # an allow-listed host cannot redirect to a forbidden one
-    assert_nls_error(post(fetching_local.base_url, audio_address=f"{audio_host}/redirect"), 400, 40000003)
-    assert_nls_error(post(fetching_local.base_url, audio_address=f"{audio_host}/missing.wav"), 400, 40000003)
-    assert_success(post(fetching_local.base_url, audio_address=f"{audio_host}/speech.wav"))
+    # an allow-listed host:port cannot redirect to another port of the same host, nor to a link-local one
+    assert_nls_error(post(fetching.base_url, audio_address=f"{audio_host}/redirect"), 400, 40000003)
+    assert_nls_error(post(fetching.base_url, audio_address=f"{audio_host}/redirect-metadata"), 400, 40000003)
+    assert canary.hits == []
+    assert_nls_error(post(fetching.base_url, audio_address=f"{audio_host}/missing.wav"), 400, 40000003)
+    assert_success(post(fetching.base_url, audio_address=f"{audio_host}/speech.wav"))
+
+
+def test_url_fetch_off_by_default(frontend, canary):
+    assert_nls_error(post(frontend.base_url, audio_address=f"http://127.0.0.1:{canary.port}/x.wav"), 400, 40000003)
+    assert canary.hits == []

@@ -104,40 +104,103 @@ def test_hotword_file_is_reread_without_restart(triton, tmp_path, speech_wav):
         fe.stop()
 
 
+def _verbose(base_url: str, body: bytes) -> dict:
+    with httpx.Client(base_url=base_url, timeout=120) as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": ("a.wav", body)},
+                   data={"model": "whisper-1", "response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def test_denoise_chain(triton, tmp_path, speech_wav):
-    fe = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_AUDIO__DENOISE="true")
+    """AUDIO__DENOISE applies AUDIO__DENOISE_FILTER: a chain with a measurable effect (atempo=2 halves the
+    duration) proves the filter is in the decode path; the default chain decodes and keeps the speech."""
+    body = speech_wav.read_bytes()
+    plain = start_frontend(triton.grpc_url, tmp_path)
+    halved = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_AUDIO__DENOISE="true",
+                            FUNASR_TRITON_AUDIO__DENOISE_FILTER="highpass=f=80,atempo=2.0")
+    default = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_AUDIO__DENOISE="true")
     try:
-        assert _json_text(fe.base_url, speech_wav.read_bytes())
+        full = _verbose(plain.base_url, body)["duration"]
+        assert abs(_verbose(halved.base_url, body)["duration"] - full / 2) < 0.1, "the denoise filter was not applied"
+        out = _verbose(default.base_url, body)
+        assert abs(out["duration"] - full) < 0.1 and out["text"]
     finally:
-        fe.stop()
+        for fe in (plain, halved, default):
+            fe.stop()
 
 
-def test_url_fetch_checks_the_connected_address(monkeypatch):
-    """DNS rebinding: the name passed the check, the connection lands on loopback -> refused, body unread."""
+def test_url_fetch_connects_to_the_validated_address(monkeypatch):
+    """DNS rebinding: the name is resolved once, that answer is validated, and the GET goes to that address
+    itself (Host header kept). A second lookup (here pointing at another loopback server on the same port,
+    standing for an internal address) must never be used: that server receives no request."""
     import asyncio
     import http.server
+    import socket
     import threading
 
     from funasr_triton.app import fetch as fetch_mod
     from funasr_triton.app.config import AudioSettings
-    from funasr_triton.errors import AsrError
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen: dict[str, list] = {"validated": [], "rebound": []}
 
-    async def passes(url, settings):  # the first DNS answer was public
-        return None
+    def handler(name):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen[name].append(self.headers.get("Host"))
+                body = b"RIFF-not-really-audio"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    monkeypatch.setattr(fetch_mod, "check_url", passes)
-    settings = AudioSettings(url_fetch_enabled=True)
+            def log_message(self, *args):
+                pass
+        return Handler
+
+    validated = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler("validated"))
+    port = validated.server_address[1]
+    rebound = http.server.ThreadingHTTPServer(("127.0.0.2", port), handler("rebound"))
+    servers = [validated, rebound]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host, *args, **kwargs):  # any lookup after the validated one answers the "internal" address
+        if host == "media.example":
+            return real_getaddrinfo("127.0.0.2", *args, **kwargs)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    async def validated_once(target, settings):  # the one answer that passed the check
+        assert target.host == "media.example" and target.port == port
+        return "127.0.0.1"
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(fetch_mod, "resolve", validated_once)
     try:
-        with pytest.raises(AsrError) as info:
-            asyncio.run(fetch_mod.fetch(f"http://localhost:{server.server_port}/", settings, 10_000))
-    except Exception:
-        server.shutdown()
-        raise
-    server.shutdown()
-    assert info.value.code == "forbidden_url" and info.value.status == 400
+        spooled = asyncio.run(fetch_mod.fetch(f"http://media.example:{port}/a.wav", AudioSettings(url_fetch_enabled=True),
+                                              10_000))
+        spooled.close()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert seen == {"validated": [f"media.example:{port}"], "rebound": []}
+
+
+def test_url_allow_list_is_host_and_port():
+    from funasr_triton.app.config import AudioSettings
+    from funasr_triton.app.fetch import allowed, parse_target
+
+    s = AudioSettings(url_allowed_hosts=["media.internal", "127.0.0.1:8080", "[::1]:9000"])
+    assert allowed(parse_target("http://media.internal/a.wav"), s)
+    assert allowed(parse_target("https://MEDIA.internal/a.wav"), s)
+    assert not allowed(parse_target("http://media.internal:8001/a.wav"), s), "a bare host allows only 80 and 443"
+    assert allowed(parse_target("http://127.0.0.1:8080/a.wav"), s)
+    assert not allowed(parse_target("http://127.0.0.1:8001/a.wav"), s)
+    assert not allowed(parse_target("http://127.0.0.1/a.wav"), s)
+    assert allowed(parse_target("http://[::1]:9000/a.wav"), s)
 
 
 def test_long_audio_through_the_frontend(frontend, tmp_path):

@@ -175,3 +175,35 @@ def test_speaker_prefix_counts_toward_max_chars():
     assert [c.text for c in cues] == ["A: 一二三四五", "A: 六七八九十"]
     vtt = render_vtt(cues)
     assert [c.text for c in webvtt.from_string(vtt).captions] == ["A: 一二三四五", "A: 六七八九十"]
+
+
+def _srt_cues(text: str) -> list[str]:
+    return [" ".join(block.splitlines()[2:]) for block in text.strip().split("\n\n") if block.strip()]
+
+
+def test_subtitle_settings_from_the_environment(frontend, triton, tmp_path, speech_wav):
+    """FUNASR_TRITON_SUBTITLES__* reach the renderer of the real frontend process."""
+    import httpx
+
+    from tests.conftest import start_frontend
+
+    def srt(base_url: str, **extra) -> list[str]:
+        r = httpx.post(base_url + "/v1/audio/transcriptions", timeout=120,
+                       files={"file": ("a.wav", speech_wav.read_bytes())},
+                       data={"model": "whisper-1", "response_format": "srt", **extra})
+        assert r.status_code == 200, r.text
+        return _srt_cues(r.text)
+
+    default = srt(frontend.base_url, enable_speaker_diarization="true")
+    assert max(len(c) for c in default) > 6 and not any(c.startswith("<") for c in default)
+    fe = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_SUBTITLES__MAX_CHARS="6",
+                        FUNASR_TRITON_SUBTITLES__MERGE_MAX_CHARS="1",
+                        FUNASR_TRITON_SUBTITLES__SPEAKER_TEMPLATE="<{speaker}> ")
+    try:
+        cues = srt(fe.base_url, enable_speaker_diarization="true")
+    finally:
+        fe.stop()
+    assert len(cues) > len(default)
+    for cue in cues:
+        assert cue.startswith("<") and "> " in cue, cue
+        assert len(cue.split("> ", 1)[1].replace(" ", "")) <= 6, cue

@@ -27,7 +27,15 @@ PIPELINE = "pipeline"
 TRANSCRIBE = "transcribe"
 STREAMING = "streaming_asr"
 REQUIRED_MODELS = ("pipeline", "transcribe", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc",
-                   "streaming_asr", "speaker_embedding", "itn")
+                   "itn", "streaming_asr", "speaker_embedding")
+# what the frontend calls: `transcribe` and the stages it calls (asr = feature_extractor -> paraformer -> asr_decode)
+OFFLINE_MODELS = ("transcribe", "vad", "asr", "feature_extractor", "paraformer", "asr_decode", "punc", "itn")
+
+
+def required_models(streaming: bool, diarization: bool) -> tuple[str, ...]:
+    """The models a frontend with these settings uses: `streaming_asr` only when the real-time routes are
+    served, `speaker_embedding` only when diarization can be asked for."""
+    return (*OFFLINE_MODELS, *((STREAMING,) if streaming else ()), *(("speaker_embedding",) if diarization else ()))
 __all__ = ["TranscribeOptions", "TritonAsrClient", "AsyncTritonAsrClient", "AsrJob", "map_error"]
 
 
@@ -230,15 +238,16 @@ class AsyncTritonAsrClient:
         await self._client.close()
 
     async def ready(self, models: tuple[str, ...] = REQUIRED_MODELS) -> bool:
+        return not await self.unready(models)
+
+    async def unready(self, models: tuple[str, ...] = REQUIRED_MODELS) -> list[str]:
+        """The models of `models` that are not ready (all of them when Triton is unreachable or not ready)."""
         try:
             if not await self._client.is_server_ready(client_timeout=self.ready_timeout_s):
-                return False
-            for m in models:
-                if not await self._client.is_model_ready(m, client_timeout=self.ready_timeout_s):
-                    return False
-            return True
+                return list(models)
+            return [m for m in models if not await self._client.is_model_ready(m, client_timeout=self.ready_timeout_s)]
         except InferenceServerException:
-            return False
+            return list(models)
 
     def open_job(self, options: TranscribeOptions | None = None) -> "AsrJob":
         """A long recording on `transcribe`: see AsrJob."""

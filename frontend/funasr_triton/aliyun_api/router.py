@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..app.auth import key_ok, nls_token
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import check_speakers, is_uint
 from ..app.upload import SpooledAudio, spool_body
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
@@ -50,7 +51,7 @@ def nls_status(err: AsrError) -> tuple[int, int]:
         return 429, NlsStatus.TOO_MANY_REQUESTS
     if err.status == 413:
         return 413, NlsStatus.DEFAULT_CLIENT_ERROR
-    if err.status in (404, 405):  # routing, not NLS: keep the HTTP meaning
+    if err.status in (404, 405, 499):  # routing, or the client hung up: keep the HTTP meaning
         return err.status, NlsStatus.DEFAULT_CLIENT_ERROR
     if err.status < 500:
         if err.code == "unsupported_sample_rate":
@@ -116,7 +117,7 @@ def pcm_rate(fmt: str | None, sample_rate: int, data: bytes) -> int | None:
 async def read_body(request: Request, limit: int) -> SpooledAudio:
     """The raw body, spooled as it streams in and abandoned as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if is_uint(declared) and int(declared) > limit:
         raise AsrError(f"the body is {declared} bytes; at most {limit} accepted", 413, "too_large", "audio")
     return await spool_body(request, limit, lambda: AsrError(f"the body exceeds {limit} bytes", 413, "too_large",
                                                              "audio"))
@@ -146,6 +147,8 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
     service = request.app.state.service
     fmt = check_format(query.format)
     sample_rate = check_sample_rate(query.sample_rate)
+    check_speakers(query.speaker_count, query.min_speakers, query.max_speakers,
+                   ("speaker_count", "min_speakers", "max_speakers"))
     # enable_voice_detection and disfluency are accepted for compatibility: no disfluency model is served,
     # and VAD always segments the audio.
     hotwords = parse_hotwords(query.vocabulary_id)

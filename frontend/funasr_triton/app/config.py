@@ -33,7 +33,9 @@ class AudioSettings(BaseModel):
     denoise_filter: str = Field("highpass=f=80,afftdn=nf=-25", description="ffmpeg -af chain used when denoise is on")
     url_fetch_enabled: bool = Field(False, description="allow audio by URL (Aliyun `audio_address`)")
     url_allowed_hosts: list[str] = Field(default_factory=list,
-                                         description="hosts allowed even when they resolve to private/loopback addresses")
+                                         description='host:port entries (JSON list, e.g. ["media.internal:8080"]; '
+                                         '"[::1]:8080" for IPv6) allowed even when they resolve to private/loopback '
+                                         "addresses; a bare host allows only its ports 80 and 443")
     url_timeout_s: float = Field(30.0, gt=0, description="total time to fetch one URL")
     url_max_redirects: int = Field(3, ge=0, description="redirects followed (each target re-checked)")
 
@@ -51,6 +53,8 @@ class SubtitleSettings(BaseModel):
 
 
 class DiarizationSettings(BaseModel):
+    enabled: bool = Field(True, description="allow speaker diarization (needs the `speaker_embedding` model; off: "
+                          "requests asking for it are refused, `/api` does not diarize, /ready does not wait for it)")
     label_template: str = Field("SPEAKER_{index:02d}", description="speaker label: {index} 0-based, {number} "
                                 "1-based, e.g. SPEAKER_{index:02d} or 说话人{number}")
 

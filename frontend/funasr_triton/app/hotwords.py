@@ -5,6 +5,8 @@ import logging
 import os
 from pathlib import Path
 
+from .inputs import is_uint
+
 log = logging.getLogger(__name__)
 
 
@@ -41,14 +43,14 @@ def parse_hotwords(text: str | None) -> list[str]:
         return []
     text = text.strip()
     if text.startswith("{"):
-        import json
+        from .inputs import loads
 
         try:
-            return [str(k) for k in json.loads(text)]
+            return [str(k) for k in loads(text)]
         except ValueError:
             pass
     words = []
     for token in text.replace(",", " ").replace("，", " ").split():
-        if not token.lstrip("-").replace(".", "", 1).isdigit():  # skip weights
+        if not is_uint(token.lstrip("-").replace(".", "", 1)):  # skip weights (ASCII numbers only: "²" is a word)
             words.append(token)
     return words

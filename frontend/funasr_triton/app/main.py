@@ -11,9 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import AsrError
-from ..triton_client import AsyncTritonAsrClient
+from ..triton_client import AsyncTritonAsrClient, required_models
 from .config import Settings
 from .metrics import Metrics
 from .service import TranscriptionService
@@ -96,6 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def on_http(request: Request, exc: StarletteHTTPException):
         return render(request, _status_error(exc))
 
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect):
+        # the client hung up while its body was read: nobody reads this answer; counted as 499, not logged
+        return render(request, AsrError("the client closed the connection during the upload", 499, "client_closed"))
+
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception):
         log.exception("unhandled error")
@@ -104,24 +110,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def count(request: Request, call_next):
         t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+        status = 500  # an exception escaping the handlers becomes a 500 (rendered by on_unexpected)
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            path = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(path, str(status)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - t0)
 
     @app.get("/health", tags=["operations"])
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"])
+    @app.get("/ready", tags=["operations"], responses={503: {"description": "Triton or a needed model is not ready; "
+                                                             "`missing` names the models"}})
     async def ready(request: Request):
-        ok = await request.app.state.service.client.ready()
-        return JSONResponse({"status": "ready" if ok else "unavailable", "triton": settings.triton.url},
-                            status_code=200 if ok else 503)
+        models = required_models(settings.streaming.enabled, settings.diarization.enabled)
+        missing = await request.app.state.service.client.unready(models)
+        body = {"status": "unavailable" if missing else "ready", "triton": settings.triton.url, "models": list(models)}
+        if missing:
+            body["missing"] = missing
+        return JSONResponse(body, status_code=503 if missing else 200)
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text exposition",
+                              "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
     async def prometheus_metrics():
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -112,6 +112,9 @@ class TranscriptionService:
             self.metrics.rejected.labels("too_large").inc()
             raise AsrError(f"the audio is {size} bytes; at most {self.settings.limits.max_upload_bytes} accepted",
                            413, "too_large", "file")
+        if options.diarize and not self.settings.diarization.enabled:
+            raise AsrError("speaker diarization is disabled on this server", 400, "diarization_disabled",
+                           "enable_speaker_diarization")
         hotwords = self.merged_hotwords(options.hotwords)
         async with self._admitted():
             t0 = time.perf_counter()

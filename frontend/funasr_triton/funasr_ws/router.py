@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from ..app.auth import bearer, key_ok
 from ..app import wsio
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import loads
 from ..contract import TranscribeOptions, Transcript
 from ..app.streaming import Stream, StreamEvent, StreamOptions
 from ..errors import AsrError
@@ -150,7 +151,7 @@ class FunasrSession:
         if text is None:
             return None
         try:
-            update = json.loads(text)
+            update = loads(text)
         except ValueError:
             raise invalid_message("a text message is not JSON") from None
         if not isinstance(update, dict):

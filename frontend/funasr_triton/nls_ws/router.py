@@ -19,7 +19,6 @@ state on every path, a vanished client included.
 """
 from __future__ import annotations
 
-import json
 import logging
 import struct
 
@@ -30,6 +29,7 @@ from ..aliyun_api.protocol import NlsStatus
 from ..app.auth import key_ok, nls_token
 from ..app import wsio
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import loads
 from ..app.streaming import Stream, StreamEvent, StreamOptions
 from ..errors import AsrError
 from ..logs import event
@@ -281,7 +281,7 @@ class NlsSession:
         if text is None:
             return None
         try:
-            raw = json.loads(text)
+            raw = loads(text)
         except ValueError:
             raise invalid_message("a text message is not JSON") from None
         if isinstance(raw, dict) and isinstance(raw.get("header"), dict):

@@ -8,7 +8,6 @@ Unknown fields are ignored. Every failure is an AsrError rendered by `render_err
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -25,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from ..app.auth import bearer, key_ok
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import check_speakers, is_uint, loads
 from ..app.upload import SpooledAudio, spool_upload
 from ..contract import TranscribeOptions, Transcript
 from ..app.subtitles import to_srt, to_vtt
@@ -42,16 +42,30 @@ FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart framing + text fields on top of t
 MODELS_CREATED = int(time.time())
 _ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503, 504)}
 _STR, _LIST = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+_SPEAKERS = {"type": "integer", "minimum": 1, "maximum": 32}
+_FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]
+_COMMON = {"file": {"type": "string", "format": "binary", "description": "the audio (any format ffmpeg decodes)"},
+           "model": {"type": "string", "description": "the served model's name or one of its aliases (404 otherwise)"},
+           "prompt": {"type": "string", "description": "used as hotwords (space/comma separated, or JSON {word: weight})"},
+           "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0}}
 _FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
-    "properties": {"file": {"type": "string", "format": "binary"}, "model": _STR, "language": _STR, "prompt": _STR,
-                   "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt",
-                                                                  "diarized_json"]},
-                   "temperature": {"type": "number", "minimum": 0, "maximum": 1}, "stream": {"type": "boolean"},
-                   "timestamp_granularities[]": _LIST, "include[]": _LIST, "chunking_strategy": _STR,
-                   "known_speaker_names[]": _LIST, "known_speaker_references[]": _LIST, "keywords[]": _LIST,
-                   "languages[]": _LIST, "hotwords": {"type": "string", "description": "extension: hotwords"}},
+    "properties": {**_COMMON, "language": {"type": "string", "description": "zh, cmn, yue, en, ja, ko (region suffixes such as zh-CN accepted) or auto; others: 400"},
+                   "response_format": {"type": "string", "enum": [*_FORMATS, "diarized_json"], "default": "json"},
+                   "stream": {"type": "boolean", "default": False},
+                   "timestamp_granularities[]": {"type": "array", "items": {"type": "string",
+                                                                            "enum": ["word", "segment"]}},
+                   "include[]": {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+                   "chunking_strategy": {"type": "string", "description": "auto, or JSON {\"type\": \"server_vad\", …}"},
+                   "known_speaker_names[]": {**_LIST, "maxItems": 4},
+                   "known_speaker_references[]": {**_LIST, "maxItems": 4}, "keywords[]": _LIST, "languages[]": _LIST,
+                   "hotwords": {"type": "string", "description": "extension: hotwords (space/comma separated)"},
+                   "enable_speaker_diarization": {"type": "boolean", "default": False, "description": "extension"},
+                   "num_speakers": _SPEAKERS, "min_speakers": _SPEAKERS, "max_speakers": _SPEAKERS},
 }}}}}
+_TRANSLATION_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {**_COMMON, "response_format": {"type": "string", "enum": _FORMATS, "default": "json"}}}}}}}
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
@@ -88,7 +102,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     too_large = AsrError(f"the request is larger than the {limit - FORM_OVERHEAD_BYTES} byte upload limit",
                          413, "too_large", "file")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    if is_uint(length) and int(length) > limit:
         raise too_large
     chunks, size = [], 0
     try:
@@ -145,7 +159,7 @@ def _form_fields(form: FormData, model: type[BaseModel]) -> dict:
             values = [v for k in keys if k == name or re.fullmatch(rf"{name}\[\d*\]", k) for v in _text_values(form, k)]
             if len(values) == 1 and values[0].lstrip().startswith("["):
                 try:
-                    values = json.loads(values[0])
+                    values = loads(values[0])
                 except ValueError:
                     pass
             if values:
@@ -156,7 +170,7 @@ def _form_fields(form: FormData, model: type[BaseModel]) -> dict:
             raw = _text_values(form, name)[-1]
             if name == "chunking_strategy":
                 try:
-                    fields[name] = json.loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
+                    fields[name] = loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
                 except ValueError:
                     raise AsrError("chunking_strategy: not valid JSON", 400, "invalid_value", name)
             else:
@@ -414,8 +428,16 @@ def _hotwords(req: TranscriptionRequest, max_chars: int) -> list[str]:
 
 # ---------------------------------------------------------------- routes
 
+_TEXT = {"schema": {"type": "string"}}
+_TRANSCRIPTION_200 = {200: {"description": "json/verbose_json/diarized_json as JSON; text, srt and vtt as text; "
+                                           "stream=true as server-sent events",
+                            "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": _TEXT,
+                                        "application/x-subrip": _TEXT, "text/vtt": _TEXT,
+                                        "text/event-stream": _TEXT}}}
+
+
 @router.post("/audio/transcriptions", summary="Transcribe audio (OpenAI Audio API)", openapi_extra=_FORM_DOC,
-             response_model=None)
+             response_model=None, responses=_TRANSCRIPTION_200)
 async def create_transcription(request: Request) -> Response:
     _authorize(request)
     service = request.app.state.service
@@ -424,6 +446,7 @@ async def create_transcription(request: Request) -> Response:
     try:
         req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
         service.check_model(req.model)
+        check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
         audio = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
     finally:
         await form.close()
@@ -467,7 +490,8 @@ async def _stream(request: Request, events: AsyncIterator[dict], req: Transcript
 
 
 @router.post("/audio/translations", summary="Not supported: Paraformer transcribes, it does not translate",
-             response_model=None)
+             description="Always 400 `unsupported_task` once the request is valid (auth, form, model).",
+             response_model=None, openapi_extra=_TRANSLATION_DOC)
 async def create_translation(request: Request) -> Response:
     _authorize(request)
     form = await _read_form(request)

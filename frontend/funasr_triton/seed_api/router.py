@@ -12,6 +12,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..app.auth import bearer, key_ok, nls_token
 from ..app.hotwords import parse_hotwords
+from ..app.inputs import check_speakers, is_uint
 from ..app.upload import SpooledAudio, spool_upload
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
@@ -65,7 +66,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[SpooledAudio, d
         raise AsrError("send multipart/form-data with the audio in the field 'audio'", 400, "invalid_request", "audio")
     limit = max_bytes + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if is_uint(declared) and int(declared) > limit:
         raise AsrError(f"the upload is {declared} bytes; at most {max_bytes} accepted", 413, "too_large", "audio")
     try:
         form = await MultiPartParser(request.headers, bounded(request, limit), max_files=2, max_fields=8).parse()
@@ -86,7 +87,7 @@ def _count(fields: dict[str, str], name: str) -> int | None:
     raw = fields.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 32:
+    if not is_uint(raw) or not 1 <= int(raw) <= 32:
         raise AsrError(f"{name} must be an integer between 1 and 32", 400, "invalid_request", name)
     return int(raw)
 
@@ -99,9 +100,13 @@ def _count(fields: dict[str, str], name: str) -> int | None:
                  "type": "object", "required": ["audio"],
                  "properties": {"audio": {"type": "string", "format": "binary", "description": "or field `file`"},
                                 "hotwords": {"type": "string", "description": "optional: \"词 20 词 15\""},
-                                "num_speakers": {"type": "integer", "description": "optional: exact speaker count"},
-                                "min_speakers": {"type": "integer"}, "max_speakers": {"type": "integer"},
-                                "enable_speaker_diarization": {"type": "boolean", "default": True},
+                                "num_speakers": {"type": "integer", "minimum": 1, "maximum": 32,
+                                                 "description": "optional: exact speaker count"},
+                                "min_speakers": {"type": "integer", "minimum": 1, "maximum": 32},
+                                "max_speakers": {"type": "integer", "minimum": 1, "maximum": 32},
+                                "enable_speaker_diarization": {"type": "boolean", "default": True,
+                                                               "description": "false when the server has "
+                                                               "DIARIZATION__ENABLED off"},
                                 "itn": {"type": "boolean", "default": False,
                                         "description": "inverse text normalization (三点一四 -> 3.14)"}}}}}}})
 async def transcribe_call(request: Request) -> Response:
@@ -112,7 +117,9 @@ async def transcribe_call(request: Request) -> Response:
         if not audio.size:
             raise AsrError("the uploaded file is empty", 400, "empty_audio", "audio")
         counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
-        diarize = fields.get("enable_speaker_diarization", "true").strip().lower() not in ("false", "0", "no")
+        check_speakers(counts["num_speakers"], counts["min_speakers"], counts["max_speakers"])
+        default = "true" if service.settings.diarization.enabled else "false"
+        diarize = fields.get("enable_speaker_diarization", default).strip().lower() not in ("false", "0", "no")
         itn = fields.get("itn", "false").strip().lower() in ("true", "1", "yes")
         transcript = await service.transcribe(audio, TranscribeOptions(
             hotwords=parse_hotwords(fields.get("hotwords")), timestamps=False, diarize=diarize, itn=itn, **counts))
