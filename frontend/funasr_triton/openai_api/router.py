@@ -332,10 +332,15 @@ def _done(t: Transcript) -> TranscriptTextDone:
 def _stream_events(t: Transcript, req: TranscriptionRequest) -> Iterator[BaseModel]:
     """The events of a finished transcript (diarized_json: speakers are known only at the end)."""
     deltas = _deltas(t)
-    if req.response_format == "diarized_json" and len(deltas) == len(t.sentences):
-        for delta, seg in zip(deltas, _diarized_segments(t, req)):
-            yield TranscriptTextDelta(delta=delta, segment_id=seg.id)
-            yield TranscriptTextSegment(**seg.model_dump())
+    if req.response_format == "diarized_json":
+        segments = _diarized_segments(t, req)
+        if len(deltas) == len(segments):
+            for delta, seg in zip(deltas, segments):
+                yield TranscriptTextDelta(delta=delta, segment_id=seg.id)
+                yield TranscriptTextSegment(**seg.model_dump())
+        else:  # the sentences could not be cut out of the text: the text whole, then every segment
+            yield from (TranscriptTextDelta(delta=d) for d in deltas)
+            yield from (TranscriptTextSegment(**seg.model_dump()) for seg in segments)
     else:
         for delta in deltas:
             yield TranscriptTextDelta(delta=delta)
