@@ -5,6 +5,7 @@ recovers by itself); /health fails once Triton cannot be restarted; a busy port 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,15 @@ from tests.conftest import BIN, ROOT
 psutil = pytest.importorskip("psutil")
 
 TRITON_NAMES = ("tritonserver", "triton_python_backend_stub")
+
+
+@pytest.fixture(scope="module")
+def repository(repository, tmp_path_factory) -> Path:
+    """A private copy of the session's repository: these tests look for (and kill) every Triton serving
+    their repository, which must never be the session's own Triton."""
+    copy = tmp_path_factory.mktemp("lifecycle-repo") / "model_repository"
+    shutil.copytree(repository, copy, symlinks=True)
+    return copy
 
 
 def triton_processes(repo: Path) -> list:
