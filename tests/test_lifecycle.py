@@ -40,9 +40,9 @@ def triton_processes(repo: Path) -> list:
         try:
             name = p.info["name"] or ""
             cmdline = " ".join(p.info["cmdline"] or [])
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if p.status() == psutil.STATUS_ZOMBIE:
             continue
         if any(n in name or n in cmdline.split(" ", 1)[0] for n in TRITON_NAMES) and str(repo) in cmdline:
             out.append(p)
