@@ -282,8 +282,9 @@ def main(args) -> int:
         finally:
             client.close()
     pyannote = _speaker_model(Path(args.repository)) == "pyannote"
+    # the stages compared one by one (streaming has its own parity tests; itn is not a FunASR model)
     models = {stage: PyannoteReference(path) if stage == "speaker" and pyannote else _automodel(path)
-              for stage, path in dirs.items()}
+              for stage, path in dirs.items() if stage in ("vad", "asr", "punc", "speaker")}
     _silence_funasr()
     client = TritonAsrClient(args.url)
     hotwords = args.hotwords.split()
