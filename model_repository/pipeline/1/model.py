@@ -14,7 +14,8 @@ import triton_python_backend_utils as pb_utils
 
 from job_backend import BLS, job_limits, load_vad
 from longfile import JobInputError, JobOptions, LongFileJob
-from stage import StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response, strings
+from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
+                   scalar_input, strings)
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
@@ -36,21 +37,11 @@ class TritonPythonModel:
 
     @staticmethod
     def _flag(request, name: str, default: bool) -> bool:
-        value = input_array(request, name, required=False)
-        if value is None:
-            return default
-        if value.dtype != np.bool_ or value.size != 1:
-            raise StageInputError(f"{name} must be one BOOL")
-        return bool(value.reshape(-1)[0])
+        return bool(scalar_input(request, name, np.bool_, default))
 
     @staticmethod
     def _count(request, name: str):
-        value = input_array(request, name, required=False)
-        if value is None:
-            return None
-        if value.dtype != np.int32 or value.size != 1:
-            raise StageInputError(f"{name} must be one INT32")
-        return int(value.reshape(-1)[0])
+        return scalar_input(request, name, np.int32, None)
 
     def _options(self, request) -> JobOptions:
         hot = input_array(request, "HOTWORDS", required=False)

@@ -88,6 +88,16 @@ def input_array(request, name: str, dtype=None, ndim: int | None = None, require
     return array
 
 
+def scalar_input(request, name: str, dtype, default):
+    """An optional one-element input (BOOL flags, INT32 counts); `default` when absent."""
+    value = input_array(request, name, required=False)
+    if value is None:
+        return default
+    if value.dtype != dtype or value.size != 1:
+        raise StageInputError(f"{name} must be one {np.dtype(dtype).name.upper()}")
+    return value.reshape(-1)[0].item()
+
+
 class BlsError(Exception):
     """A BLS call failed; `invalid_arg` keeps whether the callee blamed the input."""
 

@@ -13,7 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 from job_backend import BLS, job_limits, load_vad
 from longfile import JobInputError, JobOptions, LongFileJob
-from stage import StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response
+from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
+                   scalar_input)
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "FINAL": "TYPE_BOOL", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"START", "END", "READY", "CORRID"}
@@ -63,12 +64,7 @@ class TritonPythonModel:
 
     @staticmethod
     def _flag(request, name: str) -> bool:
-        value = input_array(request, name, required=False)
-        if value is None:
-            return False
-        if value.dtype != np.bool_ or value.size != 1:
-            raise StageInputError(f"{name} must be one BOOL")
-        return bool(value.reshape(-1)[0])
+        return bool(scalar_input(request, name, np.bool_, False))
 
     def _drop(self, corrid: int, why: str) -> None:
         rec = self.recordings.pop(corrid, None)
