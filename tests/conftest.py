@@ -122,6 +122,18 @@ def speech_wav(tmp_path_factory) -> Path:
                      compose(0.3, SENTENCES[0], 1.5, SENTENCES[1], 1.5, SENTENCES[2], 0.3))
 
 
+# ---- the fast loop: `pytest -m "not integration"` runs the pure unit tests, without Triton or built models -------
+
+# a test that needs any of these (directly or through another fixture) runs against real models or servers
+INTEGRATION_FIXTURES = frozenset({"repository", "triton", "client", "frontend", "cli_env"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
+
 # ---- no silent skips in CI: a missing dependency (importorskip) fails the suite when CI=true ----------------------
 
 def _import_skip(report) -> str | None:

@@ -24,6 +24,8 @@ import pytest
 from funasr_triton.server import free_ports
 from tests.conftest import BIN, CACHE, ROOT
 
+pytestmark = pytest.mark.integration  # runs the rendered pod's containers: Triton and a transcription
+
 helm = pytest.importorskip("helm_python")
 yaml = pytest.importorskip("yaml")
 

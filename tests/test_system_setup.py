@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # a debootstrap chroot: minutes
 
 CACHE = Path(os.environ.get("FUNASR_TRITON_DEBOOTSTRAP_CACHE", ROOT / ".cache" / "debootstrap"))
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
