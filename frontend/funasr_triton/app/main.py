@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..seed_api.router import PREFIXES as SEED_PREFIXES
     from ..seed_api.router import render_error as seed_error
     from ..seed_api.router import router as seed_router
+    from ..filetrans_api.router import router as filetrans_router
+    from ..filetrans_api.router import setup as filetrans_setup
     from ..jobs.router import router as jobs_router
     from .demo import router as demo_router
 
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
         renderers.extend((p, render) for p in prefixes)
     app.include_router(jobs_router)  # under /v1: OpenAI's error shape
+    app.include_router(filetrans_router)  # `/` with `Action` (before the demo page, which it serves without one)
+    app.state.job_setups.append(filetrans_setup)
     app.include_router(nls_ws_router)  # WebSocket routes: failures are protocol messages, not HTTP errors
     app.include_router(funasr_ws_router)
     app.include_router(demo_router)
