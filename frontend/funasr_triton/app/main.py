@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..seed_api.router import PREFIXES as SEED_PREFIXES
     from ..seed_api.router import render_error as seed_error
     from ..seed_api.router import router as seed_router
+    from ..dashscope_api.router import PREFIXES as DASHSCOPE_PREFIXES
+    from ..dashscope_api.router import render_error as dashscope_error
+    from ..dashscope_api.router import router as dashscope_router
     from ..filetrans_api.router import router as filetrans_router
     from ..filetrans_api.router import setup as filetrans_setup
     from ..jobs.router import router as jobs_router
@@ -92,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)  # under /v1: OpenAI's error shape
     app.include_router(filetrans_router)  # `/` with `Action` (before the demo page, which it serves without one)
     app.state.job_setups.append(filetrans_setup)
+    app.include_router(dashscope_router)
+    renderers[0:0] = [(p, dashscope_error) for p in DASHSCOPE_PREFIXES]  # before the seed API's `/api`
     app.include_router(nls_ws_router)  # WebSocket routes: failures are protocol messages, not HTTP errors
     app.include_router(funasr_ws_router)
     app.include_router(demo_router)
