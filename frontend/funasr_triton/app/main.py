@@ -83,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..dashscope_api.router import render_error as dashscope_error
     from ..dashscope_api.router import router as dashscope_router
     from ..filetrans_api.router import router as filetrans_router
+    from ..seed_api.transcribe import PREFIXES as SEED_BATCH_PREFIXES
+    from ..seed_api.transcribe import render_error as seed_batch_error
+    from ..seed_api.transcribe import router as seed_batch_router
     from ..filetrans_api.router import setup as filetrans_setup
     from ..jobs.router import router as jobs_router
     from .demo import router as demo_router
@@ -97,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_setups.append(filetrans_setup)
     app.include_router(dashscope_router)
     renderers[0:0] = [(p, dashscope_error) for p in DASHSCOPE_PREFIXES]  # before the seed API's `/api`
+    app.include_router(seed_batch_router)  # seed 003's POST /transcribe (several files)
+    renderers.extend((p, seed_batch_error) for p in SEED_BATCH_PREFIXES)
     app.include_router(nls_ws_router)  # WebSocket routes: failures are protocol messages, not HTTP errors
     app.include_router(funasr_ws_router)
     app.include_router(demo_router)
