@@ -233,9 +233,11 @@ class JobRunner:
         folder = self.store.job_audio_dir(job.id)
         if f.get("path"):
             path = folder / f["path"]
-            if not path.exists():
-                raise AsrError("the job's audio is missing from the data directory", 500, "audio_missing")
-            return path
+            if path.exists():
+                return path
+            if not f.get("url"):  # an upload kept on another replica's volume that this one cannot see
+                raise AsrError("the job's audio is missing from the data directory (replicas need a shared "
+                               "data volume for uploads)", 500, "audio_missing")
         audio = await self.service.fetch(f["url"])  # the SSRF-guarded fetch (app/fetch.py)
         dest = folder / str(i)
         folder.mkdir(parents=True, exist_ok=True)
