@@ -35,7 +35,8 @@ MODELS = re.compile(r"(paraformer|fun-asr)[a-z0-9.\-]*", re.I)
 _TRAILING_PUNCT = re.compile(r"[，。？！、,.?!;；:：]+$")
 _CODES = {400: "InvalidParameter", 401: "InvalidApiKey", 404: "NotFound", 409: "Conflict", 413: "InvalidParameter",
           429: "Throttling"}
-router = APIRouter(prefix="/api/v1", tags=["dashscope"])
+router = APIRouter(prefix="/api/v1", tags=["dashscope"],
+                   responses={s: {"model": p.ErrorReply} for s in (400, 401, 404, 413, 429, 503)})
 
 
 def render_error(request: Request, err: AsrError) -> Response:

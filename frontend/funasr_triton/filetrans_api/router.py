@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from ..app.auth import key_ok
+from ..app.auth import bearer, key_ok
 from ..app.demo import demo_page
 from ..app.fetch import parse_target
 from ..contract import TranscribeOptions, Transcript
@@ -118,7 +118,9 @@ def _params(request: Request, form) -> dict[str, str]:
 
 
 def _authorize(request: Request, params: dict[str, str]) -> None:
-    if not key_ok(request.app.state.settings, params.get("AccessKeyId")):
+    """The SDK's AccessKeyId, or (plain HTTP clients) `Authorization: Bearer`, must be an API key."""
+    settings = request.app.state.settings
+    if not (key_ok(settings, params.get("AccessKeyId")) or key_ok(settings, bearer(request))):
         raise FileTransError(401, p.UNAUTHORIZED, "AccessKeyId is not an API key of this server")
 
 

@@ -26,6 +26,7 @@ from .router import MULTIPART_OVERHEAD, authorize, bounded
 PREFIXES: tuple[str, ...] = ("/transcribe",)
 LANGS = ("auto", "zh", "en")
 router = APIRouter(tags=["seed"])
+_ERRORS = (400, 401, 413, 429)
 
 
 class FileSegment(BaseModel):
@@ -59,6 +60,7 @@ def render_error(request: Request, err: AsrError) -> Response:
 
 
 @router.post("/transcribe", summary="Transcribe several files (seed 003 shape)", response_model=TranscribeResponse,
+             responses={s: {"model": TranscribeResponse} for s in _ERRORS},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["files"],
                  "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
