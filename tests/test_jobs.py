@@ -76,9 +76,10 @@ def job_env(host: AudioHost, **extra: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def jobs_frontend(triton, tmp_path_factory, audio_host):
+def jobs_frontend(triton, tmp_path_factory, audio_host, long_wav):
     fe = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("jobs"),
-                        **job_env(audio_host, FUNASR_TRITON_JOBS__MAX_FILES="3", FUNASR_TRITON_JOBS__WORKERS="1"))
+                        **job_env(audio_host, FUNASR_TRITON_JOBS__MAX_FILES="3", FUNASR_TRITON_JOBS__WORKERS="1",
+                                  FUNASR_TRITON_JOBS__MAX_JOB_BYTES=str(long_wav.stat().st_size + 1000)))
     yield fe
     fe.stop()
 
@@ -156,7 +157,7 @@ def test_url_jobs_and_a_failed_file(jobs_frontend, audio_host):
         assert res.status_code == 400 and res.json()["error"]["code"] == "fetch_failed"
 
 
-def test_bad_submissions_are_openai_errors(jobs_frontend, speech_wav, audio_host):
+def test_bad_submissions_are_openai_errors(jobs_frontend, speech_wav, audio_host, long_wav):
     with httpx.Client(base_url=jobs_frontend.base_url, timeout=60) as c:
         def error(r, status, code):
             assert r.status_code == status, r.text
@@ -170,6 +171,8 @@ def test_bad_submissions_are_openai_errors(jobs_frontend, speech_wav, audio_host
         error(c.post("/v1/jobs", data={"model": "whisper-large"}, files={"file": ("a.wav", b"x")}), 404,
               "model_not_found")
         error(c.get("/v1/jobs/nope"), 404, "job_not_found")
+        two = [("file", (f"{i}.wav", long_wav.read_bytes(), "audio/wav")) for i in range(2)]
+        error(c.post("/v1/jobs", files=two), 413, "too_large")  # JOBS__MAX_JOB_BYTES: one long file fits, two do not
         error(c.delete("/v1/jobs/nope"), 404, "job_not_found")
 
 
@@ -237,6 +240,59 @@ def test_sigkill_mid_job_then_restart_completes_it(triton, tmp_path_factory, aud
             assert "job recovered" in fe2.log_file.read_text()  # logged at WARNING
     finally:
         fe2.stop()
+
+
+def test_graceful_stop_queues_the_running_job_at_once(triton, tmp_path_factory, audio_host, long_wav):
+    """SIGTERM: the running job goes back to the queue (not counted as an attempt) instead of waiting for its
+    lease to expire; the next process runs it."""
+    import sqlite3
+
+    logs = tmp_path_factory.mktemp("jobs-term")
+    data = logs / "data"
+    env = job_env(audio_host, FUNASR_TRITON_JOBS__DATA_DIR=str(data), FUNASR_TRITON_JOBS__LEASE_S="3600")
+    fe = start_frontend(triton.grpc_url, logs, **env)
+    try:
+        with httpx.Client(base_url=fe.base_url, timeout=120) as c:
+            job = submit(c, long_wav)
+            wait_job(c, job["id"], until=("running",))
+    finally:
+        fe.stop()
+    assert fe.proc.returncode is not None
+    with sqlite3.connect(data / "jobs.sqlite3") as db:
+        state, attempts, owner = db.execute("SELECT state, attempts, owner FROM funasr_jobs WHERE id = ?",
+                                            (job["id"],)).fetchone()
+    assert (state, attempts, owner) == ("queued", 0, None)
+    fe2 = start_frontend(triton.grpc_url, logs, **env)
+    try:
+        with httpx.Client(base_url=fe2.base_url, timeout=120) as c:
+            done = wait_job(c, job["id"], timeout=600)
+            assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    finally:
+        fe2.stop()
+
+
+def test_the_store_takes_another_table(tmp_path):
+    """Another feature (e.g. a vocabulary registry) keeps its rows in the same database as the jobs."""
+    from peewee import CharField, TextField
+
+    from funasr_triton.jobs.store import TABLES, Base, JobStore
+
+    class Vocabulary(Base):
+        id = CharField(primary_key=True)
+        words = TextField()
+
+        class Meta:
+            table_name = "test_vocabularies"
+
+    store = JobStore(None, tmp_path)
+    try:
+        store.add_table(Vocabulary)
+        Vocabulary.create(id="v1", words="阿里巴巴 达摩院")
+        assert Vocabulary.get_by_id("v1").words == "阿里巴巴 达摩院"
+        assert store.db.table_exists("funasr_jobs") and store.db.table_exists("test_vocabularies")
+    finally:
+        TABLES.remove(Vocabulary)
+        store.close()
 
 
 def test_retention_purges_results_and_audio(triton, tmp_path_factory, audio_host, speech_wav):
