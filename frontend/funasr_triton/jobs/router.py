@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
+from ..app.fetch import parse_target
 from ..app.inputs import check_speakers
 from ..app.upload import SpooledAudio
 from ..contract import TranscribeOptions, Transcript
@@ -22,7 +23,7 @@ from ..errors import AsrError
 from ..openai_api.protocol import ErrorResponse, ResponseFormat, TranscriptionRequest
 from ..openai_api.router import (_authorize, _form_fields, _hotwords, _read_form, _read_upload, _render, _text_values,
                                  _validate)
-from .store import FINISHED, RUNNING, SUCCEEDED, Job
+from .store import FINISHED, SUCCEEDED, Job
 
 KIND = "openai"
 URL_FIELDS = ("url", "audio_address")
@@ -147,7 +148,6 @@ async def submit_job(request: Request) -> JSONResponse:
             audio.append(await _read_upload(single, settings.limits.max_upload_bytes))
             files.append({"name": upload.filename or f"file{i}"})
         for url in urls:
-            from ..app.fetch import parse_target
             parse_target(url)  # malformed URLs are refused now; the address checks run when fetched
             audio.append(None)
             files.append({"name": url.rsplit("/", 1)[-1] or url, "url": url})
@@ -222,5 +222,3 @@ async def cancel_job(request: Request, job_id: str):
         raise AsrError(f"job {job_id} already finished ({job.state})", 409, "job_finished")
     return job_view(job, request)
 
-
-__all__ = ["router", "job_view", "openai_options", "RUNNING"]

@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from peewee import (BooleanField, CharField, DatabaseProxy, DoubleField, IntegerField, Model, SqliteDatabase,
                     TextField, fn)
@@ -229,11 +229,3 @@ class JobStore:
         cutoff = time.time() - older_than_s
         return Job.delete().where((Job.state == EXPIRED) & (Job.finished_at < cutoff)).execute()
 
-
-def job_view(job: Job) -> dict:
-    return {f: getattr(job, f) for f in ("id", "kind", "state", "created_at", "started_at", "finished_at",
-                                         "attempts", "params", "files", "progress", "results", "error")}
-
-
-def iter_ids(rows: Iterable[Job]) -> list[str]:
-    return [r.id for r in rows]
