@@ -58,6 +58,7 @@ class JobRunner:
         self.progress: dict[str, dict] = {}
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -69,6 +70,7 @@ class JobRunner:
               backend="sqlite" if self.store.is_sqlite else "postgresql")
 
     async def stop(self) -> None:
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
         running = list(self.running.items())
@@ -166,7 +168,7 @@ class JobRunner:
         try:
             state, results, error = await run
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # the runner itself is stopping
+            if self._stopping:  # the runner itself is stopping: stop() queues the job again
                 raise
             event(log, "job cancelled", job=job_id)
             self.metrics.finished.labels(job.kind, CANCELLED).inc()
