@@ -86,7 +86,9 @@ def start_frontend(triton_url: str, log_dir: Path, **env_overrides: str) -> Fron
     tmpdir = log_dir / f"tmp-{port}"
     tmpdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, FUNASR_TRITON_TRITON__URL=triton_url, FUNASR_TRITON_PORT=str(port),
-               FUNASR_TRITON_LOG_LEVEL="WARNING", TMPDIR=str(tmpdir), **env_overrides)
+               FUNASR_TRITON_LOG_LEVEL="WARNING", TMPDIR=str(tmpdir))
+    env.setdefault("FUNASR_TRITON_JOBS__DATA_DIR", str(log_dir / f"jobs-{port}"))  # a private job store unless given
+    env.update(env_overrides)
     log_file = log_dir / f"frontend-{port}.log"
     proc = subprocess.Popen([str(BIN / "funasr-triton"), "frontend"], env=env, cwd=ROOT,
                             stdout=open(log_file, "wb"), stderr=subprocess.STDOUT)

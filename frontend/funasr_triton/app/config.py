@@ -103,6 +103,28 @@ class ModelSettings(BaseModel):
                                description="OpenAI model names accepted as aliases of the default model")
 
 
+class JobSettings(BaseModel):
+    enabled: bool = Field(True, description="durable jobs: /v1/jobs, Alibaba FileTrans, DashScope async, seed /transcribe")
+    data_dir: Path = Field(Path("~/.local/share/funasr-triton/jobs"), description="job audio (and the SQLite "
+                           "store when no backend_url); shared by all replicas when they share a backend")
+    backend_url: str | None = Field(None, description="networked store shared by replicas, e.g. "
+                                    "postgresql://user:pass@host:5432/db; unset: SQLite in data_dir")
+    workers: int = Field(2, ge=1, le=64, description="jobs this frontend process runs at once")
+    retention_hours: float = Field(72.0, gt=0, description="finished jobs (results and audio) are purged after this")
+    lease_s: float = Field(30.0, ge=1, description="a running job's lease, renewed every third of it; a job whose "
+                           "replica died is run again once its lease expired")
+    max_attempts: int = Field(3, ge=1, description="runs of one job (replica deaths included) before it fails")
+    poll_interval_s: float = Field(1.0, gt=0, description="an idle worker checks the queue this often")
+    maintenance_interval_s: float = Field(10.0, gt=0, description="recovery of dead replicas' jobs, purging, "
+                                          "job metrics: this often")
+    max_queued: int = Field(1000, ge=1, description="queued jobs (all replicas); beyond that a submission is refused (429)")
+    max_files: int = Field(20, ge=1, description="files (uploads or URLs) in one job or one /transcribe request")
+    max_job_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="audio bytes of one job (all its files)")
+    callback_timeout_s: float = Field(10.0, gt=0, description="time for one job callback POST")
+    public_url: str | None = Field(None, description="this service's external base URL, for the URLs jobs hand "
+                                   "out (DashScope transcription_url); unset: taken from the request")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FUNASR_TRITON_", env_nested_delimiter="__", extra="ignore")
 
@@ -119,3 +141,4 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     itn: ItnSettings = ItnSettings()
     models: ModelSettings = ModelSettings()
+    jobs: JobSettings = JobSettings()

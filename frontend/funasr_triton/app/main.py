@@ -46,7 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = AsyncTritonAsrClient(settings.triton.url, settings.triton.timeout_s, settings.triton.ready_timeout_s)
         app.state.service = TranscriptionService(settings, client, metrics)
         app.state.streaming = StreamingService(settings, client, metrics, hotwords=app.state.service.merged_hotwords)
+        jobs = None
+        if settings.jobs.enabled:
+            from ..jobs.runner import JobRunner
+
+            jobs = JobRunner(settings, app.state.service, metrics.registry)
+            for setup in app.state.job_setups:  # each job-backed API registers its hooks (callbacks)
+                setup(jobs)
+            await jobs.start()
+        app.state.jobs = jobs
         yield
+        if jobs is not None:
+            await jobs.stop()
         await client.close()
 
     app = FastAPI(title="funasr-triton", version="0.1.0", lifespan=lifespan,
@@ -55,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     renderers: list[tuple[str, Renderer]] = []
     app.state.renderers = renderers
+    app.state.job_setups = []
 
     from ..aliyun_api.router import PREFIXES as ALIYUN_PREFIXES
     from ..aliyun_api.router import render_error as aliyun_error
@@ -67,6 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..seed_api.router import PREFIXES as SEED_PREFIXES
     from ..seed_api.router import render_error as seed_error
     from ..seed_api.router import router as seed_router
+    from ..dashscope_api.router import PREFIXES as DASHSCOPE_PREFIXES
+    from ..dashscope_api.router import render_error as dashscope_error
+    from ..dashscope_api.router import router as dashscope_router
+    from ..filetrans_api.router import router as filetrans_router
+    from ..seed_api.transcribe import PREFIXES as SEED_BATCH_PREFIXES
+    from ..seed_api.transcribe import render_error as seed_batch_error
+    from ..seed_api.transcribe import router as seed_batch_router
+    from ..filetrans_api.router import setup as filetrans_setup
+    from ..jobs.router import router as jobs_router
     from .demo import router as demo_router
 
     for prefixes, render, router in ((OPENAI_PREFIXES, openai_error, openai_router),
@@ -74,6 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      (SEED_PREFIXES, seed_error, seed_router)):
         app.include_router(router)
         renderers.extend((p, render) for p in prefixes)
+    app.include_router(jobs_router)  # under /v1: OpenAI's error shape
+    app.include_router(filetrans_router)  # `/` with `Action` (before the demo page, which it serves without one)
+    app.state.job_setups.append(filetrans_setup)
+    app.include_router(dashscope_router)
+    renderers[0:0] = [(p, dashscope_error) for p in DASHSCOPE_PREFIXES]  # before the seed API's `/api`
+    app.include_router(seed_batch_router)  # seed 003's POST /transcribe (several files)
+    renderers.extend((p, seed_batch_error) for p in SEED_BATCH_PREFIXES)
     app.include_router(nls_ws_router)  # WebSocket routes: failures are protocol messages, not HTTP errors
     app.include_router(funasr_ws_router)
     app.include_router(demo_router)

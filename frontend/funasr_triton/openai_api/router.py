@@ -60,6 +60,8 @@ _FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data"
                    "known_speaker_names[]": {**_LIST, "maxItems": 4},
                    "known_speaker_references[]": {**_LIST, "maxItems": 4}, "keywords[]": _LIST, "languages[]": _LIST,
                    "hotwords": {"type": "string", "description": "extension: hotwords (space/comma separated)"},
+                   "audio_address": {"type": "string", "description": "extension (funasr-api): an audio URL "
+                                     "fetched instead of `file` (needs AUDIO__URL_FETCH_ENABLED)"},
                    "enable_speaker_diarization": {"type": "boolean", "default": False, "description": "extension"},
                    "num_speakers": _SPEAKERS, "min_speakers": _SPEAKERS, "max_speakers": _SPEAKERS},
 }}}}}
@@ -452,9 +454,15 @@ async def create_transcription(request: Request) -> Response:
         req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
         service.check_model(req.model)
         check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
-        audio = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
+        address = form.get("audio_address")  # funasr-api's extension: the audio by URL instead of `file`
+        if form.get("file") is None and isinstance(address, str) and address.strip():
+            audio = None
+        else:
+            audio = await _read_upload(form, request.app.state.settings.limits.max_upload_bytes)
     finally:
         await form.close()
+    if audio is None:
+        audio = await service.fetch(address.strip())  # the SSRF-guarded fetch (app/fetch.py)
     try:
         diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
                    or req.model == "gpt-4o-transcribe-diarize")

@@ -1,0 +1,1 @@
+"""DashScope async transcription (recorded-file API) over durable jobs."""

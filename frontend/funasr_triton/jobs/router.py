@@ -1,0 +1,224 @@
+"""Native jobs under /v1 (OpenAI error shape): submit a recording, collect its transcript later.
+
+`POST /v1/jobs` takes the form of `POST /v1/audio/transcriptions` (same fields, same validation) with
+the audio as `file` parts or as `url` / `audio_address` fields (fetched by the job, through the SSRF
+guard). `GET /v1/jobs/{id}` gives status, progress and, once done, the result in the job's
+`response_format` (or the one asked for in the query); `GET /v1/jobs/{id}/result` answers exactly what
+/v1/audio/transcriptions would have. `DELETE /v1/jobs/{id}` cancels; `GET /v1/jobs` lists.
+"""
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from ..app.fetch import parse_target
+from ..app.inputs import check_speakers
+from ..app.upload import SpooledAudio
+from ..contract import TranscribeOptions, Transcript
+from ..errors import AsrError
+from ..openai_api.protocol import ErrorResponse, ResponseFormat, TranscriptionRequest
+from ..openai_api.router import (_authorize, _form_fields, _hotwords, _read_form, _read_upload, _render, _text_values,
+                                 _validate)
+from .store import FINISHED, SUCCEEDED, Job
+
+KIND = "openai"
+URL_FIELDS = ("url", "audio_address")
+router = APIRouter(prefix="/v1", tags=["jobs"],
+                   responses={s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 413, 429)})
+_SUBMIT_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                            "description": "the audio: one or more file parts (or `url`)"},
+                   "url": {"type": "array", "items": {"type": "string"},
+                           "description": "audio URL(s) fetched by the job (`audio_address` is accepted too)"},
+                   "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt",
+                                                                  "diarized_json"]},
+                   "model": {"type": "string"}, "language": {"type": "string"}, "prompt": {"type": "string"},
+                   "hotwords": {"type": "string"}, "enable_speaker_diarization": {"type": "boolean"},
+                   "timestamp_granularities[]": {"type": "array", "items": {"type": "string"}}}}}}}}
+
+
+def runner(request: Request):
+    jobs = getattr(request.app.state, "jobs", None)
+    if jobs is None:
+        raise AsrError("jobs are disabled on this server", 404, "jobs_disabled")
+    return jobs
+
+
+def openai_options(req: TranscriptionRequest, settings) -> TranscribeOptions:
+    """TranscribeOptions of an OpenAI transcription request (as /v1/audio/transcriptions builds them)."""
+    diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
+               or req.model == "gpt-4o-transcribe-diarize")
+    num_speakers = req.num_speakers
+    if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
+        num_speakers = len(req.known_speaker_names)
+    return TranscribeOptions(hotwords=_hotwords(req, settings.limits.max_hotword_chars), punctuation=True,
+                             timestamps=True, diarize=diarize, num_speakers=num_speakers,
+                             min_speakers=req.min_speakers, max_speakers=req.max_speakers,
+                             itn=settings.itn.default if req.itn is None else req.itn)
+
+
+def _request_of(job: Job, response_format: str | None) -> TranscriptionRequest:
+    fields = dict(job.params.get("openai") or {})
+    if response_format:
+        fields["response_format"] = response_format
+    return TranscriptionRequest.model_validate(fields)
+
+
+def _rendered(job: Job, i: int, req: TranscriptionRequest, request: Request):
+    """File i's result in the request's format: JSON formats as objects, text formats as strings."""
+    r = job.results[i]
+    if r["status"] != SUCCEEDED:
+        return None
+    response = _render(Transcript.model_validate(r["transcript"]), req, request)
+    body = response.body.decode("utf-8")
+    return json.loads(body) if response.media_type == "application/json" else body
+
+
+def job_view(job: Job, request: Request, response_format: str | None = None) -> dict:
+    req = _request_of(job, response_format)
+    files = []
+    for i, f in enumerate(job.files or []):
+        entry = {"name": f.get("name")}
+        if f.get("url"):
+            entry["url"] = f["url"]
+        if f.get("size"):
+            entry["bytes"] = f["size"]
+        if job.results and i < len(job.results):
+            r = job.results[i]
+            entry["status"] = r["status"]
+            if r["status"] == SUCCEEDED:
+                entry["result"] = _rendered(job, i, req, request)
+            else:
+                entry["error"] = r.get("error")
+        files.append(entry)
+    view = {"id": job.id, "object": "transcription.job", "kind": job.kind, "status": job.state,
+            "created_at": int(job.created_at), "started_at": int(job.started_at) if job.started_at else None,
+            "finished_at": int(job.finished_at) if job.finished_at else None, "attempts": job.attempts,
+            "response_format": req.response_format, "progress": job.progress, "files": files,
+            "result": files[0].get("result") if len(files) == 1 else None, "error": job.error}
+    return view
+
+
+async def _get_job(request: Request, job_id: str) -> Job:
+    job = await runner(request).get(job_id)
+    if job is None:
+        raise AsrError(f"no job {job_id!r}", 404, "job_not_found", "job_id")
+    return job
+
+
+@router.post("/jobs", status_code=202, summary="Submit a transcription job (form of /v1/audio/transcriptions)",
+             openapi_extra=_SUBMIT_DOC)
+async def submit_job(request: Request) -> JSONResponse:
+    _authorize(request)
+    jobs = runner(request)
+    settings = request.app.state.settings
+    service = request.app.state.service
+    form = await _read_form(request)
+    audio: list[SpooledAudio | None] = []
+    files: list[dict] = []
+    try:
+        req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
+        service.check_model(req.model)
+        check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
+        options = openai_options(req, settings)
+        if req.stream:
+            raise AsrError("stream: a job is not streamed; poll GET /v1/jobs/{id}", 400, "invalid_value", "stream")
+        uploads = form.getlist("file")
+        urls = [u for key in URL_FIELDS for k in list(dict.fromkeys(form.keys()))
+                if k == key or k == key + "[]" for u in _text_values(form, k) if u.strip()]
+        if not uploads and not urls:
+            raise AsrError("file: required (multipart `file` parts with the audio, or `url` fields)", 400,
+                           "missing_file", "file")
+        if len(uploads) + len(urls) > settings.jobs.max_files:
+            raise AsrError(f"{len(uploads) + len(urls)} files in one job; at most {settings.jobs.max_files}", 400,
+                           "too_many_files", "file")
+        if urls and not settings.audio.url_fetch_enabled:
+            raise AsrError("audio by URL is disabled on this server", 400, "url_disabled", "url")
+        for upload in uploads:
+            if not isinstance(upload, UploadFile):
+                raise AsrError("file: must be an uploaded file (multipart part with a filename)", 400,
+                               "invalid_value", "file")
+        for i, upload in enumerate(uploads):
+            single = _SingleFile(upload)
+            audio.append(await _read_upload(single, settings.limits.max_upload_bytes))
+            files.append({"name": upload.filename or f"file{i}"})
+        for url in urls:
+            parse_target(url)  # malformed URLs are refused now; the address checks run when fetched
+            audio.append(None)
+            files.append({"name": url.rsplit("/", 1)[-1] or url, "url": url})
+    except BaseException:
+        for a in audio:
+            if a is not None:
+                a.close()
+        raise
+    finally:
+        await form.close()
+    params = {"options": options.model_dump(mode="json"), "openai": req.model_dump(mode="json")}
+    try:
+        job = await jobs.submit(KIND, params, files, audio)
+    finally:
+        for a in audio:
+            if a is not None:
+                a.close()  # moved into the data directory when accepted; removed otherwise
+    return JSONResponse(job_view(job, request), status_code=202)
+
+
+class _SingleFile:
+    """`_read_upload` reads the form's `file`; this hands it one of several parts."""
+
+    def __init__(self, upload: UploadFile):
+        self._upload = upload
+
+    def get(self, key: str):
+        return self._upload if key == "file" else None
+
+
+@router.get("/jobs", summary="List jobs, newest first")
+async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
+                    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"] | None = None,
+                    kind: str | None = None, before: float | None = Query(None, description="created_at bound "
+                                                                          "(paging: the last item's created_at)")):
+    _authorize(request)
+    rows = await runner(request).list(kind, status, limit + 1, before)
+    return {"object": "list", "data": [job_view(j, request) for j in rows[:limit]], "has_more": len(rows) > limit}
+
+
+@router.get("/jobs/{job_id}", summary="A job: status, progress, result")
+async def get_job(request: Request, job_id: str, response_format: ResponseFormat | None = None):
+    _authorize(request)
+    return job_view(await _get_job(request, job_id), request, response_format)
+
+
+@router.get("/jobs/{job_id}/result", response_model=None,
+            summary="A finished job's transcript, exactly as /v1/audio/transcriptions answers it")
+async def get_job_result(request: Request, job_id: str, response_format: ResponseFormat | None = None,
+                         file: int = Query(0, ge=0, description="which file of the job")) -> Response:
+    _authorize(request)
+    job = await _get_job(request, job_id)
+    if job.state not in FINISHED or not job.results:
+        raise AsrError(f"job {job_id} is {job.state}; its result is not available", 409, "job_not_finished")
+    if file >= len(job.results):
+        raise AsrError(f"job {job_id} has {len(job.results)} files", 400, "invalid_value", "file")
+    r = job.results[file]
+    if r["status"] != SUCCEEDED:
+        e = r["error"]
+        raise AsrError(e["message"], e["status"] if 400 <= e["status"] < 500 else 422, e["code"], "file")
+    return _render(Transcript.model_validate(r["transcript"]), _request_of(job, response_format), request)
+
+
+@router.delete("/jobs/{job_id}", summary="Cancel a job (queued or running)")
+async def cancel_job(request: Request, job_id: str):
+    _authorize(request)
+    jobs = runner(request)
+    await _get_job(request, job_id)
+    state = await jobs.cancel(job_id)
+    job = await _get_job(request, job_id)
+    if state not in ("cancelled",):
+        raise AsrError(f"job {job_id} already finished ({job.state})", 409, "job_finished")
+    return job_view(job, request)
+
