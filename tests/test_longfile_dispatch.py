@@ -163,3 +163,11 @@ def test_a_sender_held_by_back_pressure_gets_the_first_results(vad, speech):
         while not job.done:
             await job.take(1.0)
     asyncio.run(run())
+
+
+def test_vad_memory_arena_is_a_choice(exported, speech):  # noqa: F811
+    """vad_cpu_mem_arena (transcribe/pipeline): the VAD's onnxruntime arena off gives the same segments."""
+    on, off = fsmn_vad.FsmnVad(exported), fsmn_vad.FsmnVad(exported, cpu_mem_arena=False)
+    assert on.session.get_session_options().enable_cpu_mem_arena
+    assert not off.session.get_session_options().enable_cpu_mem_arena
+    assert off.segments(speech[:STRIDE]) == on.segments(speech[:STRIDE])

@@ -23,7 +23,8 @@ def load_vad(args: dict, config: dict) -> FsmnVad:
     repository = Path(args["model_repository"]).resolve().parent
     model_dir = repository / param(config, "vad_model_dir", "vad/1")
     try:
-        return FsmnVad(model_dir, intra_op_threads=int_param(config, "vad_intra_op_threads", 1))
+        return FsmnVad(model_dir, intra_op_threads=int_param(config, "vad_intra_op_threads", 1),
+                       cpu_mem_arena=param(config, "vad_cpu_mem_arena", "1") != "0")
     except Exception as e:  # noqa: BLE001 - any load failure names the directory
         raise pb_utils.TritonModelException(
             f"{config.get('name')}: cannot load the FSMN-VAD from {model_dir} (export the `vad` stage): {e}") from e
