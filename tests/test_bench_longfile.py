@@ -109,3 +109,41 @@ def test_section_replaced_in_place_or_appended():
     again = replace_section(first + "\n## Machine\n", f"{MARK_BEGIN}\nnew\n{MARK_END}")
     assert again.count(MARK_BEGIN) == 1 and "\nnew\n" in again and again.endswith("## Machine\n")
     assert "short clips" in again and "Where the time goes" not in again
+
+
+def test_pss_counts_shared_memory_once():
+    """Summed RSS counts pages that two processes share twice (the python backend's shared-memory pool
+    between tritonserver and its stubs); the PSS figure counts them once."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    from funasr_triton_export.bench_longfile import TreesRss
+
+    size = 64 * 2**20
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    child = None
+    try:
+        code = ("import sys, numpy as np; from multiprocessing import shared_memory as s; "
+                f"m = s.SharedMemory(name={shm.name!r}); a = np.ndarray(({size},), np.uint8, m.buf); "
+                "from multiprocessing import resource_tracker as t; t.unregister(m._name, 'shared_memory'); "
+                "a[::4096] = 1; print('ok', flush=True); sys.stdin.read()")
+        with TreesRss({"me": os.getpid()}, interval_s=0.05) as meter:
+            np.ndarray((size,), np.uint8, shm.buf)[::4096] = 1  # this process touches every page
+            child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert child.stdout.readline().strip() == b"ok"  # ... and so does its child
+            time.sleep(0.5)
+        r = meter.summary()
+    finally:
+        if child is not None:
+            child.stdin.close()
+            child.wait(timeout=30)
+        shm.close()
+        shm.unlink()
+    mb = size / 2**20
+    assert r["above_idle_mb"] > 1.7 * mb  # counted in both processes
+    assert 0.8 * mb < r["pss_above_idle_mb"] < 1.4 * mb + (r["above_idle_mb"] - 2 * mb)

@@ -163,6 +163,19 @@ def _asr_count(client) -> int:
     return int(client.statistics("asr")["model_stats"][0].get("inference_count", 0))
 
 
+def _settled_asr_count(client, quiet_s: float = 1.0, timeout_s: float = 30.0) -> int:
+    """`asr`'s inference count once it has not changed for quiet_s."""
+    deadline = time.monotonic() + timeout_s
+    count = _asr_count(client)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = _asr_count(client)
+        if now == count:
+            break
+        count = now
+    return count
+
+
 def test_abort_stops_the_recordings_work(triton, client, long_speech):
     """A recording aborted with segments still queued: no more of them reach `asr`."""
     wav = np.concatenate([long_speech] * 4)  # ~10 min
@@ -177,11 +190,41 @@ def test_abort_stops_the_recordings_work(triton, client, long_speech):
         await job.abort()
         await c.close()
     asyncio.run(run())
-    time.sleep(1.5)  # segments already in `asr` finish
-    at_abort = _asr_count(client)
+    at_abort = _settled_asr_count(client)  # segments already in `asr` (up to max_inflight_segments) finish
     time.sleep(3.0)
     assert _asr_count(client) == at_abort, "segments of an aborted recording are still being recognised"
     assert at_abort - before < segments
+
+
+def test_first_text_comes_long_before_the_end(triton, long_speech):
+    """A ~10 min recording sent as fast as `transcribe` takes it: its first text event comes back within a
+    small part of the total time (the first segment is recognised alone, not in a batch of many; the
+    VAD strides do not wait for recognitions in flight)."""
+    wav = np.concatenate([long_speech] * 4)
+    piece = 16000 * 30
+
+    async def run():
+        c = AsyncTritonAsrClient(triton.grpc_url, timeout_s=300)
+        job = c.open_job(TranscribeOptions())
+        t0, first = time.perf_counter(), None
+
+        def note(events):
+            nonlocal first
+            if first is None and any(e["type"] == "text" for e in events):
+                first = time.perf_counter() - t0
+        try:
+            for i in range(0, len(wav), piece):
+                note(await job.send(wav[i:i + piece], final=i + piece >= len(wav)))
+            while job.result is None:
+                note(await job.poll())
+            total = time.perf_counter() - t0
+            await job.close()
+        finally:
+            await c.close()
+        return first, total
+    first, total = asyncio.run(run())
+    assert first is not None
+    assert first < 0.25 * total, f"first text after {first:.1f} s of {total:.1f} s"
 
 
 def test_bad_requests(triton):

@@ -360,25 +360,55 @@ def post_streaming(base_url: str, path: Path, timeout_s: float = 4 * 3600) -> di
             "units": text_units(text), "text": text}
 
 
+def tree_pss(pid: int) -> int:
+    """Proportional set size of a process and its descendants (bytes; 0 when unreadable).
+
+    Summed RSS counts a page mapped by several processes once per process: the python backend's
+    shared-memory pool (tensors between tritonserver and each stub) and the shared libraries. PSS
+    splits each shared page among the processes mapping it, so the sum over a tree is its real size."""
+    try:
+        import psutil
+
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except Exception:  # noqa: BLE001 - psutil missing or process gone
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except Exception:  # noqa: BLE001 - a child that just exited, or no smaps
+            pass
+    return total
+
+
 class TreesRss:
-    """Peak of the summed RSS of several process trees (frontend + Triton), and each tree's at that peak."""
+    """Peak of the summed RSS of several process trees (frontend + Triton), and each tree's at that peak;
+    also the peak of their summed PSS (`tree_pss`: shared pages counted once)."""
 
     def __init__(self, pids: dict[str, int], interval_s: float = 0.1):
+        self.pids = dict(pids)
         self.parts = {name: RssSampler(pid, tree=True) for name, pid in pids.items()}
         self.interval_s = interval_s
         self._stop = threading.Event()
         self.idle = self.sample()
         self.peak = dict(self.idle)
+        self.pss_idle = self.pss()
+        self.pss_peak = self.pss_idle
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> dict[str, int]:
         return {name: p.sample() for name, p in self.parts.items()}
+
+    def pss(self) -> int:
+        return sum(tree_pss(pid) for pid in self.pids.values())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             now = self.sample()
             if sum(now.values()) > sum(self.peak.values()):
                 self.peak = now
+            self.pss_peak = max(self.pss_peak, self.pss())
 
     def __enter__(self) -> "TreesRss":
         self._thread.start()
@@ -392,6 +422,7 @@ class TreesRss:
         mb = 2**20
         return {"idle_mb": round(sum(self.idle.values()) / mb, 1), "peak_mb": round(sum(self.peak.values()) / mb, 1),
                 "above_idle_mb": round((sum(self.peak.values()) - sum(self.idle.values())) / mb, 1),
+                "pss_idle_mb": round(self.pss_idle / mb, 1), "pss_above_idle_mb": round((self.pss_peak - self.pss_idle) / mb, 1),
                 **{f"{name}_above_idle_mb": round((self.peak[name] - self.idle[name]) / mb, 1) for name in self.parts}}
 
 
@@ -600,11 +631,12 @@ def _memory_rows(long: dict) -> list[str]:
     rows = []
     for label, m in long.get("memory", {}).get("files", {}).items():
         if "error" in m:
-            rows.append(f"| {label} | failed: `{m['error'][:120]}` | | | | |")
+            rows.append(f"| {label} | failed: `{m['error'][:120]}` | | | | | |")
             continue
         r = m["rss"]
         rows.append(f"| {label} | {r['idle_mb']:.0f} | {r['above_idle_mb']:.0f} | {r.get('frontend_above_idle_mb', 0):.0f}"
-                    f" | {r.get('triton_above_idle_mb', 0):.0f} | {r['above_idle_mb'] / m['uploads']:.0f} |")
+                    f" | {r.get('triton_above_idle_mb', 0):.0f} | {r['above_idle_mb'] / m['uploads']:.0f} | "
+                    f"{_f(r.get('pss_above_idle_mb'), '.0f')} |")
     return rows
 
 
@@ -699,8 +731,11 @@ def render_section(long: dict, footer: list[str] = (), cores: int | None = None)
                   f"; the last row: {memory.get('parallel')} concurrent uploads of the same file. RSS in MB: "
                   "frontend tree + Triton tree, peak during the run minus idle after a 3-minute warm-up upload; each row on a fresh "
                   "Triton + frontend.", "",
-                  "| file | idle | peak above idle | frontend part | Triton part | per request |",
-                  "|---|---:|---:|---:|---:|---:|", *_memory_rows(long), ""]
+                  "PSS above idle: the same trees' proportional set size (a page shared by several processes, such as "
+                  "the python backend's shared-memory pool between tritonserver and its stubs, counted once; summed "
+                  "RSS counts it in every process that maps it).", "",
+                  "| file | idle | peak above idle | frontend part | Triton part | per request | PSS above idle |",
+                  "|---|---:|---:|---:|---:|---:|---:|", *_memory_rows(long), ""]
         if memory.get("error"):
             lines += [f"Memory runs failed: `{memory['error']}`", ""]
     if long.get("served", {}).get("error"):

@@ -2,9 +2,16 @@
 
 Requests are grouped by hotword count (SeACo attends over the hotword list, so lists of different
 sizes cannot share a batch), sorted by length, padded into batches of at most `max_batch_frames`
-frames, run once per batch, and split back so each request gets exactly its own outputs.
+frames whose padding is at most `max_pad_fraction` of their frames (a 2 s segment padded to a 30 s one
+costs as much as a 30 s one: on a CPU, batching buys little and padding costs a lot), run once per
+batch, and split back so each request gets exactly its own outputs.
+
+onnxruntime options (parameters): `intra_op_threads`; `intra_op_spinning` (0: idle pool threads sleep
+instead of spinning, leaving the CPU to the other stages between batches); `cpu_mem_arena` (0: tensors
+are allocated per run and given back, instead of kept in a growing arena).
 """
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +34,21 @@ class TritonPythonModel:
         if not model_path.exists():
             raise pb_utils.TritonModelException(f"{model_path} missing: run `funasr-triton export`")
         self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
+        raw = param(config, "max_pad_fraction", "1.0")
+        try:
+            self.max_pad_fraction = float(raw)
+        except ValueError:
+            self.max_pad_fraction = math.nan
+        if not self.max_pad_fraction >= 0.0:
+            raise pb_utils.TritonModelException(f"paraformer: parameter max_pad_fraction={raw!r} must be a number >= 0")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
         opts.inter_op_num_threads = 1
+        for key, flag in (("intra_op_spinning", "1"), ("cpu_mem_arena", "1")):
+            if param(config, key, flag) not in ("0", "1"):
+                raise pb_utils.TritonModelException(f"paraformer: parameter {key} must be 0 or 1")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", param(config, "intra_op_spinning", "1"))
+        opts.enable_cpu_mem_arena = param(config, "cpu_mem_arena", "1") == "1"
         self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         graph_inputs = {i.name for i in self.session.get_inputs()}
         if graph_inputs != set(INPUTS):
@@ -83,12 +102,15 @@ class TritonPythonModel:
             groups.setdefault(ids.shape[0], []).append((index, speech, ids, lengths))
         for items in groups.values():
             items.sort(key=lambda x: x[1].shape[0])
-            batch = []
+            batch, frames = [], 0
             for item in items:
-                if batch and (len(batch) + 1) * item[1].shape[0] > self.max_batch_frames:
+                t = item[1].shape[0]  # the longest so far: the batch is padded to it
+                padded = (len(batch) + 1) * t
+                if batch and (padded > self.max_batch_frames or padded > (1 + self.max_pad_fraction) * (frames + t)):
                     yield batch
-                    batch = []
+                    batch, frames = [], 0
                 batch.append(item)
+                frames += t
             yield batch
 
     def execute(self, requests):

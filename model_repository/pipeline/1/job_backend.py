@@ -1,10 +1,12 @@
-"""What `pipeline` and `transcribe` share around LongFileJob: the BLS backend (asr, punc, speaker_embedding, itn), the VAD and the limits.
+"""What `pipeline` and `transcribe` share around LongFileJob: the BLS backend (asr, punc, speaker_embedding, itn), the VAD, the limits and the threads.
 
 The VAD runs inside the job's model (its state follows the recording); its weights are the `vad`
 model's own files (`<repository>/vad/1`), read once at load time, so the repository holds them once.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import math
 from pathlib import Path
 
@@ -21,7 +23,8 @@ def load_vad(args: dict, config: dict) -> FsmnVad:
     repository = Path(args["model_repository"]).resolve().parent
     model_dir = repository / param(config, "vad_model_dir", "vad/1")
     try:
-        return FsmnVad(model_dir, intra_op_threads=int_param(config, "vad_intra_op_threads", 1))
+        return FsmnVad(model_dir, intra_op_threads=int_param(config, "vad_intra_op_threads", 1),
+                       cpu_mem_arena=param(config, "vad_cpu_mem_arena", "1") != "0")
     except Exception as e:  # noqa: BLE001 - any load failure names the directory
         raise pb_utils.TritonModelException(
             f"{config.get('name')}: cannot load the FSMN-VAD from {model_dir} (export the `vad` stage): {e}") from e
@@ -40,8 +43,37 @@ def job_limits(config: dict) -> JobLimits:
         max_segment_ms=int_param(config, "max_segment_ms", 60100, minimum=1000),
         min_segment_ms=int_param(config, "min_segment_ms", 30, minimum=1),
         max_inflight=int_param(config, "max_inflight_segments", 16, minimum=1),
+        initial_inflight=int_param(config, "initial_inflight_segments", 16, minimum=1),
         max_pending_ms=int_param(config, "max_pending_ms", 180000, minimum=1000),
         merge_threshold=merge)
+
+
+class JobThreads:
+    """The threads of a job model's stub.
+
+    The python backend runs every BLS `async_exec` on a thread of the event loop's default executor for the
+    whole call, and that executor has min(32, cores + 4) threads: on a 2-core machine at most 6 segments
+    were in `asr` at once (whatever max_inflight_segments said), and a VAD stride queued behind them. So
+    the default executor gets `bls_threads` threads (set on the stub's loop at its first request), and the
+    CPU work of the jobs (VAD strides, clustering) gets its own `cpu_threads`.
+    """
+
+    def __init__(self, config: dict):
+        self.bls_threads = int_param(config, "bls_threads", 64, minimum=1)
+        self.cpu = concurrent.futures.ThreadPoolExecutor(
+            max_workers=int_param(config, "cpu_threads", 1, minimum=1), thread_name_prefix="job-cpu")
+        self._loop = None
+
+    def on_loop(self) -> None:
+        """Call from `execute`: gives the running loop its BLS threads (once per loop)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.bls_threads, thread_name_prefix="bls"))
+            self._loop = loop
+
+    def close(self) -> None:
+        self.cpu.shutdown(wait=False, cancel_futures=True)
 
 
 async def _recognize(wav: np.ndarray, hotwords: tuple[str, ...]) -> dict:

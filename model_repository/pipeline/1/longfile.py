@@ -13,13 +13,21 @@ Diarization keeps only the 1.5 s window embeddings (computed as segments close) 
 Memory per job: the audio not yet run through the VAD (< one 60 s stride), the audio the VAD may
 still put in a segment (`OfflineVadStream.min_future_start_ms`), the audio of segments waiting for
 recognition (`feed` waits while more than `max_pending_ms` of it is queued: back-pressure on the
-sender), and text-sized results. Shared by `transcribe` (a sequence: audio in pieces, events as they
-come) and `pipeline` (the whole file in one request, the whole result out).
+sender; once per such wait it may return early to hand over new results, so the backlog stays under
+max_pending_ms plus about two requests' audio and VAD strides), and text-sized results. Shared by
+`transcribe` (a sequence: audio in pieces, events as they come) and `pipeline` (the whole file in one
+request, the whole result out).
+
+First results come early: the first segment is recognised alone, and the number in flight doubles with
+each result up to max_inflight (`initial_inflight`, slow start); each result is handed over as soon as it
+and all before it are done.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import re
 from typing import Awaitable, Callable
 
@@ -104,6 +112,9 @@ class JobLimits:
     max_segment_ms: int = 60100
     min_segment_ms: int = 30
     max_inflight: int = 16  # segments of one job being recognised at once
+    # slow start: segments in flight before the first result; the window doubles with each result in order
+    # up to max_inflight, so the first segments are not batched behind a dozen others (first result sooner)
+    initial_inflight: int = 16
     max_pending_ms: int = 180_000  # audio of segments closed but not yet recognised: feed() waits above it
     merge_threshold: float = 0.78
 
@@ -118,7 +129,8 @@ class Backend:
 
 
 class LongFileJob:
-    def __init__(self, vad, options: JobOptions, backend: Backend, limits: JobLimits = JobLimits()):
+    def __init__(self, vad, options: JobOptions, backend: Backend, limits: JobLimits = JobLimits(),
+                 executor: concurrent.futures.Executor | None = None):
         if options.itn and backend.itn is None:
             raise JobInputError("inverse text normalization was asked for, but this server has no itn model")
         self.options = options
@@ -132,8 +144,13 @@ class LongFileJob:
         self._finished = False  # ... and the VAD has closed the last segments
         self._parts: list[tuple[int, int]] = []
         self._tasks: list[asyncio.Task] = []
-        self._sem = asyncio.Semaphore(limits.max_inflight)
+        # CPU work (VAD strides, clustering) runs on `executor`, not the loop's default executor: the python
+        # backend runs each BLS async_exec on a default-executor thread for its whole duration
+        self._executor = executor
+        self._window = max(1, min(limits.initial_inflight, limits.max_inflight))
+        self._sem = asyncio.Semaphore(self._window)
         self._pending_ms = 0
+        self._early = False  # the last feed returned with the backlog still over max_pending_ms
         self._windows: list[tuple[int, int]] = []
         self._embeddings: list[asyncio.Task] = []
         self._events: list[dict] = []
@@ -154,7 +171,9 @@ class LongFileJob:
     # -- audio in ------------------------------------------------------------------------------
 
     async def feed(self, samples: np.ndarray) -> None:
-        """Take the next audio; returns once the recognition backlog is under max_pending_ms."""
+        """Take the next audio; returns once the recognition backlog is under max_pending_ms, or (once
+        until the backlog has been under it again) as soon as there are results to hand over: a sender
+        held by back-pressure still gets the first results as soon as they exist."""
         self._check()
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if samples.size == 0:
@@ -163,9 +182,11 @@ class LongFileJob:
             raise JobInputError("audio after the final piece")
         self._buf = np.concatenate([self._buf, samples])
         self.received += samples.size
-        segments = await asyncio.to_thread(self._vad.accept, samples)
+        segments = await self._cpu(self._vad.accept, samples)
         self._start(segments)
-        await self._wait(lambda: self._pending_ms <= self.limits.max_pending_ms)
+        limit = self.limits.max_pending_ms
+        await self._wait(lambda: self._pending_ms <= limit or (bool(self._events) and not self._early))
+        self._early = self._pending_ms > limit
 
     async def finish(self) -> None:
         """No more audio: the VAD's final stride closes the last segments."""
@@ -173,10 +194,20 @@ class LongFileJob:
         if self._final:
             return
         self._final = True
-        segments = await asyncio.to_thread(self._vad.finish)
+        segments = await self._cpu(self._vad.finish)
         self._start(segments)
         self._finished = True
         self._changed.set()
+
+    async def _cpu(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _widen(self) -> None:
+        """Slow start: one more result is out, so twice as many segments may be in flight (up to max_inflight)."""
+        wider = min(self.limits.max_inflight, 2 * self._window)
+        for _ in range(wider - self._window):
+            self._sem.release()
+        self._window = wider
 
     def _start(self, segments: list[list[int]]) -> None:
         parts = [p for p in split_long(segments, self.limits.max_segment_ms)
@@ -236,6 +267,7 @@ class LongFileJob:
                 self.recognized_ms = end
                 self._events.append({"type": "segment", "index": i, "start_ms": beg, "end_ms": end,
                                      "text": item["text"]})
+                self._widen()
                 await self._text(item)
                 i += 1
                 self._changed.set()
@@ -325,9 +357,9 @@ class LongFileJob:
             else:
                 embeddings = np.stack([(await t).reshape(-1) for t in self._embeddings])
                 o = self.options
-                labels = await asyncio.to_thread(cluster_speakers, embeddings, num_speakers=o.num_speakers,
-                                                 min_speakers=o.min_speakers, max_speakers=o.max_speakers,
-                                                 merge_threshold=self.limits.merge_threshold)
+                labels = await self._cpu(functools.partial(
+                    cluster_speakers, embeddings, num_speakers=o.num_speakers, min_speakers=o.min_speakers,
+                    max_speakers=o.max_speakers, merge_threshold=self.limits.merge_threshold))
                 speakers = word_speakers(stamps, self._windows, labels)
         result = assemble(asr, punc, duration_ms=self.received // SAMPLES_PER_MS,
                           with_timestamps=self.options.timestamps, speakers=speakers)

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from job_backend import BLS, job_limits, load_vad
+from job_backend import BLS, JobThreads, job_limits, load_vad
 from longfile import JobInputError, JobOptions, LongFileJob
 from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
                    scalar_input, strings)
@@ -33,6 +33,7 @@ class TritonPythonModel:
         self.max_hotwords = int_param(config, "max_hotwords", 100, minimum=0)
         self.limits = job_limits(config)
         self.vad = load_vad(args, config)
+        self.threads = JobThreads(config)
         self.stride = int(self.vad.chunk_size) * SAMPLE_RATE // 1000
 
     @staticmethod
@@ -66,7 +67,7 @@ class TritonPythonModel:
             raise StageInputError(f"WAV is {wav.shape[0] / SAMPLE_RATE:.0f} s; at most {self.max_samples // SAMPLE_RATE} s accepted")
         if not np.isfinite(wav).all():
             raise StageInputError("WAV contains NaN or infinite samples")
-        job = LongFileJob(self.vad, self._options(request), BLS, self.limits)
+        job = LongFileJob(self.vad, self._options(request), BLS, self.limits, self.threads.cpu)
         try:
             return await job.run_whole(wav, self.stride)
         except JobInputError as e:
@@ -75,7 +76,11 @@ class TritonPythonModel:
             job.cancel()
 
     async def execute(self, requests):
+        self.threads.on_loop()
         outcomes = await asyncio.gather(*[self._one(r) for r in requests], return_exceptions=True)
         return [outcome_response("pipeline", o, lambda r: [
             pb_utils.Tensor("TEXT", np.array([[r["text"].encode("utf-8")]], dtype=object)), json_tensor("RESULT", r)])
             for o in outcomes]
+
+    def finalize(self):
+        self.threads.close()

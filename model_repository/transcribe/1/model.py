@@ -11,7 +11,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from job_backend import BLS, job_limits, load_vad
+from job_backend import BLS, JobThreads, job_limits, load_vad
 from longfile import JobInputError, JobOptions, LongFileJob
 from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
                    scalar_input)
@@ -45,6 +45,7 @@ class TritonPythonModel:
         self.default_max_speakers = int_param(config, "default_max_speakers", 8, minimum=1)
         self.limits = job_limits(config)
         self.vad = load_vad(args, config)
+        self.threads = JobThreads(config)
         self.recordings: dict[int, _Recording] = {}
         labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
         # the families must outlive their metrics: keep both
@@ -95,7 +96,7 @@ class TritonPythonModel:
             opts = JobOptions.parse(options, self.default_max_speakers, self.max_hotwords)
         except JobInputError as e:
             raise StageInputError(str(e)) from e
-        rec = _Recording(LongFileJob(self.vad, opts, BLS, self.limits))
+        rec = _Recording(LongFileJob(self.vad, opts, BLS, self.limits, self.threads.cpu))
         self.recordings[corrid] = rec
         self.gauge.set(len(self.recordings))
         return rec
@@ -143,6 +144,7 @@ class TritonPythonModel:
         return events
 
     async def execute(self, requests):
+        self.threads.on_loop()
         self._evict_idle()
         outcomes = await asyncio.gather(*[self._one(r) for r in requests], return_exceptions=True)
         return [outcome_response("transcribe", o, lambda events: [json_tensor("EVENTS", events)]) for o in outcomes]
@@ -150,3 +152,4 @@ class TritonPythonModel:
     def finalize(self):
         for corrid in list(self.recordings):
             self._drop(corrid, "unload")
+        self.threads.close()

@@ -852,7 +852,8 @@ class FsmnVad:
     One instance may serve several threads: every call keeps its own state.
     """
 
-    def __init__(self, model_dir: str | Path, options: dict | None = None, intra_op_threads: int = 1):
+    def __init__(self, model_dir: str | Path, options: dict | None = None, intra_op_threads: int = 1,
+                 cpu_mem_arena: bool = True):
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
@@ -890,6 +891,7 @@ class FsmnVad:
         sess_opts.intra_op_num_threads = int(intra_op_threads)
         sess_opts.inter_op_num_threads = 1
         sess_opts.log_severity_level = 3
+        sess_opts.enable_cpu_mem_arena = bool(cpu_mem_arena)  # off: a 60 s stride's buffers are not kept
         self.session = ort.InferenceSession(
             str(self.model_dir / "model.onnx"), sess_options=sess_opts, providers=["CPUExecutionProvider"]
         )
