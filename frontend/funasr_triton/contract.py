@@ -22,6 +22,9 @@ class TranscribeOptions(BaseModel):
     max_speakers: int | None = Field(None, ge=1)
     # inverse text normalization per sentence after punctuation (the `itn` model: 三点一四 -> 3.14)
     itn: bool = False
+    # the recognizer: paraformer (SeACo-Paraformer, default) or sensevoice (SenseVoice-Small)
+    model: str = "paraformer"
+    language: str | None = None  # sensevoice: auto (None), zh, en, yue, ja, ko
 
     def job_config(self) -> dict:
         """The `transcribe` model's CONFIG (the model applies its own speaker-count defaults)."""
@@ -29,6 +32,8 @@ class TranscribeOptions(BaseModel):
                   "timestamps": self.timestamps, "diarize": self.diarize}
         if self.itn:  # sent only when asked: off is the model's default
             config["itn"] = True
+        if self.model != "paraformer":  # sent only for the second model: the job's default is paraformer
+            config.update(model=self.model, language=self.language or "auto")
         if self.diarize:
             config.update({k: v for k, v in (("num_speakers", self.num_speakers), ("min_speakers", self.min_speakers),
                                              ("max_speakers", self.max_speakers)) if v is not None})
@@ -43,6 +48,10 @@ class ResultSentence(BaseModel):
     words: list[str] = Field(default_factory=list)
     timestamps: list[tuple[int, int]] = Field(default_factory=list)
     speaker: int | None = None
+    # model sensevoice: what it detected in the sentence's VAD segment
+    language: str | None = None
+    emotion: str | None = None
+    events: list[str] | None = None
 
 
 class TritonResult(BaseModel):
@@ -55,6 +64,8 @@ class TritonResult(BaseModel):
     num_speakers: int | None = None
     raw_text: str = ""
     hotwords: list[str] = Field(default_factory=list)
+    model: str = "paraformer"
+    language: str | None = None  # sensevoice: the language detected over the most speech
 
 
 class Word(BaseModel):

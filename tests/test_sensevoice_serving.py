@@ -1,0 +1,134 @@
+"""SenseVoice-Small served next to Paraformer from one repository: the `sensevoice` stage against
+AutoModel(SenseVoiceSmall) on the same weights, the whole-file path (VAD -> sensevoice per segment), the
+option checks, and a repository without the export (NOT_FOUND -> 404 model_not_found)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from funasr_triton.contract import TranscribeOptions
+from funasr_triton.errors import AsrError
+from tests.conftest import BIN, CACHE, ROOT, start_triton
+from tests.synth import SENTENCES, compose
+
+sys.path[:0] = [str(ROOT / "model_repository" / "sensevoice" / "1")]
+from sensevoice_text import parse_tags  # noqa: E402
+
+SOURCE = CACHE / "test" / "sensevoice"
+
+
+@pytest.fixture(scope="session")
+def sv_repository(repository, tmp_path_factory):
+    """The session repository plus `export --stages sensevoice` (test weights): both models side by side."""
+    repo = tmp_path_factory.mktemp("svrepo") / "model_repository"
+    shutil.copytree(repository, repo, symlinks=False)
+    subprocess.run([str(BIN / "funasr-triton"), "--log-level", "WARNING", "export", "--source", "test", "--quantize",
+                    "--stages", "sensevoice", "--repository", str(repo), "--cache-dir", str(CACHE)],
+                   check=True, cwd=ROOT)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def sv_triton(sv_repository, tmp_path_factory):
+    handle = start_triton(sv_repository, tmp_path_factory.mktemp("sv-triton-logs"))
+    yield handle
+    handle.server.stop()
+
+
+@pytest.fixture()
+def sv_client(sv_triton):
+    from funasr_triton.triton_client import TritonAsrClient
+
+    c = TritonAsrClient(sv_triton.grpc_url, timeout_s=300)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from funasr_triton_export.exporters.sensevoice import reference_model
+
+    return reference_model(SOURCE)
+
+
+def segment(i: int) -> np.ndarray:
+    return compose(0.1, SENTENCES[i % len(SENTENCES)], 0.1).astype(np.float32)
+
+
+@pytest.mark.parametrize("language,itn", [("auto", False), ("en", True), ("yue", False)])
+def test_stage_equals_automodel(sv_client, reference, language, itn):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(SOURCE / "chn_jpn_yue_eng_ko_spectok.bpe.model"))
+    wav = segment(0)
+    got = sv_client.sensevoice_segment(wav, language, itn)
+    ref_text = reference.generate(input=wav, language=language, use_itn=itn)[0]["text"]
+    assert sp.DecodeIds(got["token_ids"]) == ref_text  # tokens, tags included
+    ref = parse_tags(ref_text)
+    assert (got["text"], got["language"], got["emotion"], got["events"]) == (ref.text, ref.language, ref.emotion, ref.events)
+    assert "<|" not in got["text"]
+
+
+def test_concurrent_segments_batch_like_alone(sv_client):
+    """Segments of different lengths batched together answer as each does alone."""
+    wavs = [segment(i) for i in range(4)]
+    alone = [sv_client.sensevoice_segment(w) for w in wavs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(sv_client.sensevoice_segment, wavs))
+    assert [a["token_ids"] for a in alone] == [t["token_ids"] for t in together]
+
+
+def test_stage_rejects_bad_input(sv_client):
+    with pytest.raises(AsrError) as e:
+        sv_client.sensevoice_segment(segment(0), language="fr")
+    assert e.value.status == 400 and "LANGUAGE" in e.value.message
+    with pytest.raises(AsrError) as e:
+        sv_client.sensevoice_segment(np.zeros(10, np.float32))
+    assert e.value.status == 400
+
+
+def test_pipeline_with_sensevoice(sv_client):
+    """The whole-file path: the same VAD, each segment on `sensevoice`; segment-level sentences with the
+    detected language, emotion and events; the text is the segments' texts joined."""
+    samples = compose(0.3, SENTENCES[0], 1.5, SENTENCES[1], 1.5, SENTENCES[2], 0.3).astype(np.float32)
+    result = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="auto"))
+    assert result["model"] == "sensevoice"
+    vad = sv_client.vad_segments(samples)
+    assert [list(s) for s in result["vad_segments"]] == [list(s) for s in vad]
+    per_segment = [sv_client.sensevoice_segment(samples[b * 16:e * 16], "auto", True) for b, e in vad]
+    texts = [p["text"] for p in per_segment if p["text"]]
+    assert [s["text"] for s in result["sentences"]] == texts
+    for s, p in zip(result["sentences"], [p for p in per_segment if p["text"]]):
+        assert (s["language"], s["emotion"], s["events"]) == (p["language"], p["emotion"], p["events"])
+        assert s["words"] == [s["text"]]  # segment-level timing only
+    assert result["language"] in {p["language"] for p in per_segment}
+    # the default model is still Paraformer
+    assert sv_client.transcribe(samples).get("model", "paraformer") == "paraformer"
+
+
+def test_pipeline_sensevoice_rejects_hotwords_and_bad_language(sv_client):
+    wav = segment(1)
+    with pytest.raises(AsrError) as e:
+        sv_client.transcribe(wav, TranscribeOptions(model="sensevoice", hotwords=["阿里巴巴"]))
+    assert e.value.status == 400 and "hotwords" in e.value.message
+    with pytest.raises(AsrError) as e:
+        sv_client.transcribe(wav, TranscribeOptions(model="sensevoice", language="klingon"))
+    assert e.value.status == 400 and "language" in e.value.message
+    with pytest.raises(AsrError) as e:
+        sv_client.transcribe(wav, TranscribeOptions(model="whisper"))
+    assert e.value.status == 400 and "model" in e.value.message
+
+
+def test_not_exported_is_model_not_found(client):
+    """The session repository has no sensevoice export: the model loads and answers NOT_FOUND."""
+    with pytest.raises(AsrError) as e:
+        client.sensevoice_segment(segment(0))
+    assert (e.value.status, e.value.code) == (404, "model_not_found")
+    with pytest.raises(AsrError) as e:
+        client.transcribe(segment(0), TranscribeOptions(model="sensevoice"))
+    assert e.value.status == 404 or "not exported" in e.value.message
