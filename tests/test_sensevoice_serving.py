@@ -132,3 +132,80 @@ def test_not_exported_is_model_not_found(client):
     with pytest.raises(AsrError) as e:
         client.transcribe(segment(0), TranscribeOptions(model="sensevoice"))
     assert e.value.status == 404 or "not exported" in e.value.message
+
+
+# ---------------------------------------------------------------- the OpenAI API (official SDK) with model=sensevoice-small
+
+@pytest.fixture(scope="module")
+def sv_frontend(sv_triton, tmp_path_factory):
+    from tests.conftest import start_frontend
+
+    handle = start_frontend(sv_triton.grpc_url, tmp_path_factory.mktemp("sv-frontend-logs"))
+    yield handle
+    handle.stop()
+
+
+def sdk(base_url: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=base_url + "/v1", api_key="x", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def dialogue(tmp_path_factory):
+    from tests.synth import write_wav
+
+    samples = compose(0.3, SENTENCES[0], 1.5, SENTENCES[1], 1.5, SENTENCES[2], 0.3)
+    return samples.astype(np.float32), write_wav(tmp_path_factory.mktemp("sv-audio") / "dialogue.wav", samples).read_bytes()
+
+
+def test_openai_sensevoice_verbose_json(sv_frontend, sv_client, dialogue):
+    samples, wav = dialogue
+    with sdk(sv_frontend.base_url) as oai:
+        out = oai.audio.transcriptions.create(model="sensevoice-small", file=("d.wav", wav), response_format="verbose_json")
+    ref = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice"))
+    assert out.text == ref["text"] and [s.text for s in out.segments] == [s["text"] for s in ref["sentences"]]
+    names = {"zh": "chinese", "en": "english", "yue": "cantonese", "ja": "japanese", "ko": "korean"}
+    for seg, s in zip(out.segments, ref["sentences"]):
+        extra = seg.model_extra or {}
+        assert extra.get("language") == names.get(s["language"], "")
+        assert extra.get("emotion") == s["emotion"] and extra.get("events") == s["events"]
+    if ref["language"] in names:
+        assert out.language == names[ref["language"]]
+
+
+def test_openai_sensevoice_forced_language_and_default_model(sv_frontend, sv_client, dialogue):
+    samples, wav = dialogue
+    with sdk(sv_frontend.base_url) as oai:
+        forced = oai.audio.transcriptions.create(model="sensevoice-small", file=("d.wav", wav), language="en")
+        default = oai.audio.transcriptions.create(model="whisper-1", file=("d.wav", wav))
+    assert forced.text == sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="en"))["text"]
+    assert default.text == sv_client.transcribe(samples)["text"]  # Paraformer stays the default
+
+
+def test_openai_sensevoice_hotwords_400(sv_frontend, dialogue):
+    import openai
+
+    with sdk(sv_frontend.base_url) as oai, pytest.raises(openai.BadRequestError) as e:
+        oai.audio.transcriptions.create(model="sensevoice-small", file=("d.wav", dialogue[1]), prompt="阿里巴巴 达摩院")
+    assert e.value.body["code"] == "unsupported_hotwords" and "hotword" in e.value.body["message"]
+
+
+def test_models_list_what_is_exported(sv_frontend, frontend):
+    import openai
+
+    with sdk(sv_frontend.base_url) as oai:
+        ids = [m.id for m in oai.models.list().data]
+        assert oai.models.retrieve("sensevoice-small").id == "sensevoice-small"
+    assert ids[0] == "paraformer-zh" and "sensevoice-small" in ids and "whisper-1" in ids
+    with sdk(frontend.base_url) as oai:  # the session repository: no sensevoice export
+        assert "sensevoice-small" not in [m.id for m in oai.models.list().data]
+        with pytest.raises(openai.NotFoundError) as e:
+            oai.audio.transcriptions.create(model="sensevoice-small", file=("d.wav", b"RIFF"))
+        assert e.value.body["code"] == "model_not_found"
+        with pytest.raises(openai.NotFoundError):
+            oai.models.retrieve("sensevoice-small")
+    import urllib.request
+
+    with urllib.request.urlopen(frontend.base_url + "/ready", timeout=10) as r:  # ready without sensevoice
+        assert r.status == 200

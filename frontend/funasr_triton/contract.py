@@ -81,6 +81,9 @@ class Sentence(BaseModel):
     words: list[Word] = Field(default_factory=list)
     speaker: str | None = None  # label from settings.diarization.label_template
     speaker_index: int | None = None  # 0-based, numbered by first appearance
+    language: str | None = None  # sensevoice: detected in the sentence's VAD segment (zh, en, yue, ja, ko, nospeech)
+    emotion: str | None = None  # sensevoice: HAPPY, SAD, ANGRY, NEUTRAL, ... (its tag without <| |>)
+    events: list[str] | None = None  # sensevoice: audio events (Speech, BGM, Laughter, Applause, ...)
 
 
 class Transcript(BaseModel):
@@ -90,6 +93,8 @@ class Transcript(BaseModel):
     hotwords: list[str] = Field(default_factory=list)
     processing_ms: int = 0
     num_speakers: int | None = None  # set when diarization ran
+    model: str = "paraformer"  # the recognizer that ran (paraformer, sensevoice)
+    language: str | None = None  # sensevoice: the language detected over the most speech
 
     @classmethod
     def from_result(cls, result: TritonResult, hotwords: list[str], processing_ms: int,
@@ -97,9 +102,10 @@ class Transcript(BaseModel):
         sentences = [
             Sentence(start_ms=s.start_ms, end_ms=s.end_ms, text=s.text,
                      words=[Word(text=w, start_ms=t[0], end_ms=t[1]) for w, t in zip(s.words, s.timestamps)],
-                     speaker_index=s.speaker,
+                     speaker_index=s.speaker, language=s.language, emotion=s.emotion, events=s.events,
                      speaker=None if s.speaker is None else label_template.format(index=s.speaker,
                                                                                  number=s.speaker + 1))
             for s in result.sentences]
         return cls(text=result.text, duration_ms=result.duration_ms, sentences=sentences, hotwords=hotwords,
-                   processing_ms=processing_ms, num_speakers=result.num_speakers)
+                   processing_ms=processing_ms, num_speakers=result.num_speakers, model=result.model,
+                   language=result.language)
