@@ -209,3 +209,40 @@ def test_models_list_what_is_exported(sv_frontend, frontend):
 
     with urllib.request.urlopen(frontend.base_url + "/ready", timeout=10) as r:  # ready without sensevoice
         assert r.status == 200
+
+
+# ---------------------------------------------------------------- funasr-triton verify
+
+def _verify(sv_triton, repo, cli_env, paths, *extra):
+    import json
+
+    out = subprocess.run(["funasr-triton", "--log-level", "WARNING", "verify", "--json", "--url", sv_triton.grpc_url,
+                          "--repository", str(repo), *extra, *map(str, paths)],
+                         capture_output=True, text=True, env=cli_env, timeout=1200)
+    return out, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from tests.synth import write_wav
+
+    d = tmp_path_factory.mktemp("sv-verify")
+    return [write_wav(d / "two.wav", compose(SENTENCES[1], 1.5, SENTENCES[2])),
+            write_wav(d / "one.wav", compose(0.5, SENTENCES[3], 0.5))]
+
+
+def test_verify_sensevoice_agrees_with_automodel(sv_triton, sv_repository, cli_env, clips):
+    out, report = _verify(sv_triton, sv_repository, cli_env, clips)
+    failures = {k: v["failures"] for k, v in report.items() if v["failures"]}
+    assert out.returncode == 0 and not failures, failures or out.stderr[-2000:]
+    # every VAD segment twice (use_itn off/on) plus the whole-file check per file
+    assert report["sensevoice"]["checks"] >= 2 * 3 + len(clips)
+
+
+def test_verify_sensevoice_detects_other_weights(sv_triton, sv_repository, cli_env, clips, tmp_path):
+    from funasr_triton_export.testmodels.sensevoice import build
+
+    other = build(tmp_path / "other_sv", seed=7)
+    out, report = _verify(sv_triton, sv_repository, cli_env, clips[:1], "--model-dir", f"sensevoice={other}")
+    assert out.returncode == 1 and report["sensevoice"]["failures"]
+    assert "vs AutoModel" in report["sensevoice"]["failures"][0]
