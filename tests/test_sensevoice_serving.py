@@ -246,3 +246,26 @@ def test_verify_sensevoice_detects_other_weights(sv_triton, sv_repository, cli_e
     out, report = _verify(sv_triton, sv_repository, cli_env, clips[:1], "--model-dir", f"sensevoice={other}")
     assert out.returncode == 1 and report["sensevoice"]["failures"]
     assert "vs AutoModel" in report["sensevoice"]["failures"][0]
+
+
+# ---------------------------------------------------------------- FunASR WebSocket protocol: model + svs_lang / svs_itn
+
+def test_funasr_ws_offline_with_sensevoice(sv_frontend, sv_client, dialogue):
+    from tests.test_funasr_ws import pcm16, session, ws_url
+
+    samples, _ = dialogue
+    (msgs,) = session(ws_url(sv_frontend), ({"mode": "offline", "model": "sensevoice-small", "svs_lang": "en",
+                                              "svs_itn": True}, pcm16(samples)))
+    assert len(msgs) == 1 and msgs[0]["is_final"]
+    ref = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="en", punctuation=True))
+    assert msgs[0]["text"] == ref["text"]
+
+
+def test_funasr_ws_sensevoice_streaming_refused(sv_frontend):
+    from tests.test_funasr_ws import failure, ws_url
+
+    import json
+
+    message, code = failure(ws_url(sv_frontend), json.dumps({"mode": "2pass", "model": "sensevoice-small",
+                                                             "wav_format": "pcm", "is_speaking": True}))
+    assert "offline mode only" in json.dumps(message, ensure_ascii=False)
