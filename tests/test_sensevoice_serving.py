@@ -269,3 +269,23 @@ def test_funasr_ws_sensevoice_streaming_refused(sv_frontend):
     message, code = failure(ws_url(sv_frontend), json.dumps({"mode": "2pass", "model": "sensevoice-small",
                                                              "wav_format": "pcm", "is_speaking": True}))
     assert "offline mode only" in json.dumps(message, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- Aliyun NLS REST: model / language extensions
+
+def test_aliyun_rest_with_sensevoice(sv_frontend, frontend, sv_client, dialogue):
+    import httpx
+
+    samples, wav = dialogue
+    params = {"format": "wav", "model": "sensevoice-small", "language": "zh", "enable_punctuation_prediction": "true"}
+    with httpx.Client(base_url=sv_frontend.base_url, timeout=120) as c:
+        ok = c.post("/stream/v1/asr", params=params, content=wav,
+                    headers={"Content-Type": "application/octet-stream"}).json()
+        hot = c.post("/stream/v1/asr", params={**params, "vocabulary_id": "阿里巴巴 20"}, content=wav,
+                     headers={"Content-Type": "application/octet-stream"})
+    assert ok["status"] == 20000000
+    assert ok["result"] == sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="zh"))["text"]
+    assert hot.status_code == 400 and "hotword" in hot.json()["message"]
+    with httpx.Client(base_url=frontend.base_url, timeout=120) as c:  # no sensevoice export there
+        missing = c.post("/stream/v1/asr", params=params, content=wav, headers={"Content-Type": "application/octet-stream"})
+    assert missing.status_code == 404 and "sensevoice" in missing.json()["message"]
