@@ -135,6 +135,7 @@ def to_response(task_id: str, transcript: Transcript, words: bool, processing_ms
 @router.post("/stream/v1/asr", summary="Recognise one recording (Alibaba NLS REST)",
              response_model=NlsAsrResponse, response_model_exclude_none=True,
              responses={400: {"model": NlsErrorResponse}, 401: {"model": NlsErrorResponse},
+                        404: {"model": NlsErrorResponse, "description": "extension `model` names no served model"},
                         413: {"model": NlsErrorResponse}, 429: {"model": NlsErrorResponse},
                         500: {"model": NlsErrorResponse}, 503: {"model": NlsErrorResponse}},
              openapi_extra={"requestBody": {"required": False, "description": "the audio bytes (unless audio_address)",
