@@ -129,9 +129,9 @@ def test_not_exported_is_model_not_found(client):
     with pytest.raises(AsrError) as e:
         client.sensevoice_segment(segment(0))
     assert (e.value.status, e.value.code) == (404, "model_not_found")
-    with pytest.raises(AsrError) as e:
+    with pytest.raises(AsrError) as e:  # the whole-file path names it as the caller's error
         client.transcribe(segment(0), TranscribeOptions(model="sensevoice"))
-    assert e.value.status == 404 or "not exported" in e.value.message
+    assert e.value.status == 400 and "not exported" in e.value.message
 
 
 # ---------------------------------------------------------------- the OpenAI API (official SDK) with model=sensevoice-small

@@ -455,10 +455,13 @@ class LongFileJob:
 def _sensevoice_fields(result: dict, asr: list[dict]) -> None:
     """SenseVoice's language, emotion and events on each sentence (from the segment it lies in) and the
     result's language (the one detected over the most speech)."""
+    import bisect
+
+    starts = [a["start_ms"] for a in asr]  # segments are in time order and do not overlap
     for sentence in result["sentences"]:
-        seg = next((a for a in asr if a["start_ms"] <= sentence["start_ms"] < a["end_ms"]), None)
-        if seg is not None:
-            sentence.update({k: seg.get(k) for k in ("language", "emotion", "events")})
+        i = bisect.bisect_right(starts, sentence["start_ms"]) - 1
+        if i >= 0 and sentence["start_ms"] < asr[i]["end_ms"]:
+            sentence.update({k: asr[i].get(k) for k in ("language", "emotion", "events")})
     spoken: dict[str, int] = {}
     for a in asr:
         if a.get("language") and a["text"]:
