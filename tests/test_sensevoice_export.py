@@ -162,3 +162,27 @@ def test_model_dir_source(tmp_path):
     entry = json.loads((repo / "MANIFEST.json").read_text())["stages"]["sensevoice"]
     assert entry["origin"] == "local" and entry["source_dir"] == str(SOURCE)
     assert (repo / "sensevoice" / "1" / "model.onnx").is_file() and not (repo / "sensevoice" / "1" / "model_quant.onnx").exists()
+
+
+def test_job_options_model_keys():
+    """CONFIG.model / language / use_itn of the long-file job (model_repository/pipeline/1/longfile.py)."""
+    sys.path.insert(0, str(ROOT / "model_repository" / "pipeline" / "1"))
+    from longfile import JobInputError, JobOptions, _sensevoice_fields
+
+    default = JobOptions.parse({}, 8, 50)
+    assert (default.model, default.punctuation, default.sensevoice) == ("paraformer", True, False)
+    sv = JobOptions.parse({"model": "sensevoice", "language": "EN"}, 8, 50)
+    assert (sv.model, sv.language, sv.use_itn, sv.punctuation) == ("sensevoice", "en", True, False)
+    assert JobOptions.parse({"model": "sensevoice", "punctuation": False}, 8, 50).use_itn is False
+    assert JobOptions.parse({"model": "sensevoice", "use_itn": False}, 8, 50).use_itn is False
+    for raw, words in (({"model": "whisper"}, "CONFIG.model"), ({"model": "sensevoice", "language": "fr"}, "language"),
+                       ({"model": "sensevoice", "hotwords": ["阿里"]}, "hotwords"),
+                       ({"language": "en"}, "sensevoice only"), ({"model": "sensevoice", "use_itn": "yes"}, "use_itn")):
+        with pytest.raises(JobInputError, match=words):
+            JobOptions.parse(raw, 8, 50)
+    result = {"sentences": [{"start_ms": 0, "text": "a"}, {"start_ms": 5000, "text": "b"}]}
+    asr = [{"start_ms": 0, "end_ms": 1000, "text": "a", "language": "en", "emotion": "HAPPY", "events": ["Speech"]},
+           {"start_ms": 5000, "end_ms": 9000, "text": "b", "language": "zh", "emotion": "SAD", "events": ["BGM"]}]
+    _sensevoice_fields(result, asr)
+    assert [s["language"] for s in result["sentences"]] == ["en", "zh"] and result["language"] == "zh"
+    assert result["sentences"][1]["events"] == ["BGM"] and result["model"] == "sensevoice"
