@@ -25,6 +25,7 @@ STAGE_MODELS = {
     "speaker": ["speaker_embedding"],
     "streaming": ["streaming_asr"],
     "itn": ["itn"],
+    "sensevoice": ["sensevoice"],
 }
 # files of a repository model that each stage writes (default: everything under <model>/1/)
 STAGE_SUBDIRS = {("vad", "streaming_asr"): "vad", ("streaming", "streaming_asr"): "paraformer"}
@@ -60,6 +61,10 @@ def _export_stage(stage: str, src: Path, repo: Path, quantize: bool, model: str 
     elif stage == "itn":
         from .exporters.itn import export_itn, grammar_for
         export_itn(repo / "itn" / "1", **grammar_for(model))
+    elif stage == "sensevoice":
+        from .exporters.sensevoice import export_sensevoice
+        _clear_exported(repo / "sensevoice" / "1")
+        export_sensevoice(src, repo / "sensevoice" / "1", quantize=quantize)
     else:
         raise ValueError(stage)
 

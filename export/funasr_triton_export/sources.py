@@ -17,6 +17,7 @@ MODELSCOPE_IDS = {
     "ct-punc-c": "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch",
     "cam++": "iic/speech_campplus_sv_zh-cn_16k-common",
     "paraformer-zh-streaming": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online",
+    "sensevoice-small": "iic/SenseVoiceSmall",
 }
 # the other `speaker` stage model (`--speaker-model pyannote`): the embedding pyannote.audio 3.1's
 # speaker-diarization pipeline uses, a pyannote.audio checkpoint on the Hugging Face hub
@@ -27,7 +28,8 @@ HF_FILES = ["pytorch_model.bin", "config.yaml"]
 SPEAKER_MODELS = {"campplus": "cam++", "pyannote": PYANNOTE}
 # repository stage -> default FunASR model name
 STAGES = {"asr": "paraformer-zh", "vad": "fsmn-vad", "punc": "ct-punc", "speaker": "cam++",
-          "streaming": "paraformer-zh-streaming", "itn": "wetextprocessing"}
+          "streaming": "paraformer-zh-streaming", "itn": "wetextprocessing",
+          "sensevoice": "sensevoice-small"}
 # stages built from an installed package, whatever the source (nothing to download)
 PACKAGE_STAGES = {"itn"}
 
@@ -171,6 +173,9 @@ def build_test_model(stage: str, root: Path, large: bool = False, model: str = "
         kwargs = {}
     elif stage == "streaming":
         from .testmodels import paraformer_streaming as builder
+        kwargs = {"size": "large" if large else "tiny"}
+    elif stage == "sensevoice":
+        from .testmodels import sensevoice as builder
         kwargs = {"size": "large" if large else "tiny"}
     else:
         raise SourceError(f"no test model for stage {stage}")

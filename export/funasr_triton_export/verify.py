@@ -5,6 +5,13 @@ served VAD segment without and with hotwords (identical), punctuation of the joi
 (identical), CAM++ embedding per segment (cosine ≥ 0.999), and the full pipeline once.
 Exits 1 on any disagreement.
 
+When the repository has the `sensevoice` stage (SenseVoice-Small), each served VAD segment also goes to
+the served `sensevoice` model and to AutoModel(SenseVoiceSmall) on the same weights (fbank without
+dither: exporters/sensevoice.reference_model), with language auto and with and without use_itn:
+the CTC tokens (detokenised by the model's own tokenizer, tags included), the detected language,
+emotion and events must be identical; the whole-file path with model=sensevoice must say what its
+segments say.
+
 `--pipeline` compares instead the whole served result (the `pipeline` model: VAD + ASR + punctuation)
 with one AutoModel(model=asr, vad_model=vad, punc_model=punc) on the same weights: the punctuated text
 and every token's timestamp (±one CIF frame at a float near-tie). AutoModel drops the whole file's text
@@ -76,6 +83,44 @@ def _join_texts():
     from sentences import join_texts
 
     return join_texts
+
+
+@functools.lru_cache(maxsize=1)
+def _parse_tags():
+    """The served model's own tag parsing (model_repository/sensevoice/1/sensevoice_text.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "sensevoice" / "1"))
+    from sensevoice_text import parse_tags
+
+    return parse_tags
+
+
+SENSEVOICE_QUERIES = (("auto", False), ("auto", True))
+
+
+def verify_sensevoice_file(path: str, samples: np.ndarray, client, reference, report: StageReport) -> None:
+    """The served `sensevoice` model against AutoModel(SenseVoiceSmall) on each served VAD segment."""
+    from funasr_triton.contract import TranscribeOptions
+
+    parse = _parse_tags()
+    tokenizer = reference.kwargs["tokenizer"]
+    texts = []
+    for beg, end in client.vad_segments(samples):
+        seg = samples[beg * 16: end * 16]
+        if len(seg) < 480:
+            continue
+        for language, itn in SENSEVOICE_QUERIES:
+            got = client.sensevoice_segment(seg, language, itn)
+            ref_text = reference.generate(input=seg, language=language, use_itn=itn)[0]["text"]
+            ref = parse(ref_text)
+            got_raw = tokenizer.decode(got["token_ids"])
+            same = (got_raw == ref_text and got["text"] == ref.text and got["language"] == ref.language
+                    and got["emotion"] == ref.emotion and got["events"] == ref.events)
+            report.check(same, f"{path} [{beg},{end}] {language}/itn={itn}: {got_raw[:60]!r} vs AutoModel {ref_text[:60]!r}")
+            if itn:
+                texts.append(got["text"])
+    result = client.transcribe(samples, TranscribeOptions(model="sensevoice"))
+    raw = " ".join(t for t in texts if t)
+    report.check(result["raw_text"] == raw, f"{path}: pipeline(model=sensevoice) {result['raw_text'][:40]!r} vs segments {raw[:40]!r}")
 
 
 def _silence_funasr() -> None:
@@ -289,9 +334,19 @@ def main(args) -> int:
     client = TritonAsrClient(args.url)
     hotwords = args.hotwords.split()
     reports = {k: StageReport(k) for k in ("vad", "asr", "asr+hotwords", "punc", "speaker", "pipeline")}
+    sensevoice = None
+    if "sensevoice" in dirs:  # the second model, when exported
+        from .exporters.sensevoice import reference_model
+
+        sensevoice = reference_model(dirs["sensevoice"])
+        reports["sensevoice"] = StageReport("sensevoice")
+        _silence_funasr()
     try:
         for path in args.audio:
-            verify_file(path, decode(Path(path).read_bytes()), client, models, hotwords, reports)
+            samples = decode(Path(path).read_bytes())
+            verify_file(path, samples, client, models, hotwords, reports)
+            if sensevoice is not None:
+                verify_sensevoice_file(path, samples, client, sensevoice, reports["sensevoice"])
         if isinstance(models.get("speaker"), PyannoteReference):
             models["speaker"].finish(reports["speaker"])
     finally:

@@ -251,10 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "FunASR checkpoints) into any directory; re-running refreshes code and configs, reuses weights")
     e.add_argument("--source", choices=["modelscope", "test", "test-large"], default="modelscope")
     e.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
-                   help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming) or name (paraformer-zh, ...)")
+                   help="local FunASR hub-layout dir for a stage (asr, vad, punc, speaker, streaming, sensevoice) or name "
+                        "(paraformer-zh, sensevoice-small, ...)")
     e.add_argument("--stages", default="vad,asr,punc,speaker,streaming,itn",
                    help="itn: the inverse-text-normalization FSTs, compiled from the installed WeTextProcessing "
-                        "(no download; the same for every --source)")
+                        "(no download; the same for every --source); sensevoice: SenseVoice-Small "
+                        "(iic/SenseVoiceSmall), the second served model (model=sensevoice-small), opt-in")
     e.add_argument("--speaker-model", choices=["campplus", "pyannote"], default="campplus",
                    help="what fills speaker_embedding: FunASR's CAM++ (cam++, ModelScope) or the WeSpeaker ResNet34 of "
                         "pyannote.audio 3.1 (pyannote/wespeaker-voxceleb-resnet34-LM, Hugging Face; runs in the "

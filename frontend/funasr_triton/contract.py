@@ -22,6 +22,9 @@ class TranscribeOptions(BaseModel):
     max_speakers: int | None = Field(None, ge=1)
     # inverse text normalization per sentence after punctuation (the `itn` model: 三点一四 -> 3.14)
     itn: bool = False
+    # the recognizer: paraformer (SeACo-Paraformer, default) or sensevoice (SenseVoice-Small)
+    model: str = "paraformer"
+    language: str | None = None  # sensevoice: auto (None), zh, en, yue, ja, ko
 
     def job_config(self) -> dict:
         """The `transcribe` model's CONFIG (the model applies its own speaker-count defaults)."""
@@ -29,6 +32,8 @@ class TranscribeOptions(BaseModel):
                   "timestamps": self.timestamps, "diarize": self.diarize}
         if self.itn:  # sent only when asked: off is the model's default
             config["itn"] = True
+        if self.model != "paraformer":  # sent only for the second model: the job's default is paraformer
+            config.update(model=self.model, language=self.language or "auto")
         if self.diarize:
             config.update({k: v for k, v in (("num_speakers", self.num_speakers), ("min_speakers", self.min_speakers),
                                              ("max_speakers", self.max_speakers)) if v is not None})
@@ -43,6 +48,10 @@ class ResultSentence(BaseModel):
     words: list[str] = Field(default_factory=list)
     timestamps: list[tuple[int, int]] = Field(default_factory=list)
     speaker: int | None = None
+    # model sensevoice: what it detected in the sentence's VAD segment
+    language: str | None = None
+    emotion: str | None = None
+    events: list[str] | None = None
 
 
 class TritonResult(BaseModel):
@@ -55,6 +64,8 @@ class TritonResult(BaseModel):
     num_speakers: int | None = None
     raw_text: str = ""
     hotwords: list[str] = Field(default_factory=list)
+    model: str = "paraformer"
+    language: str | None = None  # sensevoice: the language detected over the most speech
 
 
 class Word(BaseModel):
@@ -70,6 +81,9 @@ class Sentence(BaseModel):
     words: list[Word] = Field(default_factory=list)
     speaker: str | None = None  # label from settings.diarization.label_template
     speaker_index: int | None = None  # 0-based, numbered by first appearance
+    language: str | None = None  # sensevoice: detected in the sentence's VAD segment (zh, en, yue, ja, ko, nospeech)
+    emotion: str | None = None  # sensevoice: HAPPY, SAD, ANGRY, NEUTRAL, ... (its tag without <| |>)
+    events: list[str] | None = None  # sensevoice: audio events (Speech, BGM, Laughter, Applause, ...)
 
 
 class Transcript(BaseModel):
@@ -79,6 +93,8 @@ class Transcript(BaseModel):
     hotwords: list[str] = Field(default_factory=list)
     processing_ms: int = 0
     num_speakers: int | None = None  # set when diarization ran
+    model: str = "paraformer"  # the recognizer that ran (paraformer, sensevoice)
+    language: str | None = None  # sensevoice: the language detected over the most speech
 
     @classmethod
     def from_result(cls, result: TritonResult, hotwords: list[str], processing_ms: int,
@@ -86,9 +102,10 @@ class Transcript(BaseModel):
         sentences = [
             Sentence(start_ms=s.start_ms, end_ms=s.end_ms, text=s.text,
                      words=[Word(text=w, start_ms=t[0], end_ms=t[1]) for w, t in zip(s.words, s.timestamps)],
-                     speaker_index=s.speaker,
+                     speaker_index=s.speaker, language=s.language, emotion=s.emotion, events=s.events,
                      speaker=None if s.speaker is None else label_template.format(index=s.speaker,
                                                                                  number=s.speaker + 1))
             for s in result.sentences]
         return cls(text=result.text, duration_ms=result.duration_ms, sentences=sentences, hotwords=hotwords,
-                   processing_ms=processing_ms, num_speakers=result.num_speakers)
+                   processing_ms=processing_ms, num_speakers=result.num_speakers, model=result.model,
+                   language=result.language)

@@ -58,6 +58,10 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
         flag = np.array([[value]], dtype=bool)
         inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
         inputs[-1].set_data_from_numpy(flag)
+    if options.model != "paraformer":  # the second model (sensevoice)
+        for name, value in (("MODEL", options.model), ("LANGUAGE", options.language or "auto")):
+            inputs.append(grpcclient.InferInput(name, [1, 1], "BYTES"))
+            inputs[-1].set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=object))
     if options.diarize:
         for name, value in (("NUM_SPEAKERS", options.num_speakers), ("MIN_SPEAKERS", options.min_speakers),
                             ("MAX_SPEAKERS", options.max_speakers)):
@@ -110,6 +114,8 @@ def map_error(exc: InferenceServerException) -> AsrError:
         return AsrError("the recognition backend (Triton) is unavailable", 503, "backend_unavailable", retry_after_s=5)
     if "DEADLINE" in status:
         return AsrError("recognition did not finish within the deadline", 504, "deadline_exceeded")
+    if "NOT_FOUND" in status and "not exported" in msg:  # an optional model (sensevoice) without weights
+        return AsrError(msg, 404, "model_not_found")
     if "INVALID_ARG" in status or "INVALID_ARGUMENT" in status:
         return AsrError(msg, 400, "invalid_audio")
     return AsrError(f"recognition failed: {msg}", 502, "backend_error")
@@ -172,6 +178,16 @@ class TritonAsrClient:
                           ["TEXT", "WORDS", "TIMESTAMPS"])
         return {"text": _str(out["TEXT"].reshape(-1)[0]), "words": [_str(w) for w in out["WORDS"].reshape(-1)],
                 "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist()}
+
+    def sensevoice_segment(self, samples: np.ndarray, language: str = "auto", use_itn: bool = False) -> dict:
+        """One segment on the `sensevoice` model: text (tags removed), language, emotion, events, token ids."""
+        out = self._infer("sensevoice", {"WAV": np.asarray(samples, dtype=np.float32)[None],
+                                         "LANGUAGE": np.array([[language.encode("utf-8")]], dtype=object),
+                                         "USE_ITN": np.array([[use_itn]], dtype=bool)},
+                          ["TEXT", "DETECTED_LANGUAGE", "EMOTION", "EVENTS", "TOKEN_IDS"])
+        return {"text": _str(out["TEXT"].reshape(-1)[0]), "language": _str(out["DETECTED_LANGUAGE"].reshape(-1)[0]),
+                "emotion": _str(out["EMOTION"].reshape(-1)[0]), "events": [_str(e) for e in out["EVENTS"].reshape(-1)],
+                "token_ids": out["TOKEN_IDS"].reshape(-1).tolist()}
 
     def punctuate(self, text: str) -> str:
         out = self._infer("punc", {"TEXT": np.array([text.encode("utf-8")], dtype=object)}, ["PUNC_TEXT"])
@@ -248,6 +264,20 @@ class AsyncTritonAsrClient:
             return [m for m in models if not await self._client.is_model_ready(m, client_timeout=self.ready_timeout_s)]
         except InferenceServerException:
             return list(models)
+
+    async def sensevoice_available(self) -> bool:
+        """Whether `sensevoice` is loaded and exported: one 0.1 s silent segment answered (NOT_FOUND when the
+        repository has no export; not ready when the repository predates the model)."""
+        try:
+            if not await self._client.is_model_ready("sensevoice", client_timeout=self.ready_timeout_s):
+                return False
+            wav = grpcclient.InferInput("WAV", [1, 1600], "FP32")
+            wav.set_data_from_numpy(np.zeros((1, 1600), np.float32))
+            await self._client.infer("sensevoice", [wav], outputs=[grpcclient_aio.InferRequestedOutput("TEXT")],
+                                     client_timeout=self.ready_timeout_s * 5)
+            return True
+        except InferenceServerException:
+            return False
 
     def open_job(self, options: TranscribeOptions | None = None) -> "AsrJob":
         """A long recording on `transcribe`: see AsrJob."""

@@ -48,6 +48,11 @@ class NlsAsrQuery(BaseModel):
     speaker_count: int | None = Field(None, ge=1, le=32, description="extension: exact number of speakers")
     min_speakers: int | None = Field(None, ge=1, le=32)
     max_speakers: int | None = Field(None, ge=1, le=32)
+    model: str | None = Field(None, max_length=64, description="extension: the recognizer, e.g. sensevoice-small "
+                              "(README \"Choosing a model\"; enable_punctuation_prediction is then its use_itn); "
+                              "omitted: the default model")
+    language: str | None = Field(None, max_length=16, description="extension, model sensevoice-small: auto, zh, en, "
+                                 "yue, ja, ko")
 
 
 class NlsWord(BaseModel):

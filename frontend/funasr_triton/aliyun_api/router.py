@@ -135,6 +135,7 @@ def to_response(task_id: str, transcript: Transcript, words: bool, processing_ms
 @router.post("/stream/v1/asr", summary="Recognise one recording (Alibaba NLS REST)",
              response_model=NlsAsrResponse, response_model_exclude_none=True,
              responses={400: {"model": NlsErrorResponse}, 401: {"model": NlsErrorResponse},
+                        404: {"model": NlsErrorResponse, "description": "extension `model` names no served model"},
                         413: {"model": NlsErrorResponse}, 429: {"model": NlsErrorResponse},
                         500: {"model": NlsErrorResponse}, 503: {"model": NlsErrorResponse}},
              openapi_extra={"requestBody": {"required": False, "description": "the audio bytes (unless audio_address)",
@@ -152,6 +153,12 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
     # enable_voice_detection and disfluency are accepted for compatibility: no disfluency model is served,
     # and VAD always segments the audio.
     hotwords = parse_hotwords(query.vocabulary_id)
+    model = service.check_model(query.model) if query.model else "paraformer"
+    await service.require_model(model, query.model)
+    language = (query.language or "auto").lower() if model == "sensevoice" else None
+    if language is not None and language not in ("auto", "zh", "en", "yue", "ja", "ko"):
+        raise AsrError(f"language {query.language!r}: one of auto, zh, en, yue, ja, ko", 400, "invalid_parameter",
+                       "language")
     if query.audio_address:
         audio = await service.fetch(query.audio_address)
     else:
@@ -165,7 +172,7 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
                                     timestamps=words, pcm_sample_rate=pcm_rate(fmt, sample_rate, audio.head()),
                                     diarize=query.enable_speaker_diarization, num_speakers=query.speaker_count,
                                     min_speakers=query.min_speakers, max_speakers=query.max_speakers,
-                                    itn=query.enable_inverse_text_normalization)
+                                    itn=query.enable_inverse_text_normalization, model=model, language=language)
         transcript = await service.transcribe(audio, options)
     body = to_response(task_id, transcript, words, int((time.perf_counter() - t0) * 1000))
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers={"task_id": task_id})

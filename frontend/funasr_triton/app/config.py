@@ -101,6 +101,12 @@ class ModelSettings(BaseModel):
     aliases: list[str] = Field(default_factory=lambda: ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
                                                           "gpt-4o-transcribe-diarize"],
                                description="OpenAI model names accepted as aliases of the default model")
+    # the second model: served when the repository has its export (`funasr-triton export --stages sensevoice`)
+    sensevoice: str = Field("sensevoice-small", description="the name of the SenseVoice-Small model (model=...)")
+    sensevoice_aliases: list[str] = Field(default_factory=lambda: ["sensevoice", "SenseVoiceSmall"],
+                                          description="other names accepted for SenseVoice-Small")
+    probe_ttl_s: float = Field(10.0, ge=0, description="how long the answer to 'is SenseVoice exported and "
+                                                        "loaded?' (a 0.1 s probe request) is reused")
 
 
 class JobSettings(BaseModel):

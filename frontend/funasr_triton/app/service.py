@@ -31,6 +31,7 @@ from .upload import SpooledAudio
 
 log = logging.getLogger(__name__)
 _EOF = None
+PARAFORMER, SENSEVOICE = "paraformer", "sensevoice"  # TranscribeOptions.model (the job's recognizer)
 
 
 class TranscriptionService:
@@ -41,13 +42,31 @@ class TranscriptionService:
         self.admission = Admission(settings.limits.max_concurrent_jobs, settings.limits.max_queued_jobs,
                                    settings.limits.queue_timeout_s)
         self.hotword_file = HotwordFile(settings.hotwords.file)
+        self._sensevoice: tuple[float, bool] | None = None  # (probed at, available)
 
     def check_model(self, name: str | None, param: str = "model") -> str:
+        """The recognizer a requested model name selects: "paraformer" (the default and its aliases) or
+        "sensevoice" (models.sensevoice and its aliases); any other name is a 404 model_not_found."""
         m = self.settings.models
+        if name and name in (m.sensevoice, *m.sensevoice_aliases):
+            return SENSEVOICE
         if name and name not in (m.default, *m.aliases):
             raise AsrError(f"model {name!r} is not served here; use {m.default!r} or one of {', '.join(m.aliases)}",
                            404, "model_not_found", param)
-        return m.default
+        return PARAFORMER
+
+    async def sensevoice_available(self) -> bool:
+        """Whether Triton serves an exported `sensevoice` (probed, the answer reused for models.probe_ttl_s)."""
+        now = time.monotonic()
+        if self._sensevoice is None or now - self._sensevoice[0] > self.settings.models.probe_ttl_s:
+            self._sensevoice = (now, await self.client.sensevoice_available())
+        return self._sensevoice[1]
+
+    async def require_model(self, model: str, name: str | None, param: str = "model") -> None:
+        """404 model_not_found when `model` (check_model's answer) is not exported/loaded in Triton."""
+        if model == SENSEVOICE and not await self.sensevoice_available():
+            raise AsrError(f"model {name!r} is not served here: this server's model repository has no SenseVoice "
+                           "export (funasr-triton export --stages sensevoice)", 404, "model_not_found", param)
 
     def merged_hotwords(self, requested: list[str]) -> list[str]:
         words = []
@@ -115,7 +134,11 @@ class TranscriptionService:
         if options.diarize and not self.settings.diarization.enabled:
             raise AsrError("speaker diarization is disabled on this server", 400, "diarization_disabled",
                            "enable_speaker_diarization")
-        hotwords = self.merged_hotwords(options.hotwords)
+        if options.model == SENSEVOICE and options.hotwords:
+            raise AsrError("hotwords are not supported by SenseVoice-Small (it has no hotword biasing); "
+                           "send them to the default model", 400, "unsupported_hotwords", "hotwords")
+        # the hotword file biases the default model only: SenseVoice has no hotwords
+        hotwords = self.merged_hotwords(options.hotwords) if options.model != SENSEVOICE else []
         async with self._admitted():
             t0 = time.perf_counter()
             job = self.client.open_job(options.model_copy(update={"hotwords": hotwords}))

@@ -17,7 +17,7 @@ ResultMode = Literal["offline", "online", "2pass-online", "2pass-offline"]
 
 class FunasrConfig(BaseModel):
     """A settings message. The first one of an utterance carries most keys; later ones may carry only
-    `is_speaking` (or `is_end`). Unknown keys (svs_lang, svs_itn, ...) are ignored."""
+    `is_speaking` (or `is_end`). Unknown keys are ignored."""
     model_config = ConfigDict(extra="ignore")
 
     mode: Mode = Field("2pass", description="offline: one result for the whole audio; online: streaming deltas; "
@@ -45,6 +45,11 @@ class FunasrConfig(BaseModel):
     hotword: str | None = Field(None, description="the Python sample server's name for hotwords")
     itn: bool = Field(True, description="inverse text normalization (三点一四 -> 3.14): applied in offline mode; "
                       "online/2pass finals get it once streaming_asr applies the `itn` model (README)")
+    model: str | None = Field(None, max_length=64, description="offline mode: the recognizer, e.g. sensevoice-small "
+                              "(README \"Choosing a model\"); omitted: the default model")
+    svs_lang: str | None = Field(None, max_length=16, description="model sensevoice-small: language (auto, zh, en, yue, "
+                                 "ja, ko), as FunASR's SenseVoice client sends it")
+    svs_itn: bool | None = Field(None, description="model sensevoice-small: its own punctuation + ITN (default on)")
 
     @field_validator("chunk_size", mode="before")
     @classmethod

@@ -205,6 +205,9 @@ class FunasrSession:
             self.apply({"is_speaking": True, "is_end": False, **(update or {})})
 
     async def utterance(self, pending: bytes | None) -> None:
+        model = self.ws.app.state.service.check_model(self.config.model) if self.config.model else "paraformer"
+        if model != "paraformer" and self.config.mode != "offline":
+            raise AsrError(f"model {self.config.model!r} serves offline mode only", 400, "invalid_parameter", "model")
         if self.config.mode == "offline":
             await self.offline(pending)
         else:
@@ -317,9 +320,17 @@ class FunasrSession:
         data = bytes(audio)
         del audio
         is_wav = data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE"  # a wav file sent as "pcm"
-        options = TranscribeOptions(hotwords=parse_hotwords(c.hotwords or c.hotword), punctuation=True,
+        service = self.ws.app.state.service
+        model = service.check_model(c.model) if c.model else "paraformer"
+        await service.require_model(model, c.model)
+        sensevoice = model == "sensevoice"
+        language = (c.svs_lang or "auto").lower() if sensevoice else None
+        if sensevoice and language not in ("auto", "zh", "en", "yue", "ja", "ko"):
+            raise AsrError(f"svs_lang {c.svs_lang!r}: one of auto, zh, en, yue, ja, ko", 400, "invalid_parameter", "svs_lang")
+        options = TranscribeOptions(hotwords=parse_hotwords(c.hotwords or c.hotword),
+                                    punctuation=True if not sensevoice or c.svs_itn is None else c.svs_itn,
                                     timestamps=True, pcm_sample_rate=c.audio_fs if pcm and not is_wav else None,
-                                    itn=c.itn)
+                                    itn=c.itn and not sensevoice, model=model, language=language)
         transcript = await self.ws.app.state.service.transcribe(data, options)
         await self.send(self.offline_result(transcript))
 

@@ -21,6 +21,9 @@ LANGUAGE_NAMES: dict[str, str] = {
     "ko": "korean", "korean": "korean",
 }
 AUTO_LANGUAGES = ("auto", "")
+# Whisper's language name -> SenseVoice's language code (its `language` query; verbose_json names it back)
+SENSEVOICE_CODES = {"chinese": "zh", "cantonese": "yue", "english": "en", "japanese": "ja", "korean": "ko"}
+SENSEVOICE_NAMES = {code: name for name, code in SENSEVOICE_CODES.items()}
 
 
 def normalize_language(value: str) -> str | None:
@@ -148,6 +151,10 @@ class TranscriptionSegment(BaseModel):
     compression_ratio: float
     no_speech_prob: float
     speaker: str | None = None  # extension
+    # extensions, model sensevoice-small: detected language (English name), emotion and audio events
+    language: str | None = None
+    emotion: str | None = None
+    events: list[str] | None = None
 
 
 class TranscriptionResponseVerbose(BaseModel):

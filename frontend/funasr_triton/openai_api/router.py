@@ -29,7 +29,7 @@ from ..app.upload import SpooledAudio, spool_upload
 from ..contract import TranscribeOptions, Transcript
 from ..app.subtitles import to_srt, to_vtt
 from ..errors import AsrError
-from .protocol import (LANGUAGE_NAMES, ErrorInfo, ErrorResponse, InputTokenDetails, Model, ModelList,
+from .protocol import (LANGUAGE_NAMES, SENSEVOICE_CODES, SENSEVOICE_NAMES, ErrorInfo, ErrorResponse, InputTokenDetails, Model, ModelList,
                        TranscriptionDiarized, TranscriptionDiarizedSegment, TranscriptionRequest, TranscriptionResponse,
                        TranscriptionResponseVerbose, TranscriptionSegment, TranscriptionWord, TranscriptTextDelta,
                        TranscriptTextDone, TranscriptTextSegment, TranslationRequest, UsageDuration, UsageTokens)
@@ -256,17 +256,24 @@ def _compression_ratio(text: str) -> float:
     return round(len(raw) / len(zlib.compress(raw)), 4) if raw else 0.0
 
 
+def _sensevoice_language(code: str | None) -> str | None:
+    """SenseVoice's detected language as verbose_json names languages (nospeech: "")."""
+    return None if code is None else SENSEVOICE_NAMES.get(code, "")
+
+
 def _verbose(t: Transcript, req: TranscriptionRequest) -> TranscriptionResponseVerbose:
     segments = [TranscriptionSegment(id=i, seek=s.start_ms // 10, start=_seconds(s.start_ms), end=_seconds(s.end_ms),
                                      text=s.text, tokens=[], temperature=req.temperature, avg_logprob=0.0,
                                      compression_ratio=_compression_ratio(s.text), no_speech_prob=0.0,
-                                     speaker=s.speaker)
+                                     speaker=s.speaker, language=_sensevoice_language(s.language),
+                                     emotion=s.emotion, events=s.events)
                 for i, s in enumerate(t.sentences)]
+    language = _sensevoice_language(t.language) if t.model == "sensevoice" else None
     words = None
     if "word" in req.timestamp_granularities:
         words = [TranscriptionWord(word=w.text, start=_seconds(w.start_ms), end=_seconds(w.end_ms))
                  for s in t.sentences for w in s.words]
-    return TranscriptionResponseVerbose(language=_language_name(req, t.text), duration=_seconds(t.duration_ms),
+    return TranscriptionResponseVerbose(language=language or _language_name(req, t.text), duration=_seconds(t.duration_ms),
                                         text=t.text, segments=segments, words=words,
                                         usage=UsageDuration(seconds=_seconds(t.duration_ms)))
 
@@ -452,7 +459,8 @@ async def create_transcription(request: Request) -> Response:
     audio = None
     try:
         req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
-        service.check_model(req.model)
+        model = service.check_model(req.model)
+        await service.require_model(model, req.model)
         check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
         address = form.get("audio_address")  # funasr-api's extension: the audio by URL instead of `file`
         if form.get("file") is None and isinstance(address, str) and address.strip():
@@ -472,7 +480,8 @@ async def create_transcription(request: Request) -> Response:
         options = TranscribeOptions(hotwords=_hotwords(req, request.app.state.settings.limits.max_hotword_chars),
                                     punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
                                     min_speakers=req.min_speakers, max_speakers=req.max_speakers,
-                                    itn=request.app.state.settings.itn.default if req.itn is None else req.itn)
+                                    itn=request.app.state.settings.itn.default if req.itn is None else req.itn,
+                                    model=model, language=_sensevoice_query(req) if model == "sensevoice" else None)
         if req.stream:
             return await _stream(request, service.events(audio, options), req, audio)
         transcript = await _with_cancellation(request, service.transcribe(audio, options))
@@ -517,22 +526,31 @@ async def create_translation(request: Request) -> Response:
                    "does not translate; use POST /v1/audio/transcriptions", 400, "unsupported_task", "model")
 
 
-def _models(request: Request) -> list[Model]:
+def _sensevoice_query(req: TranscriptionRequest) -> str:
+    """OpenAI's `language` (or the first of `languages`) as SenseVoice's language query; none: auto."""
+    code = req.language or (req.languages[0] if req.languages else None)
+    return SENSEVOICE_CODES[LANGUAGE_NAMES[code]] if code else "auto"
+
+
+async def _models(request: Request) -> list[Model]:
+    """The default model and its aliases, and SenseVoice-Small with its aliases when Triton serves its export."""
     m = request.app.state.settings.models
-    return [Model(id=name, created=MODELS_CREATED, owned_by="funasr-triton")
-            for name in dict.fromkeys((m.default, *m.aliases))]
+    names = [m.default, *m.aliases]
+    if await request.app.state.service.sensevoice_available():
+        names += [m.sensevoice, *m.sensevoice_aliases]
+    return [Model(id=name, created=MODELS_CREATED, owned_by="funasr-triton") for name in dict.fromkeys(names)]
 
 
-@router.get("/models", response_model=ModelList, summary="List the served model and its aliases")
+@router.get("/models", response_model=ModelList, summary="List the served models (what is exported and loaded) and aliases")
 async def list_models(request: Request) -> ModelList:
     _authorize(request)
-    return ModelList(data=_models(request))
+    return ModelList(data=await _models(request))
 
 
 @router.get("/models/{model_id:path}", response_model=Model, summary="One model (404 if not served)")
 async def retrieve_model(request: Request, model_id: str) -> Model:
     _authorize(request)
-    for model in _models(request):
+    for model in await _models(request):
         if model.id == model_id:
             return model
     raise AsrError(f"model {model_id!r} is not served here", 404, "model_not_found", "model")

@@ -14,8 +14,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from fsmn_vad import FsmnVad
-from longfile import Backend, JobLimits
-from stage import call, int_param, param, strings
+from longfile import Backend, JobInputError, JobLimits
+from stage import BlsError, call, int_param, param, strings
 
 
 def load_vad(args: dict, config: dict) -> FsmnVad:
@@ -112,4 +112,24 @@ async def _itn(texts: list[str]) -> list[str]:
     return out
 
 
-BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed, itn=_itn)
+async def _sensevoice(wav: np.ndarray, language: str, use_itn: bool) -> dict:
+    """One segment on the `sensevoice` model: its text is one segment-level word (SenseVoice has no
+    word timestamps here), with the detected language, emotion and events. A repository without the
+    sensevoice export is the caller's error (INVALID_ARG naming it), not an internal one."""
+    try:
+        out = await call("sensevoice", [pb_utils.Tensor("WAV", wav[None]),
+                                        pb_utils.Tensor("LANGUAGE", np.array([[language.encode("utf-8")]], dtype=object)),
+                                        pb_utils.Tensor("USE_ITN", np.array([[use_itn]], dtype=bool))],
+                         ["TEXT", "DETECTED_LANGUAGE", "EMOTION", "EVENTS"])
+    except BlsError as e:
+        if "not exported" in str(e):
+            raise JobInputError(str(e)) from e
+        raise
+    text = strings(out["TEXT"])[0]
+    return {"text": text, "words": [text] if text else [],
+            "timestamps": [[0, len(wav) * 1000 // 16000]] if text else [],
+            "language": strings(out["DETECTED_LANGUAGE"])[0], "emotion": strings(out["EMOTION"])[0],
+            "events": strings(out["EVENTS"])}
+
+
+BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed, itn=_itn, sensevoice=_sensevoice)

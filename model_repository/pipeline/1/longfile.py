@@ -39,6 +39,9 @@ from fsmn_vad import OfflineVadStream
 from sentences import assemble, itn_sentence, join_words, split_sentences, word_stamps
 
 _TAG = re.compile(r"<\|[^|]*\|>")
+# CONFIG.model: the recognizer each segment goes to (`asr`: SeACo-Paraformer; `sensevoice`: SenseVoice-Small)
+MODELS = ("paraformer", "sensevoice")
+SENSEVOICE_LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko", "nospeech")
 
 
 class JobInputError(ValueError):
@@ -69,6 +72,9 @@ class JobOptions:
     min_speakers: int = 1
     max_speakers: int = 8
     itn: bool = False
+    model: str = "paraformer"
+    language: str = "auto"  # sensevoice: the language query (auto: detected)
+    use_itn: bool | None = None  # sensevoice: its own punctuation + ITN (withitn); None: as `punctuation`
 
     @classmethod
     def parse(cls, raw: dict, default_max_speakers: int, max_hotwords: int) -> "JobOptions":
@@ -104,7 +110,37 @@ class JobOptions:
                 validate_speaker_options(counts["num_speakers"], lo, hi)
             except ValueError as e:
                 raise JobInputError(str(e)) from e
-        return cls(hotwords=hot, num_speakers=counts["num_speakers"], min_speakers=lo, max_speakers=hi, **flags)
+        extra = {}
+        if "model" in raw or "language" in raw or "use_itn" in raw:  # the second model (sensevoice)
+            extra = _model_options(raw, hot, flags)
+        return cls(hotwords=hot, num_speakers=counts["num_speakers"], min_speakers=lo, max_speakers=hi,
+                   **{**flags, **extra})
+
+    @property
+    def sensevoice(self) -> bool:
+        return self.model == "sensevoice"
+
+
+def _model_options(raw: dict, hot: tuple, flags: dict) -> dict:
+    """CONFIG.model / language / use_itn. SenseVoice punctuates itself (use_itn, default: `punctuation`),
+    so the CT-Transformer is not run for it; it has no hotword biasing (a clear error, never a silent drop)."""
+    model = raw.get("model", "paraformer")
+    if model not in MODELS:
+        raise JobInputError(f"CONFIG.model {model!r}: one of {', '.join(MODELS)}")
+    language = raw.get("language") or "auto"
+    if not isinstance(language, str) or language.lower() not in SENSEVOICE_LANGUAGES:
+        raise JobInputError(f"CONFIG.language {language!r}: one of {', '.join(SENSEVOICE_LANGUAGES)}")
+    use_itn = raw.get("use_itn")
+    if use_itn is not None and not isinstance(use_itn, bool):
+        raise JobInputError("CONFIG.use_itn must be true or false")
+    if model != "sensevoice":
+        if language.lower() != "auto" or use_itn is not None:
+            raise JobInputError("CONFIG.language and CONFIG.use_itn apply to model sensevoice only")
+        return {}
+    if hot:
+        raise JobInputError("hotwords are not supported by model sensevoice (SenseVoice has no hotword biasing)")
+    return {"model": model, "language": language.lower(),
+            "use_itn": flags["punctuation"] if use_itn is None else use_itn, "punctuation": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +162,8 @@ class Backend:
     punctuate: Callable[[str, str, bool], Awaitable[dict]]  # (piece, state, final) -> {text, words, marks, state}
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one 1.5 s window -> embedding
     itn: Callable[[list[str]], Awaitable[list[str]]] | None = None  # texts -> the same texts, ITN'd
+    # (segment, language, use_itn) -> {text, words, timestamps, language, emotion, events}: model sensevoice
+    sensevoice: Callable[[np.ndarray, str, bool], Awaitable[dict]] | None = None
 
 
 class LongFileJob:
@@ -239,6 +277,10 @@ class LongFileJob:
     async def _recognize(self, audio: np.ndarray, ms: int) -> dict:
         try:
             async with self._sem:
+                if self.options.sensevoice:
+                    if self.backend.sensevoice is None:
+                        raise JobInputError("model sensevoice was asked for, but this server has no sensevoice model")
+                    return await self.backend.sensevoice(audio, self.options.language, bool(self.options.use_itn))
                 return await self.backend.recognize(audio, self.options.hotwords)
         finally:
             self._pending_ms -= ms
@@ -263,6 +305,7 @@ class LongFileJob:
                 beg, end = self._parts[i]
                 item = {"start_ms": beg, "end_ms": end, "text": r["text"], "words": list(r["words"]),
                         "timestamps": [[int(s) + beg, int(e) + beg] for s, e in r["timestamps"]]}
+                item.update({k: r[k] for k in ("language", "emotion", "events") if k in r})  # sensevoice
                 self._asr.append(item)
                 self.recognized_ms = end
                 self._events.append({"type": "segment", "index": i, "start_ms": beg, "end_ms": end,
@@ -370,6 +413,8 @@ class LongFileJob:
                                    zip(sents, await self._normalize([s["text"] for s in sents]))]
             result["text"] = "".join(self._itn_text)
         result["raw_text"] = " ".join(a["text"] for a in asr if a["text"])
+        if self.options.sensevoice:
+            _sensevoice_fields(result, asr)
         result["hotwords"] = list(self.options.hotwords)
         return result
 
@@ -437,3 +482,21 @@ class LongFileJob:
         if not self._emitter.done():
             self._emitter.cancel()
         self._cancel_work()
+
+
+def _sensevoice_fields(result: dict, asr: list[dict]) -> None:
+    """SenseVoice's language, emotion and events on each sentence (from the segment it lies in) and the
+    result's language (the one detected over the most speech)."""
+    import bisect
+
+    starts = [a["start_ms"] for a in asr]  # segments are in time order and do not overlap
+    for sentence in result["sentences"]:
+        i = bisect.bisect_right(starts, sentence["start_ms"]) - 1
+        if i >= 0 and sentence["start_ms"] < asr[i]["end_ms"]:
+            sentence.update({k: asr[i].get(k) for k in ("language", "emotion", "events")})
+    spoken: dict[str, int] = {}
+    for a in asr:
+        if a.get("language") and a["text"]:
+            spoken[a["language"]] = spoken.get(a["language"], 0) + a["end_ms"] - a["start_ms"]
+    result["model"] = "sensevoice"
+    result["language"] = max(spoken, key=spoken.get) if spoken else ""

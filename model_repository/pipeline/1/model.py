@@ -19,7 +19,8 @@ from stage import (StageInputError, check_tensors, input_array, int_param, json_
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
-          "MIN_SPEAKERS": "TYPE_INT32", "MAX_SPEAKERS": "TYPE_INT32", "ENABLE_ITN": "TYPE_BOOL"}
+          "MIN_SPEAKERS": "TYPE_INT32", "MAX_SPEAKERS": "TYPE_INT32", "ENABLE_ITN": "TYPE_BOOL",
+          "MODEL": "TYPE_STRING", "LANGUAGE": "TYPE_STRING"}
 OUTPUTS = {"TEXT": "TYPE_STRING", "RESULT": "TYPE_STRING"}
 SAMPLE_RATE = 16000
 
@@ -54,6 +55,10 @@ class TritonPythonModel:
                "min_speakers": self._count(request, "MIN_SPEAKERS"),
                "max_speakers": self._count(request, "MAX_SPEAKERS"),
                "itn": self._flag(request, "ENABLE_ITN", False)}
+        for name, key in (("MODEL", "model"), ("LANGUAGE", "language")):  # the second model (sensevoice)
+            value = input_array(request, name, required=False)
+            if value is not None and value.size:
+                raw[key] = strings(value)[0]
         try:
             return JobOptions.parse(raw, self.default_max_speakers, self.max_hotwords)
         except JobInputError as e:

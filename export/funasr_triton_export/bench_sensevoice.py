@@ -1,0 +1,179 @@
+"""The SenseVoice-Small bench row: the served model against AutoModel and funasr-onnx on the same weights.
+
+  served       the Triton `pipeline` model with MODEL=sensevoice (FSMN-VAD -> `sensevoice` per segment, its
+               own punctuation/ITN: use_itn), at each concurrency; Triton loads only pipeline, vad, sensevoice
+  automodel    FunASR AutoModel(model=SenseVoiceSmall, vad_model=FSMN-VAD), PyTorch fp32, 2 torch threads,
+               use_itn=True, one request after another
+  funasr-onnx  funasr_onnx Fsmn_vad -> SenseVoiceSmall (the exported model.onnx: FunASR's own export graph)
+               per segment, textnorm withitn, 2 intra-op threads, sequential
+
+Weights: `--source test-large` (random weights at the real SenseVoiceSmall encoder sizes), `test` for a
+smoke run, or any exported repository. The baselines run in this process one after another (no child
+processes: peak memory is not compared here, only speed). Writes one JSON file and prints the rows.
+
+    python -m funasr_triton_export.bench_sensevoice --source test-large --seconds 30 --clips 4
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .bench import CACHE, ROOT, SR, THREADS, describe, make_clips, progress, run_sequential, summarize, text_units
+
+LOADED = ("pipeline", "vad", "sensevoice")
+
+
+def prepare(repo: Path, source: str, cache_dir: Path) -> dict:
+    """Export vad + sensevoice into `repo` (reused while MANIFEST.json says so); the source dirs."""
+    subprocess.run([sys.executable, "-m", "funasr_triton.cli", "--log-level", "WARNING", "export", "--source", source,
+                    "--quantize", "--stages", "vad,sensevoice", "--repository", str(repo), "--cache-dir", str(cache_dir)],
+                   check=True, cwd=ROOT)
+    stages = json.loads((repo / "MANIFEST.json").read_text())["stages"]
+    return {s: Path(stages[s]["source_dir"]) for s in ("vad", "sensevoice")}
+
+
+def funasr_onnx_dirs(repo: Path, dirs: dict, out: Path) -> dict:
+    """funasr_onnx's layouts from the repository's exported files (the same graphs) + the hub config.yaml."""
+    sv, vad = out / "sensevoice", out / "vad"
+    for d in (sv, vad):
+        d.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((repo / "sensevoice" / "1" / "sensevoice.json").read_text())
+    for name in ("model.onnx", "am.mvn", meta["bpemodel"]):
+        shutil.copyfile(repo / "sensevoice" / "1" / name, sv / name)
+    shutil.copyfile(dirs["sensevoice"] / "config.yaml", sv / "config.yaml")
+    for src, name in ((repo / "vad" / "1" / "model.onnx", "model.onnx"), (repo / "vad" / "1" / "am.mvn", "am.mvn"),
+                      (dirs["vad"] / "config.yaml", "config.yaml")):
+        shutil.copyfile(src, vad / name)
+    return {"sensevoice": sv, "vad": vad}
+
+
+def bench_served(repo: Path, clips: list[np.ndarray], order: list[int], concurrencies: list[int],
+                 profile: str = "cpu") -> dict:
+    from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
+    from funasr_triton.triton_client import TranscribeOptions, TritonAsrClient
+
+    grpc, metrics, http = free_ports(3)
+    url = f"127.0.0.1:{grpc}"
+    load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in LOADED))
+    server = EmbeddedTriton(TritonOptions(repo, profile, grpc, metrics, http, extra_args=load), cache=CACHE,
+                            log_file=repo.parent / f"triton-sensevoice-{profile}.log")
+    out: dict = {"profile": profile, "concurrency": {}}
+    options = TranscribeOptions(model="sensevoice", language="auto")
+    server.start()
+    try:
+        server.wait_ready(timeout_s=600)
+        client = TritonAsrClient(url, timeout_s=600)
+
+        def one(i: int) -> tuple[float, str, int]:
+            t = time.perf_counter()
+            result = client.transcribe(clips[i], options)
+            return time.perf_counter() - t, result.get("text", ""), len(result.get("vad_segments", []))
+
+        try:
+            one(order[0])  # warm-up
+            for c in concurrencies:
+                t0 = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
+                    results = list(pool.map(one, order))
+                wall = time.perf_counter() - t0
+                m = summarize([r[0] for r in results], wall, sum(len(clips[i]) for i in order) / SR,
+                              [text_units(r[1]) for r in results], results[0][1], [r[2] for r in results], concurrency=c)
+                progress(f"served sensevoice {profile} c={c}: {describe(m)}")
+                out["concurrency"][str(c)] = m
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    return out
+
+
+def bench_automodel(dirs: dict, clips: list[np.ndarray], order: list[int]) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from funasr import AutoModel
+
+    model = AutoModel(model=str(dirs["sensevoice"]), vad_model=str(dirs["vad"]), disable_update=True, device="cpu",
+                      ncpu=THREADS, disable_pbar=True, disable_log=True)
+    for kwargs in (model.kwargs, *getattr(model, "_base_kwargs_map", {}).values()):  # no fbank dither (as served)
+        frontend = kwargs.get("frontend") if isinstance(kwargs, dict) else None
+        if frontend is not None and hasattr(frontend, "dither"):
+            frontend.dither = 0.0
+
+    def run(wav):
+        return model.generate(input=wav, language="auto", use_itn=True, disable_pbar=True)[0]["text"], None
+
+    run(clips[order[0]])
+    m = run_sequential(run, clips, order, None)
+    progress(f"automodel sensevoice: {describe(m)}")
+    return m
+
+
+def bench_funasr_onnx(onnx_dirs: dict, clips: list[np.ndarray], order: list[int]) -> dict:
+    from funasr_onnx import Fsmn_vad, SenseVoiceSmall
+
+    vad = Fsmn_vad(str(onnx_dirs["vad"]), intra_op_num_threads=THREADS)
+    sv = SenseVoiceSmall(str(onnx_dirs["sensevoice"]), intra_op_num_threads=THREADS)
+
+    def run(wav):
+        segments = vad(wav)[0]
+        texts = [sv(wav[b * 16: e * 16], language="auto", textnorm="withitn")[0]
+                 for b, e in segments if (e - b) * 16 >= 480]
+        return " ".join(t for t in texts if t), len(segments)
+
+    run(clips[order[0]])
+    m = run_sequential(run, clips, order, None)
+    progress(f"funasr-onnx sensevoice: {describe(m)}")
+    return m
+
+
+def rows(result: dict) -> list[str]:
+    """Markdown rows: runtime, concurrency, audio seconds per wall second."""
+    out = ["| runtime | concurrency | throughput (audio s / wall s) | RTF |", "|---|---|---|---|"]
+    for c, m in result["served"]["concurrency"].items():
+        out.append(f"| served sensevoice ({result['served']['profile']}) | {c} | {m['throughput_x']:.2f} | {m['rtf']:.4f} |")
+    for name in ("automodel", "funasr_onnx"):
+        m = result[name]
+        out.append(f"| {name.replace('_', '-')} SenseVoiceSmall | 1 | {m['throughput_x']:.2f} | {m['rtf']:.4f} |")
+    return out
+
+
+def run(source: str, seconds: float, n_clips: int, concurrencies: list[int], work: Path) -> dict:
+    repo = work / "model_repository"
+    dirs = prepare(repo, source, CACHE / "models")
+    onnx = funasr_onnx_dirs(repo, dirs, work / "funasr_onnx")
+    clips = make_clips(seconds, n_clips)
+    order = list(range(len(clips)))
+    result = {"source": source, "clips": n_clips, "clip_seconds": seconds, "threads": THREADS,
+              "served": bench_served(repo, clips, order, concurrencies),
+              "automodel": bench_automodel(dirs, clips, order),
+              "funasr_onnx": bench_funasr_onnx(onnx, clips, order)}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m funasr_triton_export.bench_sensevoice", description=__doc__.splitlines()[0])
+    p.add_argument("--source", default="test-large", choices=["test", "test-large", "modelscope"])
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
+    p.add_argument("--clips", type=int, default=4)
+    p.add_argument("--concurrency", default="1,4", help="comma-separated served concurrencies")
+    p.add_argument("--work-dir", type=Path, default=CACHE / "bench-sensevoice")
+    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "sensevoice.json")
+    args = p.parse_args(argv)
+    result = run(args.source, args.seconds, args.clips, [int(c) for c in args.concurrency.split(",")], args.work_dir)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    print("\n".join(rows(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+../../feature_extractor/1/asr_features.py

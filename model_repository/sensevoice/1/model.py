@@ -1,0 +1,146 @@
+"""Triton stage: one speech segment (16 kHz samples) -> SenseVoice-Small text, language, emotion, events.
+
+Features (asr_features.py: the same fbank/LFR/CMVN as Paraformer's, with SenseVoice's am.mvn), the
+exported graph under onnxruntime (features + language/textnorm query ids -> CTC logits), greedy CTC
+and sentencepiece detokenisation with the tags parsed out (sensevoice_text.py).
+
+Inputs: WAV [-1] FP32; LANGUAGE [1] STRING optional (auto, zh, en, yue, ja, ko; default auto);
+USE_ITN [1] BOOL optional (SenseVoice's own punctuation + inverse text normalisation, `withitn`;
+default false). Segments of different lengths are batched together (padded; rows keep their own
+lengths). Outputs: TEXT (tags removed), DETECTED_LANGUAGE, EMOTION, EVENTS, TOKEN_IDS (the CTC
+tokens, tags included: what `funasr-triton verify` compares with AutoModel).
+
+The stage is optional: a repository exported without `--stages sensevoice` still loads it, and every
+request then gets NOT_FOUND "sensevoice is not exported" (how the frontend tells whether it can
+serve `model=sensevoice-small`).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from asr_features import AsrFrontend, FrontendOptions, load_cmvn
+from sensevoice_text import Detokenizer, ctc_greedy
+from stage import StageInputError, check_tensors, error_response, input_array, int_param, param, scalar_input, strings
+
+STAGE = "sensevoice"
+INPUTS = {"WAV": "TYPE_FP32", "LANGUAGE": "TYPE_STRING", "USE_ITN": "TYPE_BOOL"}
+OUTPUTS = {"TEXT": "TYPE_STRING", "DETECTED_LANGUAGE": "TYPE_STRING", "EMOTION": "TYPE_STRING",
+           "EVENTS": "TYPE_STRING", "TOKEN_IDS": "TYPE_INT32"}
+META_FILE = "sensevoice.json"
+GRAPH_INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
+GRAPH_OUTPUTS = ["ctc_logits", "encoder_out_lens"]
+NOT_EXPORTED = "sensevoice is not exported in this repository (funasr-triton export --stages sensevoice)"
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        check_tensors(config, INPUTS, OUTPUTS)
+        model_dir = Path(args["model_repository"]) / args["model_version"]
+        model_path = model_dir / param(config, "model_file", "model.onnx")
+        self.min_samples = int_param(config, "min_samples", 400, minimum=1)
+        self.max_samples = int_param(config, "max_samples", 961600, minimum=self.min_samples)
+        self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
+        self.session = None
+        if not (model_dir / META_FILE).exists() and not model_path.exists():
+            pb_utils.Logger.log_warn(f"{STAGE}: {model_dir} holds no export; requests get: {NOT_EXPORTED}")
+            return
+        for path in (model_path, model_dir / META_FILE):
+            if not path.exists():
+                raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export --stages sensevoice`")
+        meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+        try:
+            self.frontend = AsrFrontend(FrontendOptions(**meta["frontend"]), load_cmvn(model_dir / "am.mvn"))
+            self.detok = Detokenizer(model_dir / meta["bpemodel"])
+            self.blank_id = int(meta["blank_id"])
+            self.language_ids = {str(k): int(v) for k, v in meta["language_ids"].items()}
+            self.textnorm_ids = {str(k): int(v) for k, v in meta["textnorm_ids"].items()}
+            if "auto" not in self.language_ids or set(self.textnorm_ids) != {"withitn", "woitn"}:
+                raise ValueError("language_ids needs 'auto', textnorm_ids 'withitn' and 'woitn'")
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise pb_utils.TritonModelException(f"{model_dir / META_FILE}: {exc}") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 2, minimum=0)
+        opts.inter_op_num_threads = 1
+        wanted = [p.strip() for p in param(config, "providers", "CPUExecutionProvider").split(",") if p.strip()]
+        providers = [p for p in wanted if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
+        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        if names != (GRAPH_INPUTS, GRAPH_OUTPUTS):
+            raise pb_utils.TritonModelException(
+                f"{model_path} has {names[0]} -> {names[1]}, expected {GRAPH_INPUTS} -> {GRAPH_OUTPUTS}")
+
+    def _prepare(self, request) -> tuple[np.ndarray, int, int]:
+        """(features, language id, textnorm id) of one request."""
+        wav = input_array(request, "WAV", np.float32, ndim=2)
+        if wav.shape[0] != 1:
+            raise StageInputError(f"WAV must hold one segment, got {wav.shape[0]}")
+        wav = wav[0]
+        if not self.min_samples <= wav.shape[0] <= self.max_samples:
+            raise StageInputError(f"WAV has {wav.shape[0]} samples; {self.min_samples}..{self.max_samples} are accepted")
+        if not np.isfinite(wav).all():
+            raise StageInputError("WAV contains NaN or infinite samples")
+        lang = input_array(request, "LANGUAGE", required=False)
+        language = strings(lang)[0].strip().lower() if lang is not None and lang.size else "auto"
+        language = language or "auto"
+        if language not in self.language_ids:
+            raise StageInputError(f"LANGUAGE {language!r}: one of {', '.join(self.language_ids)}")
+        use_itn = bool(scalar_input(request, "USE_ITN", np.bool_, False))
+        feats = self.frontend(wav)
+        if feats.shape[0] == 0:
+            raise StageInputError("WAV is too short for one feature frame")
+        return feats, self.language_ids[language], self.textnorm_ids["withitn" if use_itn else "woitn"]
+
+    def _run(self, rows: list[tuple[np.ndarray, int, int]]) -> list[tuple[list[int], int]]:
+        """One onnxruntime batch: rows padded to the longest; each row's (token ids) back."""
+        longest = max(f.shape[0] for f, _, _ in rows)
+        speech = np.zeros((len(rows), longest, rows[0][0].shape[1]), np.float32)
+        for i, (f, _, _) in enumerate(rows):
+            speech[i, :f.shape[0]] = f
+        feeds = {"speech": speech, "speech_lengths": np.array([f.shape[0] for f, _, _ in rows], np.int32),
+                 "language": np.array([r[1] for r in rows], np.int32),
+                 "textnorm": np.array([r[2] for r in rows], np.int32)}
+        logits, lengths = self.session.run(GRAPH_OUTPUTS, feeds)
+        return [ctc_greedy(logits[i], int(lengths[i]), self.blank_id) for i in range(len(rows))]
+
+    def _respond(self, ids: list[int]):
+        rich = self.detok(ids)
+        text = lambda v: np.array([v.encode("utf-8")], dtype=object)  # noqa: E731
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("TEXT", text(rich.text)[None]),
+            pb_utils.Tensor("DETECTED_LANGUAGE", text(rich.language)[None]),
+            pb_utils.Tensor("EMOTION", text(rich.emotion)[None]),
+            pb_utils.Tensor("EVENTS", np.array([[e.encode("utf-8") for e in rich.events]], dtype=object).reshape(1, -1)),
+            pb_utils.Tensor("TOKEN_IDS", np.array(ids, dtype=np.int32).reshape(1, -1)),
+        ])
+
+    def execute(self, requests):
+        if self.session is None:
+            err = pb_utils.TritonError(f"{STAGE}: {NOT_EXPORTED}", pb_utils.TritonError.NOT_FOUND)
+            return [pb_utils.InferenceResponse(error=err) for _ in requests]
+        responses: list = [None] * len(requests)
+        ready = []
+        for i, request in enumerate(requests):
+            try:
+                ready.append((i, self._prepare(request)))
+            except Exception as exc:  # noqa: BLE001 - this request's own error
+                responses[i] = error_response(STAGE, exc)
+        ready.sort(key=lambda item: item[1][0].shape[0])  # similar lengths share a batch
+        batch: list = []
+        for item in ready + [None]:
+            full = item is not None and batch and (len(batch) + 1) * item[1][0].shape[0] > self.max_batch_frames
+            if batch and (item is None or full):
+                try:
+                    results = self._run([row for _, row in batch])
+                    for (i, _), ids in zip(batch, results):
+                        responses[i] = self._respond(ids)
+                except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
+                    for i, _ in batch:
+                        responses[i] = error_response(STAGE, exc)
+                batch = []
+            if item is not None:
+                batch.append(item)
+        return responses
