@@ -257,7 +257,8 @@ class AsyncTritonAsrClient:
         """A real-time stream. config (JSON, read when the sequence starts): chunk_size [0,10,5],
         partial (bool: online partial results), two_pass (bool: re-decode each sentence offline),
         punctuation (bool), max_sentence_silence_ms (int; omitted or None: FunASR's dynamic end silence),
-        encoder_chunk_look_back / decoder_chunk_look_back (int, FunASR's), hotwords (list[str], 2-pass only)."""
+        encoder_chunk_look_back / decoder_chunk_look_back (int, FunASR's), hotwords (list[str], 2-pass only),
+        itn (bool: inverse text normalization of the finals through the `itn` model)."""
         return AsyncTritonAsrStream(self, config or {})
 
 
