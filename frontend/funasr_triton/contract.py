@@ -22,6 +22,8 @@ class TranscribeOptions(BaseModel):
     max_speakers: int | None = Field(None, ge=1)
     # inverse text normalization per sentence after punctuation (the `itn` model: 三点一四 -> 3.14)
     itn: bool = False
+    # per-word log-probabilities of the Paraformer decoder ([{token, logprob}] per sentence and segment event)
+    logprobs: bool = False
 
     def job_config(self) -> dict:
         """The `transcribe` model's CONFIG (the model applies its own speaker-count defaults)."""
@@ -29,10 +31,18 @@ class TranscribeOptions(BaseModel):
                   "timestamps": self.timestamps, "diarize": self.diarize}
         if self.itn:  # sent only when asked: off is the model's default
             config["itn"] = True
+        if self.logprobs:
+            config["logprobs"] = True
         if self.diarize:
             config.update({k: v for k, v in (("num_speakers", self.num_speakers), ("min_speakers", self.min_speakers),
                                              ("max_speakers", self.max_speakers)) if v is not None})
         return config
+
+
+class TokenLogprob(BaseModel):
+    """One recognised word (a Paraformer token for Chinese) and the decoder's log-probability of it."""
+    token: str
+    logprob: float
 
 
 class ResultSentence(BaseModel):
@@ -43,6 +53,7 @@ class ResultSentence(BaseModel):
     words: list[str] = Field(default_factory=list)
     timestamps: list[tuple[int, int]] = Field(default_factory=list)
     speaker: int | None = None
+    logprobs: list[TokenLogprob] | None = None  # with TranscribeOptions.logprobs
 
 
 class TritonResult(BaseModel):
@@ -70,6 +81,14 @@ class Sentence(BaseModel):
     words: list[Word] = Field(default_factory=list)
     speaker: str | None = None  # label from settings.diarization.label_template
     speaker_index: int | None = None  # 0-based, numbered by first appearance
+    logprobs: list[TokenLogprob] | None = None  # with TranscribeOptions.logprobs
+
+    @property
+    def avg_logprob(self) -> float | None:
+        """Mean log-probability of the sentence's recognised words (None without logprobs or words)."""
+        if not self.logprobs:
+            return None
+        return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
 
 
 class Transcript(BaseModel):
@@ -86,7 +105,7 @@ class Transcript(BaseModel):
         sentences = [
             Sentence(start_ms=s.start_ms, end_ms=s.end_ms, text=s.text,
                      words=[Word(text=w, start_ms=t[0], end_ms=t[1]) for w, t in zip(s.words, s.timestamps)],
-                     speaker_index=s.speaker,
+                     speaker_index=s.speaker, logprobs=s.logprobs,
                      speaker=None if s.speaker is None else label_template.format(index=s.speaker,
                                                                                  number=s.speaker + 1))
             for s in result.sentences]

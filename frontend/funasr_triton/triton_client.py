@@ -169,9 +169,10 @@ class TritonAsrClient:
     def recognize_segment(self, samples: np.ndarray, hotwords: list[str] | None = None) -> dict:
         hot = np.array([[w.encode("utf-8") for w in (hotwords or [""])]], dtype=object)
         out = self._infer("asr", {"WAV": np.asarray(samples, dtype=np.float32)[None], "HOTWORDS": hot},
-                          ["TEXT", "WORDS", "TIMESTAMPS"])
+                          ["TEXT", "WORDS", "TIMESTAMPS", "WORD_LOGPROBS"])
         return {"text": _str(out["TEXT"].reshape(-1)[0]), "words": [_str(w) for w in out["WORDS"].reshape(-1)],
-                "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist()}
+                "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist(),
+                "logprobs": [float(x) for x in out["WORD_LOGPROBS"].reshape(-1)]}
 
     def punctuate(self, text: str) -> str:
         out = self._infer("punc", {"TEXT": np.array([text.encode("utf-8")], dtype=object)}, ["PUNC_TEXT"])

@@ -28,7 +28,7 @@ import numpy as np
 from diarize import SAMPLES_PER_MS, speech_windows, window_samples, word_speakers
 from diarize_cluster import cluster_speakers, validate_speaker_options
 from fsmn_vad import OfflineVadStream
-from sentences import assemble, itn_sentence, join_words, split_sentences, word_stamps
+from sentences import assemble, itn_sentence, join_words, split_sentences, token_logprobs, word_stamps
 
 _TAG = re.compile(r"<\|[^|]*\|>")
 
@@ -61,6 +61,7 @@ class JobOptions:
     min_speakers: int = 1
     max_speakers: int = 8
     itn: bool = False
+    logprobs: bool = False  # each sentence (and segment event) carries its words' log-probabilities
 
     @classmethod
     def parse(cls, raw: dict, default_max_speakers: int, max_hotwords: int) -> "JobOptions":
@@ -78,7 +79,8 @@ class JobOptions:
         if len(hot) > max_hotwords:
             raise JobInputError(f"{len(hot)} hotwords; at most {max_hotwords}")
         flags = {}
-        for name, default in (("punctuation", True), ("timestamps", True), ("diarize", False), ("itn", False)):
+        for name, default in (("punctuation", True), ("timestamps", True), ("diarize", False), ("itn", False),
+                              ("logprobs", False)):
             value = raw.get(name, default)
             if not isinstance(value, bool):
                 raise JobInputError(f"CONFIG.{name} must be true or false")
@@ -111,7 +113,8 @@ class JobLimits:
 @dataclasses.dataclass
 class Backend:
     """The BLS calls a job makes (the model supplies them; tests may too)."""
-    recognize: Callable[[np.ndarray, tuple[str, ...]], Awaitable[dict]]  # -> {text, words, timestamps (segment ms)}
+    # -> {text, words, timestamps (segment ms), logprobs (per word; optional)}
+    recognize: Callable[[np.ndarray, tuple[str, ...]], Awaitable[dict]]
     punctuate: Callable[[str, str, bool], Awaitable[dict]]  # (piece, state, final) -> {text, words, marks, state}
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one 1.5 s window -> embedding
     itn: Callable[[list[str]], Awaitable[list[str]]] | None = None  # texts -> the same texts, ITN'd
@@ -232,10 +235,12 @@ class LongFileJob:
                 beg, end = self._parts[i]
                 item = {"start_ms": beg, "end_ms": end, "text": r["text"], "words": list(r["words"]),
                         "timestamps": [[int(s) + beg, int(e) + beg] for s, e in r["timestamps"]]}
+                segment = {"type": "segment", "index": i, "start_ms": beg, "end_ms": end, "text": item["text"]}
+                if self.options.logprobs:  # [{token: word, logprob}] (sentences.token_logprobs)
+                    item["logprobs"] = segment["logprobs"] = token_logprobs(item["words"], r.get("logprobs"))
                 self._asr.append(item)
                 self.recognized_ms = end
-                self._events.append({"type": "segment", "index": i, "start_ms": beg, "end_ms": end,
-                                     "text": item["text"]})
+                self._events.append(segment)
                 await self._text(item)
                 i += 1
                 self._changed.set()
