@@ -142,6 +142,12 @@ def test_transcribe_job_carries_word_logprobs(triton, client):
     assert [x for s in result["sentences"] for x in s["logprobs"]] == flat
     for s in result["sentences"]:
         assert [x["token"] for x in s["logprobs"]] == s["words"]
+    # the whole-file `pipeline` (input ENABLE_LOGPROBS) gives the same
+    whole = client.transcribe(wav, TranscribeOptions(logprobs=True))
+    assert [[x["token"] for x in s["logprobs"]] for s in whole["sentences"]] == \
+        [[x["token"] for x in s["logprobs"]] for s in result["sentences"]]
+    assert [x["logprob"] for s in whole["sentences"] for x in s["logprobs"]] == \
+        pytest.approx([x["logprob"] for x in flat], abs=1e-4)
     # off: no logprobs anywhere, the result is what it was
     plain = _job_events(triton, wav, TranscribeOptions())
     assert not any("logprobs" in e for e in plain if e["type"] == "segment")

@@ -54,6 +54,8 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
         flags.append(("ENABLE_DIARIZATION", True))
     if options.itn:
         flags.append(("ENABLE_ITN", True))
+    if options.logprobs:
+        flags.append(("ENABLE_LOGPROBS", True))
     for name, value in flags:
         flag = np.array([[value]], dtype=bool)
         inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
