@@ -4,7 +4,6 @@
 Aliyun REST result's `confidence`."""
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import sys
@@ -12,11 +11,12 @@ import sys
 import httpx
 import numpy as np
 import pytest
-from openai import OpenAI
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from funasr_triton.contract import TranscribeOptions
 from tests.conftest import ROOT
+from tests.test_itn import job_events
+from tests.test_openai_api import sdk
 from tests.synth import SENTENCES, compose
 
 sys.path[:0] = [str(ROOT / "model_repository" / "asr_decode" / "1"), str(ROOT / "model_repository" / "pipeline" / "1"),
@@ -86,13 +86,33 @@ def test_graph_token_logprobs_are_funasrs_decoder_probabilities(repository, auto
         ids, logprobs = _graph_run(repository, feats)
         assert len(ids) > 0
         with torch.no_grad():
-            speech = torch.from_numpy(feats[None].astype(np.float32))
-            enc, enc_lens = m.encode(speech, torch.tensor([len(feats)]))
+            batch = torch.from_numpy(feats[None].astype(np.float32))
+            enc, enc_lens = m.encode(batch, torch.tensor([len(feats)]))
             embeds, token_num = m.calc_predictor(enc, enc_lens)[:2]
             pred = m._seaco_decode_with_ASF(enc, enc_lens, embeds, token_num.round().long(), hw_list=None)
         ref = pred[0, :len(ids)]
         assert np.array_equal(ref.argmax(-1).numpy(), ids)
         assert np.allclose(ref.max(-1).values.numpy(), logprobs, atol=1e-3)
+
+
+def test_an_asr_export_made_before_token_logprobs_is_exported_again(repository, tmp_path):
+    """`export` reuses weights only when their MANIFEST entry records the graph outputs the exporter writes
+    now: a repository exported before `token_logprobs` existed gets the asr stage exported again."""
+    from funasr_triton_export.repository import STAGE_GRAPH_OUTPUTS, reusable_stages
+
+    outputs = STAGE_GRAPH_OUTPUTS["asr"]
+    assert "token_logprobs" in outputs
+    assert json.loads((repository / "MANIFEST.json").read_text())["stages"]["asr"]["graph_outputs"] == outputs
+    request = {"source": "test", "model": "", "model_dir": None, "quantize": False}
+    weight = tmp_path / "paraformer" / "1" / "model.onnx"
+    weight.parent.mkdir(parents=True)
+    weight.write_bytes(b"0" * 10)
+    for recorded, reused in ((None, []), (outputs[:-1], []), (outputs, ["asr"])):
+        entry = {"files": {"paraformer/1/model.onnx": {"bytes": 10}}, "request": request}
+        if recorded is not None:
+            entry["graph_outputs"] = recorded
+        (tmp_path / "MANIFEST.json").write_text(json.dumps({"stages": {"asr": entry}}))
+        assert reusable_stages(tmp_path, {"asr": request}) == reused
 
 
 # ---------------------------------------------------------------- served: asr and LongFileJob
@@ -108,28 +128,9 @@ def test_asr_word_logprobs(client, repository):
     assert sum(r["logprobs"]) == pytest.approx(sum(keep), abs=1e-3)
 
 
-def _job_events(triton, wav: np.ndarray, options: TranscribeOptions) -> list[dict]:
-    from funasr_triton.triton_client import AsyncTritonAsrClient
-
-    async def main():
-        c = AsyncTritonAsrClient(triton.grpc_url, timeout_s=300)
-        try:
-            job = c.open_job(options)
-            events = []
-            for i in range(0, wav.shape[0], 32000):
-                events += await job.send(wav[i:i + 32000], final=i + 32000 >= wav.shape[0])
-            while not any(e["type"] == "result" for e in events):
-                events += await job.poll()
-            await job.close()
-            return events
-        finally:
-            await c.close()
-    return asyncio.run(main())
-
-
 def test_transcribe_job_carries_word_logprobs(triton, client):
     wav = compose(0.3, SENTENCES[0], 1.5, SENTENCES[2], 1.0)
-    events = _job_events(triton, wav, TranscribeOptions(logprobs=True))
+    events = job_events(triton, wav, TranscribeOptions(logprobs=True))
     segments = [e for e in events if e["type"] == "segment"]
     result = next(e["result"] for e in events if e["type"] == "result")
     assert segments and all("logprobs" in s for s in segments)
@@ -149,7 +150,7 @@ def test_transcribe_job_carries_word_logprobs(triton, client):
     assert [x["logprob"] for s in whole["sentences"] for x in s["logprobs"]] == \
         pytest.approx([x["logprob"] for x in flat], abs=1e-4)
     # off: no logprobs anywhere, the result is what it was
-    plain = _job_events(triton, wav, TranscribeOptions())
+    plain = job_events(triton, wav, TranscribeOptions())
     assert not any("logprobs" in e for e in plain if e["type"] == "segment")
     plain_result = next(e["result"] for e in plain if e["type"] == "result")
     assert plain_result == {**result, "sentences": [{k: v for k, v in s.items() if k != "logprobs"}
@@ -159,20 +160,19 @@ def test_transcribe_job_carries_word_logprobs(triton, client):
 # ---------------------------------------------------------------- OpenAI SDK and Aliyun REST
 
 @pytest.fixture(scope="module")
-def oai(frontend) -> OpenAI:
-    client = OpenAI(base_url=frontend.base_url + "/v1", api_key="x", max_retries=0, timeout=120)
-    yield client
-    client.close()
+def oai(frontend):
+    with sdk(frontend.base_url) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def speech(speech_wav) -> bytes:
-    return speech_wav.read_bytes()
+def speech(speech_wav) -> tuple[str, bytes]:
+    return "s.wav", speech_wav.read_bytes()
 
 
 @pytest.fixture(scope="module")
 def with_logprobs(oai, speech) -> Transcription:
-    return oai.audio.transcriptions.create(model="whisper-1", file=("s.wav", speech), include=["logprobs"])
+    return oai.audio.transcriptions.create(model="whisper-1", file=speech, include=["logprobs"])
 
 
 def test_openai_json_logprobs(oai, speech, with_logprobs):
@@ -181,25 +181,26 @@ def test_openai_json_logprobs(oai, speech, with_logprobs):
     for lp in t.logprobs:
         assert lp.token and lp.logprob <= 0 and bytes(int(b) for b in lp.bytes) == lp.token.encode("utf-8")
     # the tokens are the recognised words, in order: those of verbose_json's words
-    verbose = oai.audio.transcriptions.create(model="whisper-1", file=("s.wav", speech), response_format="verbose_json",
+    verbose = oai.audio.transcriptions.create(model="whisper-1", file=speech, response_format="verbose_json",
                                               timestamp_granularities=["word", "segment"])
     assert [lp.token for lp in t.logprobs] == [w.word for w in verbose.words]
     # not asked: none
-    plain = oai.audio.transcriptions.create(model="whisper-1", file=("s.wav", speech))
+    plain = oai.audio.transcriptions.create(model="whisper-1", file=speech)
     assert plain.logprobs is None and plain.text == t.text
 
 
 def test_openai_verbose_avg_logprob(oai, speech, with_logprobs):
-    v = oai.audio.transcriptions.create(model="whisper-1", file=("s.wav", speech), response_format="verbose_json",
-                                        include=["logprobs"])
+    v = oai.audio.transcriptions.create(model="whisper-1", file=speech, response_format="verbose_json",
+                                        include=["logprobs"], timestamp_granularities=["word", "segment"])
     assert isinstance(v, TranscriptionVerbose) and v.segments
-    values = [lp.logprob for lp in with_logprobs.logprobs]
-    # each segment's avg_logprob is the mean over its words; the segments' words tile the whole list
+    values = [x["logprob"] for x in (v.model_extra or {})["logprobs"]]
+    assert len(values) == len(v.words)
+    # each segment's avg_logprob is the mean over its words (the words inside its time span, in order)
     pos = 0
     for seg in v.segments:
-        assert seg.avg_logprob < 0
-        n = next(k for k in range(1, len(values) - pos + 1)
-                 if abs(sum(values[pos:pos + k]) / k - seg.avg_logprob) < 1e-4)
+        n = sum(1 for w in v.words if seg.start <= w.start < seg.end)
+        assert n and seg.avg_logprob < 0
+        assert seg.avg_logprob == pytest.approx(sum(values[pos:pos + n]) / n, abs=1e-5)
         pos += n
     assert pos == len(values)
     # include[]=logprobs also gives verbose_json the list (a field the SDK keeps as an extra)
@@ -207,11 +208,13 @@ def test_openai_verbose_avg_logprob(oai, speech, with_logprobs):
 
 
 def test_openai_stream_delta_logprobs(oai, speech, with_logprobs):
-    events = list(oai.audio.transcriptions.create(model="gpt-4o-transcribe", file=("s.wav", speech), stream=True,
+    events = list(oai.audio.transcriptions.create(model="gpt-4o-transcribe", file=speech, stream=True,
                                                   include=["logprobs"]))
     deltas, done = events[:-1], events[-1]
     assert done.type == "transcript.text.done" and done.logprobs
-    assert [(x.token, x.logprob) for x in done.logprobs] == [(x.token, x.logprob) for x in with_logprobs.logprobs]
+    # the same words as the json answer (another request: batching may move a log-probability by float rounding)
+    assert [x.token for x in done.logprobs] == [x.token for x in with_logprobs.logprobs]
+    assert [x.logprob for x in done.logprobs] == pytest.approx([x.logprob for x in with_logprobs.logprobs], abs=1e-4)
     # the deltas' logprobs are the words recognised since the previous delta: together, the done event's
     assert any(d.logprobs for d in deltas)
     assert [(x.token, x.logprob) for d in deltas for x in d.logprobs or []] == [(x.token, x.logprob) for x in done.logprobs]
@@ -219,7 +222,7 @@ def test_openai_stream_delta_logprobs(oai, speech, with_logprobs):
 
 def test_aliyun_rest_confidence(frontend, speech, with_logprobs):
     r = httpx.post(f"{frontend.base_url}/stream/v1/asr", params={"format": "wav", "enable_punctuation_prediction": "true"},
-                   content=speech, timeout=120)
+                   content=speech[1], timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
     values = [lp.logprob for lp in with_logprobs.logprobs]

@@ -38,8 +38,8 @@ class TritonPythonModel:
         graph_outputs = {o.name for o in self.session.get_outputs()}
         if not set(OUTPUT_ORDER) <= graph_outputs:
             raise pb_utils.TritonModelException(
-                f"{model_path} lacks outputs {sorted(set(OUTPUT_ORDER) - graph_outputs)}: re-export it (`funasr-triton "
-                "export --force --stages asr`)")
+                f"{model_path} lacks outputs {sorted(set(OUTPUT_ORDER) - graph_outputs)}: export it again (`funasr-triton "
+                "export --stages asr`)")
 
     @staticmethod
     def _parse(request):
