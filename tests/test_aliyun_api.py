@@ -40,7 +40,7 @@ def assert_success(r: httpx.Response) -> dict:
     assert body["status"] == 20000000 and body["message"] == "SUCCESS"
     assert isinstance(body["result"], str)
     assert list(body)[:4] == NLS_KEYS, "Alibaba's fields come first; extensions are only added after them"
-    assert set(body) - set(NLS_KEYS) <= {"duration_ms", "processing_ms", "sentences"}
+    assert set(body) - set(NLS_KEYS) <= {"confidence", "duration_ms", "processing_ms", "sentences"}
     return body
 
 
@@ -176,7 +176,8 @@ def test_success_envelope(reference, speech_wav):
     assert len(sentences) >= 2, "three spoken sentences with pauses"
     prev_end = 0
     for s in sentences:
-        assert set(s) == {"text", "begin_time", "end_time"}, "no words unless asked, no speaker unless known"
+        assert set(s) == {"text", "begin_time", "end_time", "confidence"}, "no words unless asked, no speaker unless known"
+        assert 0 < s["confidence"] <= 1
         assert isinstance(s["begin_time"], int) and isinstance(s["end_time"], int)
         assert prev_end <= s["begin_time"] <= s["end_time"] <= duration_ms + 100
         assert s["text"] and s["text"] in body["result"]

@@ -140,7 +140,8 @@ def test_2pass_sentences_with_timestamps_and_hotwords(frontend, client, two_sent
                                              pcm16(two_sentences)))
     assert {m["mode"] for m in messages} == {"2pass-online", "2pass-offline"}
     offline = [m for m in messages if m["mode"] == "2pass-offline" and m["text"]]
-    reference = triton_sentences(client, two_sentences, {"chunk_size": CHUNK_SIZE, "hotwords": ["阿里巴巴"]})
+    reference = triton_sentences(client, two_sentences, {"chunk_size": CHUNK_SIZE, "hotwords": ["阿里巴巴"],
+                                                          "itn": True})  # utterance() sends itn true
     assert [m["text"] for m in offline] == [e["text"] for e in reference] and len(offline) == 2
     for m, e in zip(offline, reference):
         assert_timestamps(m)

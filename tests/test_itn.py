@@ -256,8 +256,6 @@ def test_served_itn_model_answers_each_request_of_a_batch(triton):
 
 
 def test_pipeline_and_transcribe_with_itn(client, triton):
-    from funasr_triton.triton_client import AsyncTritonAsrClient
-
     samples = _speech_with_pauses(3)
     before = _itn_count(client)
     result = client.transcribe(samples, TranscribeOptions(itn=True))
@@ -272,24 +270,30 @@ def test_pipeline_and_transcribe_with_itn(client, triton):
     assert result["text"] == "".join(client.normalize(_split_all(plain["text"])))
     assert len(result["sentences"]) == len(plain["sentences"])
 
-    async def streamed():
+    events = job_events(triton, samples, TranscribeOptions(itn=True))
+    final = next(e["result"] for e in events if e["type"] == "result")
+    assert "".join(e["text"] for e in events if e["type"] == "text") == final["text"] == result["text"]
+    assert final["sentences"] == result["sentences"]
+
+
+def job_events(triton, wav: np.ndarray, options: TranscribeOptions, piece: int = 32000) -> list[dict]:
+    """Every event of one `transcribe` job fed `piece` samples at a time, up to its result."""
+    from funasr_triton.triton_client import AsyncTritonAsrClient
+
+    async def main():
         c = AsyncTritonAsrClient(triton.grpc_url, timeout_s=300)
         try:
-            job = c.open_job(TranscribeOptions(itn=True))
+            job = c.open_job(options)
             events = []
-            for i in range(0, samples.shape[0], 32000):
-                events += await job.send(samples[i:i + 32000], final=i + 32000 >= samples.shape[0])
+            for i in range(0, wav.shape[0], piece):
+                events += await job.send(wav[i:i + piece], final=i + piece >= wav.shape[0])
             while not any(e["type"] == "result" for e in events):
                 events += await job.poll()
             await job.close()
             return events
         finally:
             await c.close()
-
-    events = asyncio.run(streamed())
-    final = next(e["result"] for e in events if e["type"] == "result")
-    assert "".join(e["text"] for e in events if e["type"] == "text") == final["text"] == result["text"]
-    assert final["sentences"] == result["sentences"]
+    return asyncio.run(main())
 
 
 def _split_all(text: str) -> list[str]:

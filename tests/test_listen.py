@@ -60,9 +60,22 @@ def test_listen_stdin_pcm_realtime_with_itn(triton, cli_env, speech_wav, client)
     assert rc == 0, stderr
     assert time.monotonic() - t0 >= len(pcm) / 2 / 16000 * 0.9  # paced in real time
     finals = _check_utterances(lines)
-    # the finals went through the itn model (its grammars leave the random test model's text as it is or fix it)
+    # streaming_asr applied the itn model to each sentence of the finals (its grammars leave the random test
+    # model's text as it is or fix it)
+    before = int(client.statistics("itn")["model_stats"][0].get("inference_count", 0))
     plain, _, _ = listen(cli_env, "--url", triton.grpc_url, "--hotwords", "北京 天气", "-", stdin=pcm)
-    assert [f["text"] for f in finals] == client.normalize([f["text"] for f in _check_utterances(plain)])
+    assert int(client.statistics("itn")["model_stats"][0].get("inference_count", 0)) == before  # no --itn: none
+    assert [f["text"] for f in finals] == [_per_sentence(client, f["text"]) for f in _check_utterances(plain)]
+
+
+def _per_sentence(client, text: str) -> str:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "model_repository" / "pipeline" / "1"))
+    from sentences import split_sentences
+
+    done, rest = split_sentences(text)
+    return "".join(client.normalize(done + ([rest] if rest else [])))
 
 
 @pytest.mark.parametrize("args, code", [

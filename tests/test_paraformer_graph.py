@@ -1,5 +1,6 @@
 """The exported SeACo-Paraformer graph is padding-invariant: a segment decodes the same alone, padded
-in a batch next to longer segments, or padded to a length bucket (what the GPU profiles do)."""
+in a batch next to longer segments, or padded to a length bucket (what the GPU profiles do); so are its
+token log-probabilities (tests/test_logprobs.py checks them against FunASR's decoder)."""
 from __future__ import annotations
 
 import json
@@ -46,7 +47,8 @@ def run(graph, feats_list, hotwords, bucket=0, hotword_width=0):
     for row, f in enumerate(feats_list):
         frames = 3 * len(f)
         text, _, stamps = decode(out[0][row], out[1][row], graph["tokens"], out[2][row][:frames], out[3][row][:frames])
-        results.append({"text": text, "stamps": stamps, "alphas": out[2][row][:frames]})
+        results.append({"text": text, "stamps": stamps, "alphas": out[2][row][:frames],
+                        "logprobs": out[4][row][:max(int(out[1][row]), 0)]})
     return results
 
 
@@ -62,3 +64,7 @@ def test_padding_invariance(graph, hotwords):
         assert a["stamps"] == b["stamps"] == c["stamps"]
         assert np.abs(a["alphas"] - b["alphas"]).max() < 1e-5
         assert np.abs(a["alphas"] - c["alphas"]).max() < 1e-5
+        # token_logprobs: one per token, log-probabilities, padding-invariant too
+        assert len(a["logprobs"]) == len(b["logprobs"]) == len(c["logprobs"])
+        assert np.all(a["logprobs"] <= 0) and np.all(np.isfinite(a["logprobs"]))
+        assert np.allclose(a["logprobs"], b["logprobs"], atol=1e-4) and np.allclose(a["logprobs"], c["logprobs"], atol=1e-4)

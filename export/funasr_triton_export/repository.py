@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .exporters.paraformer import OUTPUTS as PARAFORMER_OUTPUTS
 from .onnx_utils import sha256
 from .sources import PYANNOTE, ResolvedSource
 from .templates import write_repository
@@ -29,6 +30,9 @@ STAGE_MODELS = {
 }
 # files of a repository model that each stage writes (default: everything under <model>/1/)
 STAGE_SUBDIRS = {("vad", "streaming_asr"): "vad", ("streaming", "streaming_asr"): "paraformer"}
+# what a stage's exported graph answers, recorded in MANIFEST.json: weights exported before the graph
+# gained an output (asr: token_logprobs) are exported again instead of being reused
+STAGE_GRAPH_OUTPUTS = {"asr": PARAFORMER_OUTPUTS}
 
 
 def _export_stage(stage: str, src: Path, repo: Path, quantize: bool, model: str = "") -> None:
@@ -102,6 +106,8 @@ def reusable_stages(repo: Path, requests: dict[str, dict]) -> list[str]:
         recorded = entry.get("request") or _inferred_request(entry, request)
         if recorded != request or not files:
             continue
+        if stage in STAGE_GRAPH_OUTPUTS and entry.get("graph_outputs") != STAGE_GRAPH_OUTPUTS[stage]:
+            continue
         if all((Path(repo) / rel).is_file() and (Path(repo) / rel).stat().st_size == meta["bytes"]
                for rel, meta in files.items()):
             out.append(stage)
@@ -154,6 +160,8 @@ def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: 
                                      "files": files, "seconds": round(time.monotonic() - t0, 1)}
         if requests and stage in requests:
             manifest["stages"][stage]["request"] = requests[stage]
+        if stage in STAGE_GRAPH_OUTPUTS:
+            manifest["stages"][stage]["graph_outputs"] = STAGE_GRAPH_OUTPUTS[stage]
         progress(f"[{i}/{total}] {stage} done in {time.monotonic() - t0:.1f} s ({len(files)} files)")
     if not sources and manifest_path.exists():
         return manifest  # weights reused: only the skeleton was refreshed

@@ -25,6 +25,8 @@ class TranscribeOptions(BaseModel):
     # the recognizer: paraformer (SeACo-Paraformer, default) or sensevoice (SenseVoice-Small)
     model: str = "paraformer"
     language: str | None = None  # sensevoice: auto (None), zh, en, yue, ja, ko
+    # per-word log-probabilities of the Paraformer decoder ([{token, logprob}] per sentence and segment event)
+    logprobs: bool = False
 
     def job_config(self) -> dict:
         """The `transcribe` model's CONFIG (the model applies its own speaker-count defaults)."""
@@ -34,10 +36,18 @@ class TranscribeOptions(BaseModel):
             config["itn"] = True
         if self.model != "paraformer":  # sent only for the second model: the job's default is paraformer
             config.update(model=self.model, language=self.language or "auto")
+        if self.logprobs:
+            config["logprobs"] = True
         if self.diarize:
             config.update({k: v for k, v in (("num_speakers", self.num_speakers), ("min_speakers", self.min_speakers),
                                              ("max_speakers", self.max_speakers)) if v is not None})
         return config
+
+
+class TokenLogprob(BaseModel):
+    """One recognised word (a Paraformer token for Chinese) and the decoder's log-probability of it."""
+    token: str
+    logprob: float
 
 
 class ResultSentence(BaseModel):
@@ -52,6 +62,7 @@ class ResultSentence(BaseModel):
     language: str | None = None
     emotion: str | None = None
     events: list[str] | None = None
+    logprobs: list[TokenLogprob] | None = None  # with TranscribeOptions.logprobs
 
 
 class TritonResult(BaseModel):
@@ -84,6 +95,14 @@ class Sentence(BaseModel):
     language: str | None = None  # sensevoice: detected in the sentence's VAD segment (zh, en, yue, ja, ko, nospeech)
     emotion: str | None = None  # sensevoice: HAPPY, SAD, ANGRY, NEUTRAL, ... (its tag without <| |>)
     events: list[str] | None = None  # sensevoice: audio events (Speech, BGM, Laughter, Applause, ...)
+    logprobs: list[TokenLogprob] | None = None  # with TranscribeOptions.logprobs
+
+    @property
+    def avg_logprob(self) -> float | None:
+        """Mean log-probability of the sentence's recognised words (None without logprobs or words)."""
+        if not self.logprobs:
+            return None
+        return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
 
 
 class Transcript(BaseModel):
@@ -103,6 +122,7 @@ class Transcript(BaseModel):
             Sentence(start_ms=s.start_ms, end_ms=s.end_ms, text=s.text,
                      words=[Word(text=w, start_ms=t[0], end_ms=t[1]) for w, t in zip(s.words, s.timestamps)],
                      speaker_index=s.speaker, language=s.language, emotion=s.emotion, events=s.events,
+                     logprobs=s.logprobs,
                      speaker=None if s.speaker is None else label_template.format(index=s.speaker,
                                                                                  number=s.speaker + 1))
             for s in result.sentences]

@@ -9,7 +9,7 @@ stdout carries one JSON object per line and nothing else (logs go to stderr):
 `ts` is epoch ms when the line is written; one `trace_id` per utterance (from its first partial to its
 final). A partial's text is the whole utterance so far; its confidence is 0.0 (streaming_asr reports a
 confidence with finals only). A final is the 2-pass result (offline Paraformer + punctuation); with
-`--itn` it goes through the `itn` model before it is printed (streaming_asr does not apply ITN itself yet).
+`--itn` streaming_asr also applies the `itn` model to it (CONFIG `itn`), per sentence after punctuation.
 A failure (Triton unreachable, a failed request, unreadable audio) is a `core.error_event` line and exit
 status 1, never a traceback.
 
@@ -117,6 +117,8 @@ def stream_config(args) -> tuple[dict, int]:
               "two_pass": True, "punctuation": not args.no_punc,
               "max_sentence_silence_ms": args.endpoint_silence_ms,
               "hotwords": [w for w in (args.hotwords or "").replace(",", " ").split() if w]}
+    if args.itn:  # off is the model's default
+        config["itn"] = True
     return config, frames * FRAME_MS * SAMPLE_RATE // 1000
 
 
@@ -132,7 +134,7 @@ def run(args, out: IO[str] = sys.stdout) -> int:
     client = proc = None
     try:
         client = TritonAsrClient(args.url, timeout_s=args.timeout)
-        needed = ("streaming_asr", "itn") if args.itn else ("streaming_asr",)
+        needed = ("streaming_asr", "itn") if args.itn else ("streaming_asr",)  # streaming_asr calls itn
         if not client.ready(needed):
             writer.error("backend_unavailable", f"Triton at {args.url} is not reachable or {', '.join(needed)} "
                                                 "is not ready")
@@ -156,13 +158,13 @@ def run(args, out: IO[str] = sys.stdout) -> int:
         try:
             for chunk in pcm_chunks(source, chunk_samples):
                 pacer.wait(chunk.size)
-                _emit(writer, stream.send(chunk), client if args.itn else None)
+                _emit(writer, stream.send(chunk))
             code = "infer_final_failed"
-            _emit(writer, stream.send(np.zeros(0, np.float32), end=True), client if args.itn else None)
+            _emit(writer, stream.send(np.zeros(0, np.float32), end=True))
         except KeyboardInterrupt:
             log.info("interrupted: closing the stream")
             if not stream.ended:
-                _emit(writer, stream.send(np.zeros(0, np.float32), end=True), client if args.itn else None)
+                _emit(writer, stream.send(np.zeros(0, np.float32), end=True))
         except AsrError as e:
             writer.error(code if e.code != "backend_unavailable" else "backend_unavailable", e.message)
             return 1
@@ -204,18 +206,13 @@ class _Pacer:
         self.sent += samples
 
 
-def _emit(writer: EventWriter, events: list[dict], itn_client) -> None:
+def _emit(writer: EventWriter, events: list[dict]) -> None:
     for e in events:
         kind = e.get("event")
         if kind == "partial" and e.get("text"):
             writer.partial(e["text"])
         elif kind == "sentence_end":
             text = e.get("text", "")
-            if text and itn_client is not None:
-                try:
-                    text = itn_client.normalize([text])[0]
-                except AsrError as err:
-                    writer.error("itn_failed", err.message)
             if text:
                 writer.final(text, e.get("confidence", 0.0))
             else:
@@ -241,7 +238,7 @@ def add_parser(sub) -> None:
     p.add_argument("--endpoint-silence-ms", type=int, default=800, help="silence that ends an utterance (a final)")
     p.add_argument("--hotwords", default="", help="hotwords for the 2-pass finals, space or comma separated")
     p.add_argument("--itn", action="store_true", help="inverse text normalization of finals (三点一四 -> 3.14), "
-                   "through the `itn` model over gRPC; partials stay as recognised")
+                   "applied by streaming_asr through the `itn` model; partials stay as recognised")
     p.add_argument("--no-punc", action="store_true", help="finals without punctuation")
     p.add_argument("--source", default="funasr.streaming.paraformer-zh", help="the `source` of result lines")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds one Triton request may take")

@@ -54,6 +54,8 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
         flags.append(("ENABLE_DIARIZATION", True))
     if options.itn:
         flags.append(("ENABLE_ITN", True))
+    if options.logprobs:
+        flags.append(("ENABLE_LOGPROBS", True))
     for name, value in flags:
         flag = np.array([[value]], dtype=bool)
         inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
@@ -175,9 +177,10 @@ class TritonAsrClient:
     def recognize_segment(self, samples: np.ndarray, hotwords: list[str] | None = None) -> dict:
         hot = np.array([[w.encode("utf-8") for w in (hotwords or [""])]], dtype=object)
         out = self._infer("asr", {"WAV": np.asarray(samples, dtype=np.float32)[None], "HOTWORDS": hot},
-                          ["TEXT", "WORDS", "TIMESTAMPS"])
+                          ["TEXT", "WORDS", "TIMESTAMPS", "WORD_LOGPROBS"])
         return {"text": _str(out["TEXT"].reshape(-1)[0]), "words": [_str(w) for w in out["WORDS"].reshape(-1)],
-                "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist()}
+                "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist(),
+                "logprobs": [float(x) for x in out["WORD_LOGPROBS"].reshape(-1)]}
 
     def sensevoice_segment(self, samples: np.ndarray, language: str = "auto", use_itn: bool = False) -> dict:
         """One segment on the `sensevoice` model: text (tags removed), language, emotion, events, token ids."""
@@ -287,7 +290,8 @@ class AsyncTritonAsrClient:
         """A real-time stream. config (JSON, read when the sequence starts): chunk_size [0,10,5],
         partial (bool: online partial results), two_pass (bool: re-decode each sentence offline),
         punctuation (bool), max_sentence_silence_ms (int; omitted or None: FunASR's dynamic end silence),
-        encoder_chunk_look_back / decoder_chunk_look_back (int, FunASR's), hotwords (list[str], 2-pass only)."""
+        encoder_chunk_look_back / decoder_chunk_look_back (int, FunASR's), hotwords (list[str], 2-pass only),
+        itn (bool: inverse text normalization of the finals through the `itn` model)."""
         return AsyncTritonAsrStream(self, config or {})
 
 

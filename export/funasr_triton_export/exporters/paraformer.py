@@ -21,7 +21,9 @@ With more than 50 entries (N > 50) SeACo's attention-score filter keeps the 50 b
 as FunASR's `nfilter=50` does.
 
   outputs  token_ids i32 [B,L] (argmax; SeACo-merged when N > 1), token_num i32 [B] (rounded),
-           us_alphas f32 [B,3T], us_cif_peak f32 [B,3T] (upsampled CIF for timestamps)
+           us_alphas f32 [B,3T], us_cif_peak f32 [B,3T] (upsampled CIF for timestamps),
+           token_logprobs f32 [B,L] (the decoder's log-probability of each token in token_ids: its
+           log-softmax maximum, from the SeACo-merged distribution when N > 1)
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from ..onnx_utils import legacy_onnx_export, quantize_int8
 log = logging.getLogger(__name__)
 
 INPUTS = ["speech", "speech_lengths", "hotword_ids", "hotword_lengths"]
-OUTPUTS = ["token_ids", "token_num", "us_alphas", "us_cif_peak"]
+OUTPUTS = ["token_ids", "token_num", "us_alphas", "us_cif_peak", "token_logprobs"]
 OPSET = 14
 # FunASR SeacoParaformer._seaco_decode_with_ASF(nfilter=50): more entries than this are filtered by score
 NFILTER = 50
@@ -219,9 +221,10 @@ def _wrapper_class():
             bias_ids = merged.argmax(-1)
             use_bias = torch.tensor(n, device=speech.device) > 1
             token_ids = torch.where(use_bias, bias_ids, plain_ids).type(torch.int32)
+            token_logprobs = torch.where(use_bias, merged.max(-1).values, dec_pred.max(-1).values)
 
             us_alphas, us_cif_peak = self._timestamp_alphas(enc, enc_len, mask, token_num.type(torch.float32))
-            return token_ids, token_num, us_alphas, us_cif_peak
+            return token_ids, token_num, us_alphas, us_cif_peak, token_logprobs
 
     return SeacoParaformerGraph
 
@@ -265,6 +268,7 @@ def export_paraformer(model_dir: Path, out_dir: Path, quantize: bool = False) ->
         "token_num": {0: "batch"},
         "us_alphas": {0: "batch", 1: "upsampled_frames"},
         "us_cif_peak": {0: "batch", 1: "upsampled_frames"},
+        "token_logprobs": {0: "batch", 1: "tokens"},
     }
     with legacy_onnx_export(), torch.no_grad():
         torch.onnx.export(

@@ -67,6 +67,8 @@ class NlsSentence(BaseModel):
     end_time: int
     words: list[NlsWord] | None = Field(None, description="only with enable_words / word_timestamps")
     speaker_id: str | None = Field(None, description="only when the speaker is known")
+    confidence: float | None = Field(None, description="0-1: geometric mean of the decoder's probabilities of "
+                                                       "the sentence's recognised words")
 
 
 class NlsAsrResponse(BaseModel):
@@ -75,6 +77,8 @@ class NlsAsrResponse(BaseModel):
     result: str
     status: int = NlsStatus.SUCCESS
     message: str = "SUCCESS"
+    confidence: float | None = Field(None, description="0-1: geometric mean of the Paraformer decoder's "
+                                                       "probabilities of the recognised words (as SentenceEnd's)")
     duration_ms: int | None = Field(None, description="extension: audio duration")
     processing_ms: int | None = Field(None, description="extension: time spent on the request")
     sentences: list[NlsSentence] | None = Field(None, description="extension: one entry per recognised sentence")

@@ -5,6 +5,7 @@ meaning, failures use Alibaba's envelope and status codes, and our extensions ar
 """
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Annotated
@@ -123,12 +124,22 @@ async def read_body(request: Request, limit: int) -> SpooledAudio:
                                                              "audio"))
 
 
+def confidence(logprobs: list[float]) -> float:
+    """Geometric mean of the probabilities: exp(mean log-probability), 0.0 with nothing recognised."""
+    return round(math.exp(sum(logprobs) / len(logprobs)), 4) if logprobs else 0.0
+
+
 def to_response(task_id: str, transcript: Transcript, words: bool, processing_ms: int) -> NlsAsrResponse:
     sentences = [NlsSentence(text=s.text, begin_time=s.start_ms, end_time=s.end_ms, speaker_id=s.speaker,
+                             confidence=None if s.logprobs is None else confidence([x.logprob for x in s.logprobs]),
                              words=[NlsWord(text=w.text, begin_time=w.start_ms, end_time=w.end_ms) for w in s.words]
                              if words else None)
                  for s in transcript.sentences]
-    return NlsAsrResponse(task_id=task_id, result=transcript.text, duration_ms=transcript.duration_ms,
+    every = [x.logprob for s in transcript.sentences for x in s.logprobs or []]
+    # SenseVoice's CTC output has no decoder log-probabilities: no confidence rather than a made-up one
+    overall = confidence(every) if transcript.model == "paraformer" else None
+    return NlsAsrResponse(task_id=task_id, result=transcript.text, confidence=overall,
+                          duration_ms=transcript.duration_ms,
                           processing_ms=processing_ms, sentences=sentences)
 
 
@@ -172,7 +183,8 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
                                     timestamps=words, pcm_sample_rate=pcm_rate(fmt, sample_rate, audio.head()),
                                     diarize=query.enable_speaker_diarization, num_speakers=query.speaker_count,
                                     min_speakers=query.min_speakers, max_speakers=query.max_speakers,
-                                    itn=query.enable_inverse_text_normalization, model=model, language=language)
+                                    itn=query.enable_inverse_text_normalization, model=model, language=language,
+                                    logprobs=True)
         transcript = await service.transcribe(audio, options)
     body = to_response(task_id, transcript, words, int((time.perf_counter() - t0) * 1000))
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers={"task_id": task_id})

@@ -41,6 +41,7 @@ class StreamOptions(BaseModel):
     partial: bool = Field(True, description="send partial (online) results while a sentence is spoken")
     two_pass: bool = Field(True, description="re-decode each finished sentence with the offline model")
     punctuation: bool = True
+    itn: bool = Field(False, description="inverse text normalization of the finals (三点一四 -> 3.14); partials stay raw")
     max_sentence_silence_ms: int | None = Field(None, ge=100, le=6000, description="None: the server default")
     encoder_chunk_look_back: int | None = Field(None, ge=0, le=64, description="None: the server default")
     decoder_chunk_look_back: int | None = Field(None, ge=0, le=64, description="None: the server default")
@@ -60,7 +61,7 @@ class StreamEvent(BaseModel):
     sentence_begin: index, begin_ms.
     partial: index, text (the whole sentence so far, no punctuation), delta (new since the last
         partial), end_ms (audio processed so far).
-    sentence_end: index, begin_ms, end_ms, text (final; punctuated when asked), words, confidence.
+    sentence_end: index, begin_ms, end_ms, text (final; punctuated, then ITN'd, when asked), words, confidence.
     """
 
     kind: Literal["sentence_begin", "partial", "sentence_end"]
@@ -192,6 +193,8 @@ class StreamingService:
             "punctuation": options.punctuation,
             "hotwords": self._merge_hotwords(options.hotwords),
         }
+        if options.itn:  # sent only when asked: off is the model's default
+            config["itn"] = True
         silence = options.max_sentence_silence_ms or s.max_sentence_silence_ms
         if silence is not None:  # omitted: the model's VAD uses FunASR's dynamic end silence
             config["max_sentence_silence_ms"] = silence

@@ -43,8 +43,8 @@ class FunasrConfig(BaseModel):
     hotwords: str | None = Field(None, description="JSON string {\"word\": weight} (weights ignored) or "
                                                    "space/comma separated words")
     hotword: str | None = Field(None, description="the Python sample server's name for hotwords")
-    itn: bool = Field(True, description="inverse text normalization (三点一四 -> 3.14): applied in offline mode; "
-                      "online/2pass finals get it once streaming_asr applies the `itn` model (README)")
+    itn: bool = Field(True, description="inverse text normalization (三点一四 -> 3.14) of offline results and "
+                      "2pass finals; online partials stay as recognised")
     model: str | None = Field(None, max_length=64, description="offline mode: the recognizer, e.g. sensevoice-small "
                               "(README \"Choosing a model\"); omitted: the default model")
     svs_lang: str | None = Field(None, max_length=16, description="model sensevoice-small: language (auto, zh, en, yue, "

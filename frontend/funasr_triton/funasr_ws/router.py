@@ -235,8 +235,9 @@ class FunasrSession:
             raise AsrError(f"audio_fs {c.audio_fs} is not supported in {c.mode} mode; use 16000 or 8000", 400,
                            "unsupported_sample_rate", "audio_fs")
         two_pass = c.mode == "2pass"
-        # itn is accepted: streaming_asr does not apply the `itn` model to its finals yet (offline mode does).
+        # itn applies to the 2pass finals (online mode has only partials, which stay as recognised)
         options = StreamOptions(sample_rate=c.audio_fs, partial=True, two_pass=two_pass, punctuation=two_pass,
+                                itn=two_pass and c.itn,
                                 chunk_size=c.chunk_size, hotwords=parse_hotwords(c.hotwords or c.hotword),
                                 max_sentence_silence_ms=c.max_end_silence,
                                 encoder_chunk_look_back=c.encoder_chunk_look_back,

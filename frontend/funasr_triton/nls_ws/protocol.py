@@ -75,8 +75,8 @@ class NlsStartPayload(BaseModel):
     sample_rate: int = Field(16000, description="16000 or 8000, else 41010101")
     enable_intermediate_result: bool = Field(False, description="send *ResultChanged while a sentence is spoken")
     enable_punctuation_prediction: bool = False
-    enable_inverse_text_normalization: bool = Field(False, description="accepted; real-time finals get ITN once "
-                                                    "streaming_asr applies the `itn` model (README)")
+    enable_inverse_text_normalization: bool = Field(False, description="ITN of SentenceEnd results (三点一四 -> "
+                                                    "3.14); intermediate results stay as recognised")
     enable_words: bool = Field(False, description="word timings in SentenceEnd `words`")
     enable_voice_detection: bool = Field(False, description="SpeechRecognizer: complete at the first sentence end")
     max_sentence_silence: int | None = Field(None, ge=200, le=2000, description="ms of silence that ends a "

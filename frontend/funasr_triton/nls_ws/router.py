@@ -268,10 +268,10 @@ class NlsSession:
             raise AsrError(f"sample_rate {start.sample_rate} is not supported; use 16000 or 8000", 400,
                            "unsupported_sample_rate", "sample_rate")
         self.audio = WavHeader(start.sample_rate)
-        # enable_inverse_text_normalization and disfluency are accepted for compatibility: no ITN or
-        # disfluency model is served; customization_id is ignored.
+        # disfluency is accepted for compatibility: no disfluency model is served; customization_id is ignored.
         return StreamOptions(sample_rate=start.sample_rate, partial=start.enable_intermediate_result, two_pass=True,
                              punctuation=start.enable_punctuation_prediction,
+                             itn=start.enable_inverse_text_normalization,
                              max_sentence_silence_ms=start.max_sentence_silence,
                              hotwords=parse_hotwords(start.vocabulary_id))
 

@@ -120,6 +120,8 @@ class UsageTokens(BaseModel):
 
 
 class Logprob(BaseModel):
+    """include[]=logprobs: one per recognised word (a Paraformer token for Chinese characters; a word's
+    subword pieces are summed), its UTF-8 bytes and the decoder's log-probability of it."""
     token: str | None = None
     logprob: float | None = None
     bytes: list[int] | None = None
@@ -139,7 +141,8 @@ class TranscriptionWord(BaseModel):
 
 
 class TranscriptionSegment(BaseModel):
-    """A Whisper segment; Paraformer has no token ids or log-probabilities, so those are empty/neutral."""
+    """A Whisper segment; Paraformer has no token ids (empty). avg_logprob: the mean log-probability of the
+    sentence's recognised words (the Paraformer decoder's), 0.0 when none were recognised."""
     id: int
     seek: int
     start: float
@@ -165,6 +168,7 @@ class TranscriptionResponseVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment]
     words: list[TranscriptionWord] | None = None
+    logprobs: list[Logprob] | None = None  # with include[]=logprobs (as in json)
     usage: UsageDuration | None = None
 
 

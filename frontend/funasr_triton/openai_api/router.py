@@ -26,10 +26,11 @@ from ..app.auth import bearer, key_ok
 from ..app.hotwords import parse_hotwords
 from ..app.inputs import check_speakers, is_uint, loads
 from ..app.upload import SpooledAudio, spool_upload
-from ..contract import TranscribeOptions, Transcript
+from ..contract import TokenLogprob, TranscribeOptions, Transcript
 from ..app.subtitles import to_srt, to_vtt
 from ..errors import AsrError
-from .protocol import (LANGUAGE_NAMES, SENSEVOICE_CODES, SENSEVOICE_NAMES, ErrorInfo, ErrorResponse, InputTokenDetails, Model, ModelList,
+from .protocol import (LANGUAGE_NAMES, SENSEVOICE_CODES, SENSEVOICE_NAMES, ErrorInfo, ErrorResponse, InputTokenDetails,
+                       Logprob, Model, ModelList,
                        TranscriptionDiarized, TranscriptionDiarizedSegment, TranscriptionRequest, TranscriptionResponse,
                        TranscriptionResponseVerbose, TranscriptionSegment, TranscriptionWord, TranscriptTextDelta,
                        TranscriptTextDone, TranscriptTextSegment, TranslationRequest, UsageDuration, UsageTokens)
@@ -261,9 +262,23 @@ def _sensevoice_language(code: str | None) -> str | None:
     return None if code is None else SENSEVOICE_NAMES.get(code, "")
 
 
+def _logprobs(tokens) -> list[Logprob]:
+    """OpenAI's {token, logprob, bytes} from the transcript's TokenLogprobs (one per recognised word)."""
+    return [Logprob(token=x.token, logprob=x.logprob, bytes=list(x.token.encode("utf-8"))) for x in tokens or []]
+
+
+def _all_logprobs(t: Transcript, req: TranscriptionRequest) -> list[Logprob] | None:
+    return _logprobs([x for s in t.sentences for x in s.logprobs or []]) if "logprobs" in req.include else None
+
+
+def _avg_logprob(s) -> float:
+    avg = s.avg_logprob
+    return 0.0 if avg is None else round(avg, 6)
+
+
 def _verbose(t: Transcript, req: TranscriptionRequest) -> TranscriptionResponseVerbose:
     segments = [TranscriptionSegment(id=i, seek=s.start_ms // 10, start=_seconds(s.start_ms), end=_seconds(s.end_ms),
-                                     text=s.text, tokens=[], temperature=req.temperature, avg_logprob=0.0,
+                                     text=s.text, tokens=[], temperature=req.temperature, avg_logprob=_avg_logprob(s),
                                      compression_ratio=_compression_ratio(s.text), no_speech_prob=0.0,
                                      speaker=s.speaker, language=_sensevoice_language(s.language),
                                      emotion=s.emotion, events=s.events)
@@ -275,6 +290,7 @@ def _verbose(t: Transcript, req: TranscriptionRequest) -> TranscriptionResponseV
                  for s in t.sentences for w in s.words]
     return TranscriptionResponseVerbose(language=language or _language_name(req, t.text), duration=_seconds(t.duration_ms),
                                         text=t.text, segments=segments, words=words,
+                                        logprobs=_all_logprobs(t, req),
                                         usage=UsageDuration(seconds=_seconds(t.duration_ms)))
 
 
@@ -330,10 +346,10 @@ def _deltas(t: Transcript) -> list[str]:
     return [t.text[a:b] for a, b in zip(starts, cuts)]
 
 
-def _done(t: Transcript) -> TranscriptTextDone:
+def _done(t: Transcript, req: TranscriptionRequest) -> TranscriptTextDone:
     frames = math.ceil(t.duration_ms / 60)
     words = sum(len(s.words) for s in t.sentences)
-    return TranscriptTextDone(text=t.text, usage=UsageTokens(
+    return TranscriptTextDone(text=t.text, logprobs=_all_logprobs(t, req), usage=UsageTokens(
         input_tokens=frames, output_tokens=words, total_tokens=frames + words,
         input_token_details=InputTokenDetails(audio_tokens=frames, text_tokens=0)))
 
@@ -344,8 +360,9 @@ def _stream_events(t: Transcript, req: TranscriptionRequest) -> Iterator[BaseMod
     if req.response_format == "diarized_json":
         segments = _diarized_segments(t, req)
         if len(deltas) == len(segments):
-            for delta, seg in zip(deltas, segments):
-                yield TranscriptTextDelta(delta=delta, segment_id=seg.id)
+            for delta, seg, s in zip(deltas, segments, t.sentences):
+                yield TranscriptTextDelta(delta=delta, segment_id=seg.id,
+                                          logprobs=_logprobs(s.logprobs) if "logprobs" in req.include else None)
                 yield TranscriptTextSegment(**seg.model_dump())
         else:  # the sentences could not be cut out of the text: the text whole, then every segment
             yield from (TranscriptTextDelta(delta=d) for d in deltas)
@@ -353,14 +370,17 @@ def _stream_events(t: Transcript, req: TranscriptionRequest) -> Iterator[BaseMod
     else:
         for delta in deltas:
             yield TranscriptTextDelta(delta=delta)
-    yield _done(t)
+    yield _done(t, req)
 
 
 async def _live_events(first: dict, events: AsyncIterator[dict], req: TranscriptionRequest) -> AsyncIterator[BaseModel]:
     """Deltas as Triton recognises the recording: each `text` event (the next piece of the final,
     punctuated text) is one delta, so the deltas concatenate to the done event's text. diarized_json
-    waits for the end, where speakers become known, then sends its segments."""
+    waits for the end, where speakers become known, then sends its segments. With include[]=logprobs
+    a delta carries the words recognised (`segment` events) since the previous delta, so the deltas'
+    logprobs concatenate to the done event's (without ITN; with it the done event has the merged words)."""
     at_end = req.response_format == "diarized_json"
+    pending: list = []
 
     async def all_events() -> AsyncIterator[dict]:
         yield first
@@ -368,15 +388,19 @@ async def _live_events(first: dict, events: AsyncIterator[dict], req: Transcript
             yield e
 
     async for e in all_events():
-        if e["type"] == "text" and not at_end and e["text"]:
-            yield TranscriptTextDelta(delta=e["text"])
+        if e["type"] == "segment" and "logprobs" in req.include:
+            pending.extend(TokenLogprob.model_validate(x) for x in e.get("logprobs") or [])
+        elif e["type"] == "text" and not at_end and e["text"]:
+            logprobs = _logprobs(pending) if "logprobs" in req.include else None
+            pending = []
+            yield TranscriptTextDelta(delta=e["text"], logprobs=logprobs)
         elif e["type"] == "transcript":
             t = e["transcript"]
             if at_end:
                 for ev in _stream_events(t, req):
                     yield ev
             else:
-                yield _done(t)
+                yield _done(t, req)
 
 
 async def _aiter(events: AsyncIterator[BaseModel] | Iterator[BaseModel]) -> AsyncIterator[BaseModel]:
@@ -423,7 +447,8 @@ def _render(t: Transcript, req: TranscriptionRequest, request: Request) -> Respo
         return _json(TranscriptionDiarized(duration=_seconds(t.duration_ms), text=t.text,
                                            segments=_diarized_segments(t, req),
                                            usage=UsageDuration(seconds=_seconds(t.duration_ms))))
-    return _json(TranscriptionResponse(text=t.text, usage=UsageDuration(seconds=_seconds(t.duration_ms))))
+    return _json(TranscriptionResponse(text=t.text, logprobs=_all_logprobs(t, req),
+                                       usage=UsageDuration(seconds=_seconds(t.duration_ms))))
 
 
 def _hotwords(req: TranscriptionRequest, max_chars: int) -> list[str]:
@@ -481,7 +506,8 @@ async def create_transcription(request: Request) -> Response:
                                     punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
                                     min_speakers=req.min_speakers, max_speakers=req.max_speakers,
                                     itn=request.app.state.settings.itn.default if req.itn is None else req.itn,
-                                    model=model, language=_sensevoice_query(req) if model == "sensevoice" else None)
+                                    model=model, language=_sensevoice_query(req) if model == "sensevoice" else None,
+                                    logprobs="logprobs" in req.include or req.response_format == "verbose_json")
         if req.stream:
             return await _stream(request, service.events(audio, options), req, audio)
         transcript = await _with_cancellation(request, service.transcribe(audio, options))

@@ -253,3 +253,29 @@ def decode(token_ids: np.ndarray, token_num: int, tokens: list[str], us_alphas: 
                                          upsample_rate=upsample_rate)
     text, stamps, words = sentence_postprocess(toks, stamps)
     return text, words, stamps
+
+
+def word_logprobs(words: list[str], tokens: list[str], logprobs) -> list[float]:
+    """Each word's log-probability: the sum of the log-probabilities of the tokens it was made of.
+
+    Tokens are assigned to words by where their characters ("@@" removed, case-insensitive: abbreviations
+    are upper-cased) fall in the concatenated words; a token found in no word adds to none."""
+    out = [0.0] * len(words)
+    if not words:
+        return out
+    text = "".join(words).lower()
+    ends, total = [], 0
+    for w in words:
+        total += len(w)
+        ends.append(total)
+    pos = k = 0
+    for tok, lp in zip(tokens, logprobs):
+        piece = tok.replace("@@", "").lower()
+        at = text.find(piece, pos) if piece else -1
+        if at < 0:
+            continue
+        while k < len(words) - 1 and ends[k] <= at:
+            k += 1
+        out[k] += float(lp)
+        pos = at + len(piece)
+    return out

@@ -1,16 +1,16 @@
-"""Triton stage: Paraformer outputs -> TEXT, WORDS, TIMESTAMPS. Logic lives in asr_text.py."""
+"""Triton stage: Paraformer outputs -> TEXT, WORDS, TIMESTAMPS, WORD_LOGPROBS. Logic lives in asr_text.py."""
 import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from asr_text import decode
+from asr_text import decode, word_logprobs
 from stage import StageInputError, answer_each, check_tensors, input_array
 
 INPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32", "us_alphas": "TYPE_FP32",
-          "us_cif_peak": "TYPE_FP32", "speech_lengths": "TYPE_INT32"}
-OUTPUTS = {"TEXT": "TYPE_STRING", "WORDS": "TYPE_STRING", "TIMESTAMPS": "TYPE_INT32"}
+          "us_cif_peak": "TYPE_FP32", "speech_lengths": "TYPE_INT32", "token_logprobs": "TYPE_FP32"}
+OUTPUTS = {"TEXT": "TYPE_STRING", "WORDS": "TYPE_STRING", "TIMESTAMPS": "TYPE_INT32", "WORD_LOGPROBS": "TYPE_FP32"}
 
 
 class TritonPythonModel:
@@ -30,19 +30,26 @@ class TritonPythonModel:
         alphas = input_array(request, "us_alphas", np.float32, ndim=2)[0]
         peaks = input_array(request, "us_cif_peak", np.float32, ndim=2)[0]
         frames = 3 * int(input_array(request, "speech_lengths", np.int32).reshape(-1)[0])
+        logprobs = input_array(request, "token_logprobs", np.float32, ndim=2)[0]
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.tokens)):
             raise StageInputError("token_ids outside the vocabulary")
         if frames > alphas.shape[0] or alphas.shape != peaks.shape:
             raise StageInputError("us_alphas/us_cif_peak shorter than 3 x speech_lengths")
+        if logprobs.shape[0] < min(max(num, 0), ids.shape[0]):
+            raise StageInputError("token_logprobs shorter than the tokens")
         o = self.options
         text, words, stamps = decode(ids, num, self.tokens, alphas[:frames], peaks[:frames],
                                      upsample_rate=o.get("upsample_rate", 3), sos=o.get("sos", 1),
                                      eos=o.get("eos", 2), blank=o.get("blank_id", 0))
         stamps = np.array(stamps, dtype=np.int32).reshape(-1, 2)
+        special = (o.get("sos", 1), o.get("eos", 2), o.get("blank_id", 0))
+        kept = [(self.tokens[int(i)], float(lp)) for i, lp in zip(ids[:max(num, 0)], logprobs) if int(i) not in special]
+        word_lp = word_logprobs(words, [t for t, _ in kept], [lp for _, lp in kept])
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("TEXT", np.array([[text.encode("utf-8")]], dtype=object)),
             pb_utils.Tensor("WORDS", np.array([[w.encode("utf-8") for w in words]], dtype=object).reshape(1, -1)),
             pb_utils.Tensor("TIMESTAMPS", stamps[None]),
+            pb_utils.Tensor("WORD_LOGPROBS", np.array(word_lp, dtype=np.float32).reshape(1, -1)),
         ])
 
     def execute(self, requests):

@@ -23,7 +23,8 @@ from stage import StageInputError, check_tensors, error_response, input_array, i
 INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
 OUTPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32",
-           "us_alphas": "TYPE_FP32", "us_cif_peak": "TYPE_FP32"}
+           "us_alphas": "TYPE_FP32", "us_cif_peak": "TYPE_FP32", "token_logprobs": "TYPE_FP32"}
+OUTPUT_ORDER = ["token_ids", "token_num", "us_alphas", "us_cif_peak", "token_logprobs"]
 
 
 class TritonPythonModel:
@@ -53,6 +54,11 @@ class TritonPythonModel:
         graph_inputs = {i.name for i in self.session.get_inputs()}
         if graph_inputs != set(INPUTS):
             raise pb_utils.TritonModelException(f"{model_path} has inputs {sorted(graph_inputs)}, expected {sorted(INPUTS)}")
+        graph_outputs = {o.name for o in self.session.get_outputs()}
+        if not set(OUTPUT_ORDER) <= graph_outputs:
+            raise pb_utils.TritonModelException(
+                f"{model_path} lacks outputs {sorted(set(OUTPUT_ORDER) - graph_outputs)}: export it again (`funasr-triton "
+                "export --stages asr`)")
 
     @staticmethod
     def _parse(request):
@@ -85,15 +91,16 @@ class TritonPythonModel:
             speech_lengths[row] = s.shape[0]
             hw_ids[row, :, : ids.shape[1]] = ids
             hw_lengths[row] = lengths
-        token_ids, token_num, us_alphas, us_peak = self.session.run(None, {
+        token_ids, token_num, us_alphas, us_peak, logprobs = self.session.run(OUTPUT_ORDER, {
             "speech": speech, "speech_lengths": speech_lengths,
             "hotword_ids": hw_ids, "hotword_lengths": hw_lengths})
         out = {}
         for row, (index, s, _, _) in enumerate(items):
             num = int(token_num[row])
             frames = 3 * s.shape[0]
-            out[index] = (token_ids[row, : min(num, token_ids.shape[1])], num,
-                          us_alphas[row, :frames], us_peak[row, :frames])
+            tokens = min(num, token_ids.shape[1])
+            out[index] = (token_ids[row, :tokens], num, us_alphas[row, :frames], us_peak[row, :frames],
+                          logprobs[row, :tokens])
         return out
 
     def _batches(self, parsed):
@@ -135,11 +142,12 @@ class TritonPythonModel:
                         except Exception as item_exc:  # noqa: BLE001
                             error = item_exc
                     responses[item[0]] = error_response("paraformer", error)
-        for index, (ids, num, alphas, peak) in results.items():
+        for index, (ids, num, alphas, peak, logprobs) in results.items():
             responses[index] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("token_ids", ids[None].astype(np.int32)),
                 pb_utils.Tensor("token_num", np.array([num], dtype=np.int32)),
                 pb_utils.Tensor("us_alphas", alphas[None]),
                 pb_utils.Tensor("us_cif_peak", peak[None]),
+                pb_utils.Tensor("token_logprobs", logprobs[None].astype(np.float32)),
             ])
         return responses

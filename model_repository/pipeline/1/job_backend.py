@@ -79,9 +79,10 @@ class JobThreads:
 async def _recognize(wav: np.ndarray, hotwords: tuple[str, ...]) -> dict:
     hot = np.array([w.encode("utf-8") for w in hotwords] or [b""], dtype=object)
     out = await call("asr", [pb_utils.Tensor("WAV", wav[None]), pb_utils.Tensor("HOTWORDS", hot[None])],
-                     ["TEXT", "WORDS", "TIMESTAMPS"])
+                     ["TEXT", "WORDS", "TIMESTAMPS", "WORD_LOGPROBS"])
     return {"text": strings(out["TEXT"])[0], "words": strings(out["WORDS"]),
-            "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist()}
+            "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist(),
+            "logprobs": out["WORD_LOGPROBS"].reshape(-1).tolist()}
 
 
 async def _punctuate(piece: str, state: str, final: bool) -> dict:

@@ -36,7 +36,7 @@ import numpy as np
 from diarize import SAMPLES_PER_MS, speech_windows, window_samples, word_speakers
 from diarize_cluster import cluster_speakers, validate_speaker_options
 from fsmn_vad import OfflineVadStream
-from sentences import assemble, itn_sentence, join_words, split_sentences, word_stamps
+from sentences import assemble, itn_sentence, join_words, split_sentences, token_logprobs, word_stamps
 
 _TAG = re.compile(r"<\|[^|]*\|>")
 # CONFIG.model: the recognizer each segment goes to (`asr`: SeACo-Paraformer; `sensevoice`: SenseVoice-Small)
@@ -75,6 +75,7 @@ class JobOptions:
     model: str = "paraformer"
     language: str = "auto"  # sensevoice: the language query (auto: detected)
     use_itn: bool | None = None  # sensevoice: its own punctuation + ITN (withitn); None: as `punctuation`
+    logprobs: bool = False  # each sentence (and segment event) carries its words' log-probabilities
 
     @classmethod
     def parse(cls, raw: dict, default_max_speakers: int, max_hotwords: int) -> "JobOptions":
@@ -92,7 +93,8 @@ class JobOptions:
         if len(hot) > max_hotwords:
             raise JobInputError(f"{len(hot)} hotwords; at most {max_hotwords}")
         flags = {}
-        for name, default in (("punctuation", True), ("timestamps", True), ("diarize", False), ("itn", False)):
+        for name, default in (("punctuation", True), ("timestamps", True), ("diarize", False), ("itn", False),
+                              ("logprobs", False)):
             value = raw.get(name, default)
             if not isinstance(value, bool):
                 raise JobInputError(f"CONFIG.{name} must be true or false")
@@ -158,7 +160,8 @@ class JobLimits:
 @dataclasses.dataclass
 class Backend:
     """The BLS calls a job makes (the model supplies them; tests may too)."""
-    recognize: Callable[[np.ndarray, tuple[str, ...]], Awaitable[dict]]  # -> {text, words, timestamps (segment ms)}
+    # -> {text, words, timestamps (segment ms), logprobs (per word; optional)}
+    recognize: Callable[[np.ndarray, tuple[str, ...]], Awaitable[dict]]
     punctuate: Callable[[str, str, bool], Awaitable[dict]]  # (piece, state, final) -> {text, words, marks, state}
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one 1.5 s window -> embedding
     itn: Callable[[list[str]], Awaitable[list[str]]] | None = None  # texts -> the same texts, ITN'd
@@ -306,10 +309,12 @@ class LongFileJob:
                 item = {"start_ms": beg, "end_ms": end, "text": r["text"], "words": list(r["words"]),
                         "timestamps": [[int(s) + beg, int(e) + beg] for s, e in r["timestamps"]]}
                 item.update({k: r[k] for k in ("language", "emotion", "events") if k in r})  # sensevoice
+                segment = {"type": "segment", "index": i, "start_ms": beg, "end_ms": end, "text": item["text"]}
+                if self.options.logprobs and r.get("logprobs") is not None:  # [{token: word, logprob}]; none from sensevoice
+                    item["logprobs"] = segment["logprobs"] = token_logprobs(item["words"], r.get("logprobs"))
                 self._asr.append(item)
                 self.recognized_ms = end
-                self._events.append({"type": "segment", "index": i, "start_ms": beg, "end_ms": end,
-                                     "text": item["text"]})
+                self._events.append(segment)
                 self._widen()
                 await self._text(item)
                 i += 1

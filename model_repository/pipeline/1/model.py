@@ -20,7 +20,7 @@ from stage import (StageInputError, check_tensors, input_array, int_param, json_
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
           "MIN_SPEAKERS": "TYPE_INT32", "MAX_SPEAKERS": "TYPE_INT32", "ENABLE_ITN": "TYPE_BOOL",
-          "MODEL": "TYPE_STRING", "LANGUAGE": "TYPE_STRING"}
+          "MODEL": "TYPE_STRING", "LANGUAGE": "TYPE_STRING", "ENABLE_LOGPROBS": "TYPE_BOOL"}
 OUTPUTS = {"TEXT": "TYPE_STRING", "RESULT": "TYPE_STRING"}
 SAMPLE_RATE = 16000
 
@@ -54,7 +54,8 @@ class TritonPythonModel:
                "num_speakers": self._count(request, "NUM_SPEAKERS"),
                "min_speakers": self._count(request, "MIN_SPEAKERS"),
                "max_speakers": self._count(request, "MAX_SPEAKERS"),
-               "itn": self._flag(request, "ENABLE_ITN", False)}
+               "itn": self._flag(request, "ENABLE_ITN", False),
+               "logprobs": self._flag(request, "ENABLE_LOGPROBS", False)}
         for name, key in (("MODEL", "model"), ("LANGUAGE", "language")):  # the second model (sensevoice)
             value = input_array(request, name, required=False)
             if value is not None and value.size:

@@ -35,13 +35,22 @@ def join_words(words: list[str], marks: list[str] | None = None) -> str:
     return out
 
 
-def _sentence(words, stamps, marks, with_timestamps, speaker=None):
+def token_logprobs(words: list[str], logprobs: list[float] | None) -> list[dict]:
+    """[{token, logprob}] per recognised word (`asr`'s WORD_LOGPROBS; 0.0 where a word has none)."""
+    logprobs = list(logprobs or [])
+    return [{"token": w, "logprob": round(float(logprobs[i]), 6) if i < len(logprobs) else 0.0}
+            for i, w in enumerate(words)]
+
+
+def _sentence(words, stamps, marks, with_timestamps, speaker=None, logprobs=None):
     s = {"start_ms": int(stamps[0][0]), "end_ms": int(stamps[-1][1]), "text": join_words(words, marks)}
     if speaker is not None:
         s["speaker"] = int(speaker)
     if with_timestamps:
         s["words"] = list(words)
         s["timestamps"] = [list(map(int, t)) for t in stamps]
+    if logprobs is not None:
+        s["logprobs"] = list(logprobs)
     return s
 
 
@@ -64,6 +73,8 @@ def assemble(asr: list[dict], punc: dict | None, duration_ms: int, with_timestam
     also split where the speaker changes.
     """
     items = [(w, t, seg) for seg, a in enumerate(asr) for w, t in zip(a["words"], word_stamps(a))]
+    # with logprobs (LongFileJob's `logprobs` option): one {token, logprob} per word, carried into its sentence
+    lps = [lp for a in asr for lp in a["logprobs"]] if asr and all("logprobs" in a for a in asr) else None
     aligned = punc is not None and len(punc["words"]) == len(items)
     marks = punc["marks"] if aligned else [""] * len(items)
     sentences: list[dict] = []
@@ -73,7 +84,8 @@ def assemble(asr: list[dict], punc: dict | None, duration_ms: int, with_timestam
         if cur:
             sentences.append(_sentence([items[i][0] for i in cur], [items[i][1] for i in cur],
                                        [marks[i] for i in cur] if aligned else None, with_timestamps,
-                                       speakers[cur[0]] if speakers is not None else None))
+                                       speakers[cur[0]] if speakers is not None else None,
+                                       [lps[i] for i in cur] if lps is not None else None))
             cur.clear()
 
     for i in range(len(items)):
@@ -131,6 +143,7 @@ def itn_sentence(sentence: dict, new_text: str) -> dict:
     keep their text and timestamps; each run of consecutive words a change touches (三 点 一 四 → 3.14)
     becomes one word, whose text is what the run became (without the punctuation that followed it)
     and whose timestamps span the run's first start to its last end. start_ms/end_ms stay as they are.
+    `logprobs` ({token, logprob} per word) follow the words: a merged word's is the sum of the run's.
     """
     import difflib
 
@@ -143,6 +156,9 @@ def itn_sentence(sentence: dict, new_text: str) -> dict:
     if not spans:
         out["words"] = [new_text.strip()] if new_text.strip() else []
         out["timestamps"] = [[sentence["start_ms"], sentence["end_ms"]]] if out["words"] else []
+        if sentence.get("logprobs") is not None:
+            out["logprobs"] = [{"token": w, "logprob": round(sum(x["logprob"] for x in sentence["logprobs"]), 6)}
+                               for w in out["words"]]
         return out
     ops = difflib.SequenceMatcher(None, old, new_text, autojunk=False).get_opcodes()
     changed = [False] * len(words)
@@ -173,12 +189,16 @@ def itn_sentence(sentence: dict, new_text: str) -> dict:
                 return j1 + (p - i1) if tag == "equal" else j1
         return len(new_text)
 
-    new_words, new_stamps = [], []
+    lps = sentence.get("logprobs")
+    lps = lps if lps is not None and len(lps) == len(words) else None
+    new_words, new_stamps, new_lps = [], [], []
     k = 0
     while k < len(words):
         if not changed[k]:
             new_words.append(words[k])
             new_stamps.append(list(stamps[k]))
+            if lps is not None:
+                new_lps.append(lps[k])
             k += 1
             continue
         end = k
@@ -193,6 +213,10 @@ def itn_sentence(sentence: dict, new_text: str) -> dict:
         if piece:
             new_words.append(piece)
             new_stamps.append([stamps[k][0], stamps[end][1]])
+            if lps is not None:  # the rewritten word: the joint log-probability of the words it replaced
+                new_lps.append({"token": piece, "logprob": round(sum(x["logprob"] for x in lps[k:end + 1]), 6)})
         k = end + 1
     out["words"], out["timestamps"] = new_words, new_stamps
+    if lps is not None:
+        out["logprobs"] = new_lps
     return out

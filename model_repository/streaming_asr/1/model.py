@@ -3,8 +3,9 @@
 Each request is one piece of one stream (Triton sequence = stream, CORRID = its id). Python
 models have no implicit state, so the streams live here (streams.py), keyed by correlation id,
 evicted when idle. The streaming Paraformer and the streaming FSMN-VAD run in-process
-(onnxruntime); sentence finals are re-decoded by the offline `asr` ensemble and punctuated by
-`punc` through BLS. Output EVENTS is a JSON list of the events the request produced.
+(onnxruntime); sentence finals are re-decoded by the offline `asr` ensemble, punctuated by
+`punc` and, when the stream's CONFIG asks (`itn`), normalized by `itn`, all through BLS. Output
+EVENTS is a JSON list of the events the request produced.
 """
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ from streams import ChunkRequest, StreamInputError, StreamManager  # noqa: E402
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"CONTROL_SEQUENCE_START": "START", "CONTROL_SEQUENCE_END": "END", "CONTROL_SEQUENCE_CORRID": "CORRID"}
 OUTPUTS = {"EVENTS": "TYPE_STRING"}
+ITN_BATCH = 64  # the itn model's max_batch_size
 
 
 class BlsOffline:
-    """2-pass: the offline `asr` ensemble re-decodes a sentence, `punc` punctuates it."""
+    """2-pass: the offline `asr` ensemble re-decodes a sentence, `punc` punctuates it, `itn` normalizes it."""
 
     async def recognize(self, wav: np.ndarray, hotwords: list[str]):
         hot = np.array([[w.encode("utf-8") for w in hotwords] or [b""]], dtype=object)
@@ -41,6 +43,14 @@ class BlsOffline:
         out = await call("punc", [pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=object))],
                          ["PUNC_TEXT"])
         return strings(out["PUNC_TEXT"])[0]
+
+    async def normalize(self, texts: list[str]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(texts), ITN_BATCH):
+            array = np.array([[t.encode("utf-8")] for t in texts[i:i + ITN_BATCH]], dtype=object)
+            res = await call("itn", [pb_utils.Tensor("TEXT", array)], ["TEXT"])
+            out.extend(strings(res["TEXT"]))
+        return out
 
 
 def _scalar(request, name: str, default=0):

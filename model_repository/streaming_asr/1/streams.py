@@ -11,7 +11,9 @@ Per chunk (chunk_size[1] x 60 ms of audio), as FunASR's 2pass server does it:
    token), as the end of the whole stream is;
 3. while a sentence is open its online text is sent as `partial` events;
 4. at a sentence end the offline model re-decodes the sentence's audio (2-pass), punctuation is
-   applied, a `sentence_end` event carries the final text, and the online decoder starts afresh.
+   applied, then (CONFIG `itn`) inverse text normalization per sentence, as offline (`sentences.itn_sentence`
+   realigns the words); a `sentence_end` event carries the final text, and the online decoder starts
+   afresh. Partial results stay as the online model recognised them.
 Events are plain dicts (JSON on the wire); times are integer ms from the start of the stream.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from asr_text import sentence_postprocess
 from fsmn_vad import FsmnVad, OnlineVad
 from paraformer_online import MAX_LOOK_BACK, ParaformerOnline
+from sentences import itn_sentence, split_sentences
 
 SAMPLES_PER_MS = 16
 MIN_SEGMENT_MS = 30  # shorter than one LFR window: nothing to re-decode
@@ -42,6 +45,7 @@ class StreamConfig:
     partial: bool = True
     two_pass: bool = True
     punctuation: bool = True
+    itn: bool = False  # inverse text normalization of the finals (the `itn` model), per sentence after punctuation
     max_sentence_silence_ms: int | None = None  # None: FunASR's dynamic end-silence schedule
     encoder_chunk_look_back: int = 0  # FunASR's streaming Paraformer options (chunks of earlier context)
     decoder_chunk_look_back: int = 0
@@ -59,7 +63,7 @@ class StreamConfig:
         if unknown:
             raise StreamInputError(f"unknown CONFIG key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
         config = cls()
-        for key in ("partial", "two_pass", "punctuation"):
+        for key in ("partial", "two_pass", "punctuation", "itn"):
             if key in data:
                 if not isinstance(data[key], bool):
                     raise StreamInputError(f"CONFIG {key} must be true or false")
@@ -100,6 +104,9 @@ class Offline(Protocol):
 
     async def punctuate(self, text: str) -> str: ...
 
+    async def normalize(self, texts: list[str]) -> list[str]:
+        """Inverse text normalization of each text (one sentence each)."""
+
 
 @dataclass
 class ChunkRequest:
@@ -130,6 +137,28 @@ class FinalJob:
             ev["words"] = [{"text": w, "begin_ms": int(b) + ev["begin_ms"], "end_ms": int(e) + ev["begin_ms"]}
                            for w, (b, e) in zip(words, stamps)]
         ev["text"] = await offline.punctuate(text) if self.config.punctuation and text.strip() else text
+        if self.config.itn and ev["text"].strip():
+            await self._itn(offline)
+
+    async def _itn(self, offline: Offline) -> None:
+        """ITN of each sentence of the final text (split at sentence-final marks, as offline); a rewritten
+        span of words becomes one word spanning their times (sentences.itn_sentence)."""
+        ev = self.event
+        done, rest = split_sentences(ev["text"])
+        pieces = done + ([rest] if rest else [])
+        normalized = "".join(await offline.normalize(pieces))
+        if normalized == ev["text"]:
+            return
+        if not ev["words"]:
+            ev["text"] = normalized
+            return
+        sentence = {"text": ev["text"], "start_ms": ev["begin_ms"], "end_ms": ev["end_ms"],
+                    "words": [w["text"] for w in ev["words"]],
+                    "timestamps": [[w["begin_ms"], w["end_ms"]] for w in ev["words"]]}
+        out = itn_sentence(sentence, normalized)
+        ev["text"] = normalized
+        ev["words"] = [{"text": w, "begin_ms": int(b), "end_ms": int(e)}
+                       for w, (b, e) in zip(out["words"], out["timestamps"])]
 
 
 class Stream:

@@ -1,0 +1,1 @@
+../../pipeline/1/sentences.py
