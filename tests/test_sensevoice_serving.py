@@ -289,3 +289,29 @@ def test_aliyun_rest_with_sensevoice(sv_frontend, frontend, sv_client, dialogue)
     with httpx.Client(base_url=frontend.base_url, timeout=120) as c:  # no sensevoice export there
         missing = c.post("/stream/v1/asr", params=params, content=wav, headers={"Content-Type": "application/octet-stream"})
     assert missing.status_code == 404 and "sensevoice" in missing.json()["message"]
+
+
+# ---------------------------------------------------------------- seed 003 POST /transcribe: model + lang
+
+def test_seed_transcribe_with_sensevoice(sv_frontend, frontend, sv_client, dialogue):
+    import httpx
+
+    samples, wav = dialogue
+    files = [("files", ("a.wav", wav, "audio/wav")), ("files", ("b.wav", wav, "audio/wav"))]
+    with httpx.Client(base_url=sv_frontend.base_url, timeout=180) as c:
+        ok = c.post("/transcribe", data={"model": "sensevoice-small", "lang": "zh", "keys": "a,b"}, files=files)
+        ja_default = c.post("/transcribe", data={"lang": "ja"}, files=files[:1])
+        ja_sv = c.post("/transcribe", data={"model": "sensevoice-small", "lang": "ja"}, files=files[:1])
+    assert ok.status_code == 200, ok.text
+    ref = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="zh"))
+    assert [(r["key"], r["status"], r["text"]) for r in ok.json()["results"]] == [("a", "success", ref["text"]),
+                                                                                  ("b", "success", ref["text"])]
+    assert ok.json()["results"][0]["language"] == ref["language"]
+    assert ja_default.status_code == 400 and "lang" in ja_default.json()["message"]  # Paraformer: auto/zh/en
+    assert ja_sv.status_code == 200 and ja_sv.json()["results"][0]["status"] == "success"
+    assert ja_sv.json()["results"][0]["text"] == sv_client.transcribe(
+        samples, TranscribeOptions(model="sensevoice", language="ja"))["text"]
+    with httpx.Client(base_url=frontend.base_url, timeout=120) as c:  # no sensevoice export there
+        missing = c.post("/transcribe", data={"model": "sensevoice-small"}, files=files[:1])
+    assert missing.status_code == 404 and "sensevoice" in missing.json()["message"]
+    assert missing.json()["results"] == []

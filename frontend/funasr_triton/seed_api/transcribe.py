@@ -2,7 +2,8 @@
 
 Multipart: `files` (one part per recording), `keys` (optional, comma-separated names, one per file; the
 file names otherwise), `lang` (auto, zh or en; Paraformer-zh recognises Mandarin with English words in
-all three), `itn` (optional). Answers `{message, processing_time, results}`. A file that fails (bad audio,
+all three), `model` (optional: `sensevoice-small` — seed 003's own model — makes `lang` SenseVoice's language query,
+which also takes yue, ja and ko, and each result's `language` the detected one), `itn` (optional). Answers `{message, processing_time, results}`. A file that fails (bad audio,
 too large, empty) fails alone: its result has `status: "failed"` and `error`; the others are recognised.
 The request as a whole fails (`{message, processing_time: 0, results: []}` with a 4xx status) only for
 what concerns all files: authentication, the form, `keys`/`lang`, `jobs.max_files`, `jobs.max_job_bytes`.
@@ -18,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..app.inputs import is_uint
+from ..app.service import PARAFORMER, SENSEVOICE
 from ..app.upload import spool_upload
 from ..contract import TranscribeOptions
 from ..errors import AsrError
@@ -25,6 +27,7 @@ from .router import MULTIPART_OVERHEAD, authorize, bounded
 
 PREFIXES: tuple[str, ...] = ("/transcribe",)
 LANGS = ("auto", "zh", "en")
+SENSEVOICE_LANGS = (*LANGS, "yue", "ja", "ko")
 router = APIRouter(tags=["seed"])
 _ERRORS = (400, 401, 413, 429)
 
@@ -65,7 +68,9 @@ def render_error(request: Request, err: AsrError) -> Response:
                  "type": "object", "required": ["files"],
                  "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                 "keys": {"type": "string", "description": "comma-separated, one per file"},
-                                "lang": {"type": "string", "enum": list(LANGS), "default": "auto"},
+                                "lang": {"type": "string", "enum": list(SENSEVOICE_LANGS), "default": "auto",
+                                         "description": "yue, ja and ko with model sensevoice-small only"},
+                                "model": {"type": "string", "description": "sensevoice-small, or the default model"},
                                 "itn": {"type": "boolean", "default": False}}}}}}})
 async def transcribe_files(request: Request) -> JSONResponse:
     authorize(request)
@@ -95,13 +100,19 @@ async def transcribe_files(request: Request) -> JSONResponse:
         if keys and len(keys) != len(uploads):
             raise AsrError(f"{len(keys)} keys for {len(uploads)} files: give one key per file", 400, "invalid_request",
                            "keys")
+        model_field = form.get("model")
+        name = model_field.strip() if isinstance(model_field, str) and model_field.strip() else None
+        model = service.check_model(name) if name else PARAFORMER
+        await service.require_model(model, name)
+        langs = SENSEVOICE_LANGS if model == SENSEVOICE else LANGS
         lang = form.get("lang") or "auto"
-        if not isinstance(lang, str) or lang.strip().lower() not in LANGS:
-            raise AsrError(f"lang must be one of {', '.join(LANGS)}", 400, "invalid_request", "lang")
+        if not isinstance(lang, str) or lang.strip().lower() not in langs:
+            raise AsrError(f"lang must be one of {', '.join(langs)}", 400, "invalid_request", "lang")
         lang = lang.strip().lower()
         itn_field = form.get("itn")
         itn = isinstance(itn_field, str) and itn_field.strip().lower() in ("true", "1", "yes")
-        options = TranscribeOptions(punctuation=True, timestamps=True, itn=itn)
+        options = TranscribeOptions(punctuation=True, timestamps=True, itn=itn, model=model,
+                                    language=lang if model == SENSEVOICE else None)
         results: list[FileResult] = []
         for i, upload in enumerate(uploads):
             key = keys[i] if keys else (upload.filename or f"file{i}")
@@ -113,7 +124,8 @@ async def transcribe_files(request: Request) -> JSONResponse:
                         raise AsrError("the file is empty", 400, "empty_audio", "files")
                     t = await service.transcribe(audio, options)
                 results.append(FileResult(
-                    key=key, status="success", text=t.text, language=lang, duration=round(t.duration_ms / 1000, 3),
+                    key=key, status="success", text=t.text, language=t.language if model == SENSEVOICE else lang,
+                    duration=round(t.duration_ms / 1000, 3),
                     segments=[FileSegment(start=round(s.start_ms / 1000, 3), end=round(s.end_ms / 1000, 3),
                                           text=s.text, speaker=s.speaker) for s in t.sentences]))
             except AsrError as err:
