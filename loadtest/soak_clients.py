@@ -142,7 +142,7 @@ class Clients:
         url = self.ws_base + path + (f"?token={self.token}" if self.token else "")
         return connect(url, open_timeout=self.timeout_s, close_timeout=5, max_size=None, **kwargs)
 
-    def _send_audio(self, ws, stop: threading.Event | None = None) -> None:
+    def _send_audio(self, ws) -> None:
         for i in range(0, len(self.pcm), FRAME_BYTES):
             ws.send(self.pcm[i:i + FRAME_BYTES])
             if self.pace_s:

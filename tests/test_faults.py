@@ -17,13 +17,11 @@ test repository), seen through every surface's own client (loadtest/soak_clients
 The tests share one stack and run in this order (4 heals what 2 and 3 broke)."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
