@@ -377,8 +377,11 @@ class AsrJob:
                 outputs=[grpcclient_aio.InferRequestedOutput("EVENTS")], sequence_id=self.sequence_id,
                 sequence_start=start, sequence_end=end, client_timeout=self._client.timeout_s)
         except InferenceServerException as exc:
-            self._open = False  # a failed request ends the recording in the model
-            raise self._client.map_error(exc) from exc
+            err = self._client.map_error(exc)
+            # a request the model failed ends the recording there; one that ran past the deadline may still be run
+            # by Triton later (opening or keeping the recording until its idle timeout): abort() must end it
+            self._open = self._open and err.status == 504
+            raise err from exc
         if end:
             self._open = False
         events = _events(result)
