@@ -249,6 +249,7 @@ class AsyncTritonAsrClient:
             ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 3000)])
         self.broken: dict[str, float] = {}  # model -> monotonic time of its last dead-stub failure
+        self._late_aborts: set[asyncio.Task] = set()
 
     def map_error(self, exc: InferenceServerException) -> AsrError:
         """map_error, remembering a model whose stub died (unready for BROKEN_MODEL_TTL_S after the last failure)."""
@@ -264,7 +265,30 @@ class AsyncTritonAsrClient:
         return list(self.broken)
 
     async def close(self) -> None:
+        for task in list(self._late_aborts):
+            task.cancel()
         await self._client.close()
+
+    def abort_late(self, model: str, sequence_id: int, within_s: float = 300.0) -> None:
+        """End a sequence whose request ran past the deadline, in the background: Triton may still run that
+        request later (a stalled Triton does, once it resumes) and open state for it that no client would end.
+        ABORT+END is retried while Triton keeps missing the deadline, up to within_s; any answer ends it."""
+        async def run() -> None:
+            inputs = job_inputs(np.zeros(0, np.float32), None, abort=True)
+            t0, delay = time.monotonic(), 1.0
+            while time.monotonic() - t0 < within_s:
+                try:
+                    await self._client.infer(model, inputs, sequence_id=sequence_id, sequence_end=True,
+                                             client_timeout=self.ready_timeout_s * 5)
+                    return
+                except InferenceServerException as exc:
+                    if "DEADLINE" not in (exc.status() or "").upper():
+                        return  # answered (e.g. no such sequence) or Triton gone with its state: nothing to end
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        task = asyncio.ensure_future(run())
+        self._late_aborts.add(task)
+        task.add_done_callback(self._late_aborts.discard)
 
     async def ready(self, models: tuple[str, ...] = REQUIRED_MODELS) -> bool:
         return not await self.unready(models)
@@ -378,9 +402,9 @@ class AsrJob:
                 sequence_start=start, sequence_end=end, client_timeout=self._client.timeout_s)
         except InferenceServerException as exc:
             err = self._client.map_error(exc)
-            # a request the model failed ends the recording there; one that ran past the deadline may still be run
-            # by Triton later (opening or keeping the recording until its idle timeout): abort() must end it
-            self._open = self._open and err.status == 504
+            if err.status == 504 and self._open:  # Triton may still run it later: end it then, in the background
+                self._client.abort_late(TRANSCRIBE, self.sequence_id)
+            self._open = False  # a request the model failed ends the recording there
             raise err from exc
         if end:
             self._open = False
