@@ -170,13 +170,14 @@ class Clients:
             if done(message):
                 return messages, None
 
-    def funasr_ws(self) -> Outcome:
+    def funasr_ws(self, mode: str = "2pass") -> Outcome:
         """FunASR's protocol, 2pass mode: a config message, 100 ms PCM frames, is_speaking=false, until is_final."""
         from websockets.exceptions import ConnectionClosed
 
         deadline = time.monotonic() + self.timeout_s
+        surface = "funasr_ws" if mode == "2pass" else f"funasr_ws_{mode}"
         with self._connect("/ws/v1/funasr", subprotocols=["binary"]) as ws:
-            ws.send(json.dumps({"mode": "2pass", "chunk_size": [5, 10, 5], "chunk_interval": 10, "wav_name": "soak",
+            ws.send(json.dumps({"mode": mode, "chunk_size": [5, 10, 5], "chunk_interval": 10, "wav_name": "soak",
                                 "wav_format": "pcm", "audio_fs": SR, "is_speaking": True}))
             try:
                 self._send_audio(ws)
@@ -192,10 +193,14 @@ class Clients:
         error = next((m["error"] for m in messages if "error" in m), None)
         text = "".join(m.get("text", "") for m in messages if m.get("mode") in ("2pass-offline", "offline"))
         ok = error is None and bool(messages) and bool(messages[-1].get("is_final")) and bool(text)
-        return Outcome("funasr_ws", ok, closed if closed is not None else 1000,
+        return Outcome(surface, ok, closed if closed is not None else 1000,
                        None if ok else (error or {}).get("code", "closed"),
                        detail="" if ok else json.dumps(messages[-2:], ensure_ascii=False)[:300],
                        body=messages[-1] if messages else {})
+
+    def funasr_ws_offline(self) -> Outcome:
+        """FunASR's protocol, offline mode: the whole audio buffered, recognised as one file at is_speaking=false."""
+        return self.funasr_ws("offline")
 
     def nls_ws(self) -> Outcome:
         """Alibaba NLS SpeechTranscriber: StartTranscription, 100 ms PCM frames, StopTranscription, until
