@@ -1,8 +1,8 @@
 """Overload against the real frontend and Triton, with small admission limits (FUNASR_TRITON_LIMITS__*,
 FUNASR_TRITON_STREAMING__MAX_STREAMS): twice the capacity at once on each surface is shed with 429 +
 Retry-After in the surface's own shape (OpenAI `rate_limited`, Alibaba 40000005, `/api` code 429; FunASR
-WebSocket close 1013 for offline sessions and streams, NLS TaskFailed 40000005), the admitted ones are all served with a bounded latency, and a
-request that waits longer than the queue timeout gets 429 too."""
+WebSocket close 1013 for offline sessions and streams, NLS TaskFailed 40000005), the admitted ones are all
+served with a bounded latency, and a request that waits longer than the queue timeout gets 429 too."""
 from __future__ import annotations
 
 import threading
