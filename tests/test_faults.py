@@ -160,10 +160,8 @@ def test_triton_slower_than_the_deadline_is_504_in_each_shape(stack, clients):
     for surface, out in outcomes.items():
         assert not out.ok, out
         assert_failure_shape(out, 504, "deadline_exceeded", retry_after=False)
-        # the deadline holds: one Triton call (HTTP), or the failed call plus the stream's abort (WebSocket,
-        # which waits at most 5 x TRITON__READY_TIMEOUT_S = 10 s)
-        bound = DEADLINE_S + (0 if surface in HTTP_SURFACES else 10) + 20
-        assert DEADLINE_S * 0.9 <= out.seconds <= bound, (surface, out.seconds)
+        # the deadline holds: one Triton call, then the answer (the sequence is ended in the background)
+        assert DEADLINE_S * 0.9 <= out.seconds <= DEADLINE_S + 20, (surface, out.seconds)
     print("\nSIGSTOPped Triton, seconds to the 504 answer: "
           + ", ".join(f"{s} {o.seconds:.1f}" for s, o in outcomes.items()))
     wait_ready(stack, 60)

@@ -120,7 +120,7 @@ def map_error(exc: InferenceServerException) -> AsrError:
     stub = UNHEALTHY_STUB.search(msg)
     if stub:
         return AsrError(f"the model {stub['model']!r} is unavailable (its Triton backend process died); retry later",
-                        503, "model_unavailable", param=stub["model"], retry_after_s=5)
+                        503, "model_unavailable", retry_after_s=5)
     if "UNAVAILABLE" in status or "failed to connect" in msg.lower() or "connection refused" in msg.lower():
         return AsrError("the recognition backend (Triton) is unavailable", 503, "backend_unavailable", retry_after_s=5)
     if "DEADLINE" in status:
@@ -254,8 +254,9 @@ class AsyncTritonAsrClient:
     def map_error(self, exc: InferenceServerException) -> AsrError:
         """map_error, remembering a model whose stub died (unready for BROKEN_MODEL_TTL_S after the last failure)."""
         err = map_error(exc)
-        if err.code == "model_unavailable" and err.param:
-            self.broken[err.param] = time.monotonic()
+        stub = UNHEALTHY_STUB.search(exc.message() or str(exc)) if err.code == "model_unavailable" else None
+        if stub:
+            self.broken[stub["model"]] = time.monotonic()
         return err
 
     def broken_models(self) -> list[str]:
@@ -353,7 +354,11 @@ class AsyncTritonAsrStream:
                 client_timeout=self._client.timeout_s)
         except InferenceServerException as exc:
             self.ended = True
-            raise self._client.map_error(exc) from exc
+            err = self._client.map_error(exc)
+            if err.status == 504:  # Triton may still run it later: end the stream then, in the background
+                self._closed = True
+                self._client.abort_late(STREAMING, self.sequence_id)
+            raise err from exc
         self._closed = end
         return _events(result)
 
@@ -369,8 +374,9 @@ class AsyncTritonAsrStream:
         try:
             await self._client._client.infer(STREAMING, inputs, sequence_id=self.sequence_id, sequence_end=True,
                                              client_timeout=self._client.ready_timeout_s * 5)
-        except InferenceServerException:
-            pass
+        except InferenceServerException as exc:
+            if "DEADLINE" in (exc.status() or "").upper():
+                self._client.abort_late(STREAMING, self.sequence_id)
 
 
 class AsrJob:
