@@ -15,7 +15,7 @@ PY_VERSION   = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_inf
 APT_PACKAGES = $(strip $(shell sed -e 's/\#.*//' -e 's/{python}/$(PY_VERSION)/' .ci/apt-packages))
 APT_INSTALL  = apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
-.PHONY: setup check-system system-packages pyannote-env models serve test e2e configs configs-check bench bench-long loadtest clean
+.PHONY: setup check-system system-packages pyannote-env models serve test e2e configs configs-check bench bench-long loadtest soak clean
 
 setup: check-system $(VENV)/.installed
 
@@ -90,6 +90,15 @@ TRITON   ?= 127.0.0.1:8001
 loadtest: setup
 	$(BIN)/python -m loadtest.run --users $(USERS) --spawn-rate $(SPAWN) --run-time $(RUN_TIME) \
 	  --host $(HOST) --triton $(TRITON) --out loadtest/results/$$(date +%Y%m%d-%H%M%S)
+
+# mixed traffic on every surface (OpenAI, Aliyun REST, /api, FunASR + NLS WebSocket streams, Triton gRPC) against a
+# running stack (`make serve`) for SOAK_DURATION: errors, latency, RSS of the frontend and of the Triton tree;
+# passes with 0 errors and RSS growth < 5 % after warm-up; JSON + markdown in loadtest/results/soak-<stamp>
+SOAK_DURATION    ?= 30m
+SOAK_CONCURRENCY ?= 3
+soak: setup
+	$(BIN)/python -m loadtest.soak --host $(HOST) --triton $(TRITON) --duration $(SOAK_DURATION) \
+	  --concurrency $(SOAK_CONCURRENCY) --out loadtest/results/soak-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -6,13 +6,17 @@
 - `TritonAsrClient.transcribe`: a whole file on `pipeline` (tools, tests), plus stage-level calls.
 
 Maps Triton failures onto AsrError: unreachable -> 503 (+Retry-After), deadline -> 504,
-INVALID_ARG -> 400, anything else -> 502.
+INVALID_ARG -> 400, a model whose python-backend stub died -> 503 model_unavailable (+Retry-After; Triton
+2.51 neither restarts the stub nor marks the model unready: the async client remembers the model for /ready),
+anything else -> 502.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
+import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -109,9 +113,20 @@ def _result_json(result) -> dict:
     return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
 
 
+# the python backend's answer once a model instance's stub process is gone: "Stub process 'punc_0_0' is not
+# healthy." (instance name = <model>_<group>_<index>); the model stays READY in Triton and every later request
+# to that instance fails the same way
+UNHEALTHY_STUB = re.compile(r"Stub process '(?P<model>.+?)_\d+_\d+' is not healthy")
+BROKEN_MODEL_TTL_S = 30.0  # a model seen with a dead stub counts as unready this long after the last failure
+
+
 def map_error(exc: InferenceServerException) -> AsrError:
     status = (exc.status() or "").upper()
     msg = exc.message() or str(exc)
+    stub = UNHEALTHY_STUB.search(msg)
+    if stub:
+        return AsrError(f"the model {stub['model']!r} is unavailable (its Triton backend process died); retry later",
+                        503, "model_unavailable", retry_after_s=5)
     if "UNAVAILABLE" in status or "failed to connect" in msg.lower() or "connection refused" in msg.lower():
         return AsrError("the recognition backend (Triton) is unavailable", 503, "backend_unavailable", retry_after_s=5)
     if "DEADLINE" in status:
@@ -252,9 +267,48 @@ class AsyncTritonAsrClient:
             ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
             ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 3000)])
+        self.broken: dict[str, float] = {}  # model -> monotonic time of its last dead-stub failure
+        self._late_aborts: set[asyncio.Task] = set()
+
+    def map_error(self, exc: InferenceServerException) -> AsrError:
+        """map_error, remembering a model whose stub died (unready for BROKEN_MODEL_TTL_S after the last failure)."""
+        err = map_error(exc)
+        stub = UNHEALTHY_STUB.search(exc.message() or str(exc)) if err.code == "model_unavailable" else None
+        if stub:
+            self.broken[stub["model"]] = time.monotonic()
+        return err
+
+    def broken_models(self) -> list[str]:
+        now = time.monotonic()
+        for model in [m for m, t in self.broken.items() if now - t > BROKEN_MODEL_TTL_S]:
+            del self.broken[model]
+        return list(self.broken)
 
     async def close(self) -> None:
+        for task in list(self._late_aborts):
+            task.cancel()
         await self._client.close()
+
+    def abort_late(self, model: str, sequence_id: int, within_s: float = 300.0) -> None:
+        """End a sequence whose request ran past the deadline, in the background: Triton may still run that
+        request later (a stalled Triton does, once it resumes) and open state for it that no client would end.
+        ABORT+END is retried while Triton keeps missing the deadline, up to within_s; any answer ends it."""
+        async def run() -> None:
+            inputs = job_inputs(np.zeros(0, np.float32), None, abort=True)
+            t0, delay = time.monotonic(), 1.0
+            while time.monotonic() - t0 < within_s:
+                try:
+                    await self._client.infer(model, inputs, sequence_id=sequence_id, sequence_end=True,
+                                             client_timeout=self.ready_timeout_s * 5)
+                    return
+                except InferenceServerException as exc:
+                    if "DEADLINE" not in (exc.status() or "").upper():
+                        return  # answered (e.g. no such sequence) or Triton gone with its state: nothing to end
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        task = asyncio.ensure_future(run())
+        self._late_aborts.add(task)
+        task.add_done_callback(self._late_aborts.discard)
 
     async def ready(self, models: tuple[str, ...] = REQUIRED_MODELS) -> bool:
         return not await self.unready(models)
@@ -263,10 +317,15 @@ class AsyncTritonAsrClient:
         """The models of `models` that are not ready (all of them when Triton is unreachable or not ready)."""
         try:
             if not await self._client.is_server_ready(client_timeout=self.ready_timeout_s):
+                self.broken.clear()  # a Triton that restarts gets new stubs
                 return list(models)
-            return [m for m in models if not await self._client.is_model_ready(m, client_timeout=self.ready_timeout_s)]
+            unready = [m for m in models
+                       if not await self._client.is_model_ready(m, client_timeout=self.ready_timeout_s)]
         except InferenceServerException:
+            self.broken.clear()
             return list(models)
+        broken = self.broken_models()
+        return unready + [m for m in models if m in broken and m not in unready]
 
     async def sensevoice_available(self) -> bool:
         """Whether `sensevoice` is loaded and exported: one 0.1 s silent segment answered (NOT_FOUND when the
@@ -329,7 +388,11 @@ class AsyncTritonAsrStream:
                 client_timeout=self._client.timeout_s)
         except InferenceServerException as exc:
             self.ended = True
-            raise map_error(exc) from exc
+            err = self._client.map_error(exc)
+            if err.status == 504:  # Triton may still run it later: end the stream then, in the background
+                self._closed = True
+                self._client.abort_late(STREAMING, self.sequence_id)
+            raise err from exc
         self._closed = end
         return _events(result)
 
@@ -345,8 +408,9 @@ class AsyncTritonAsrStream:
         try:
             await self._client._client.infer(STREAMING, inputs, sequence_id=self.sequence_id, sequence_end=True,
                                              client_timeout=self._client.ready_timeout_s * 5)
-        except InferenceServerException:
-            pass
+        except InferenceServerException as exc:
+            if "DEADLINE" in (exc.status() or "").upper():
+                self._client.abort_late(STREAMING, self.sequence_id)
 
 
 class AsrJob:
@@ -377,8 +441,11 @@ class AsrJob:
                 outputs=[grpcclient_aio.InferRequestedOutput("EVENTS")], sequence_id=self.sequence_id,
                 sequence_start=start, sequence_end=end, client_timeout=self._client.timeout_s)
         except InferenceServerException as exc:
-            self._open = False  # a failed request ends the recording in the model
-            raise map_error(exc) from exc
+            err = self._client.map_error(exc)
+            if err.status == 504 and self._open:  # Triton may still run it later: end it then, in the background
+                self._client.abort_late(TRANSCRIBE, self.sequence_id)
+            self._open = False  # a request the model failed ends the recording there
+            raise err from exc
         if end:
             self._open = False
         events = _events(result)

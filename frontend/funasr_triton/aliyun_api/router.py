@@ -60,8 +60,8 @@ def nls_status(err: AsrError) -> tuple[int, int]:
         if err.code in _AUDIO_CODES:
             return 400, NlsStatus.INVALID_MESSAGE
         return 400, NlsStatus.INVALID_PARAMETER if err.param else NlsStatus.DEFAULT_CLIENT_ERROR
-    if err.status == 503:
-        return 503, NlsStatus.DEFAULT_SERVER_ERROR
+    if err.status in (503, 504):  # backend unavailable / past the deadline: keep the HTTP meaning for retries
+        return err.status, NlsStatus.DEFAULT_SERVER_ERROR
     if err.status == 502:  # Triton answered with a failure over gRPC
         return 500, NlsStatus.INTERNAL_GRPC_ERROR
     return 500, NlsStatus.DEFAULT_SERVER_ERROR
