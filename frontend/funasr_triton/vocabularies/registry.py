@@ -109,7 +109,3 @@ async def vocabulary_words(app, vocabulary_id: str | None, param: str = "vocabul
         raise AsrError(f"{param}: no vocabulary {vocabulary_id[:80]!r}", 400, "vocabulary_not_found", param)
     return [w["text"] for w in row.words]
 
-
-async def request_hotwords(app, vocabulary_id: str | None, inline: list[str]) -> list[str]:
-    """A vocabulary's words followed by the request's inline words (repeats dropped later by the limit check)."""
-    return [*await vocabulary_words(app, vocabulary_id), *inline]

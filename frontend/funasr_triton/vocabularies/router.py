@@ -5,7 +5,7 @@ Each vocabulary alone must pass the hotword limits (limits.max_hotwords, limits.
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from ..app.hotwords import check_hotwords
 from ..errors import AsrError
@@ -14,12 +14,18 @@ from ..openai_api.router import _authorize
 from .protocol import Vocabulary, VocabularyCreate, VocabularyDeleted, VocabularyList, VocabularyUpdate
 from .registry import Registry, VocabularyRow, registry_of
 
-router = APIRouter(prefix="/v1", tags=["vocabularies"],
+
+
+async def _key(request: Request) -> None:
+    """The API key, checked before the body is read or validated."""
+    _authorize(request)
+
+
+router = APIRouter(prefix="/v1", tags=["vocabularies"], dependencies=[Depends(_key)],
                    responses={s: {"model": ErrorResponse} for s in (400, 401, 404, 429)})
 
 
 def _registry(request: Request) -> Registry:
-    _authorize(request)
     registry = registry_of(request.app)
     if registry is None:
         raise AsrError("vocabularies live in the job store, which is disabled on this server (jobs.enabled)", 404,
