@@ -16,7 +16,8 @@ KEY = "walk-key"
 OPEN = {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/demo",
         "/demo/static/{name}"}
 PROTECTED_ON_OPEN_PATHS = {("POST", "/")}  # Alibaba FileTrans RPC on `/` (GET / without `Action` is the demo page)
-PATH_PARAMS = {"model_id": "whisper-1", "name": "app.js", "job_id": "0" * 32, "task_id": "0" * 32, "n": "0"}
+PATH_PARAMS = {"model_id": "whisper-1", "name": "app.js", "job_id": "0" * 32, "task_id": "0" * 32, "n": "0",
+               "vocabulary_id": "vocab-" + "0" * 32}
 NLS_START = json.dumps({"header": {"namespace": "SpeechTranscriber", "name": "StartTranscription", "task_id": "a" * 32,
                                    "message_id": "b" * 32, "appkey": "any"},
                         "payload": {"format": "pcm", "sample_rate": 16000}})

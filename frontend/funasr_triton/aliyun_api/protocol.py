@@ -39,7 +39,8 @@ class NlsAsrQuery(BaseModel):
                                                     "3.14), per sentence after punctuation (the `itn` model)")
     enable_voice_detection: bool = Field(False, description="accepted; VAD always segments the audio")
     disfluency: bool = Field(False, description="accepted; no disfluency filter is served")
-    vocabulary_id: str | None = Field(None, description="inline hotwords as funasr-api: \"词 20 词 15\"")
+    vocabulary_id: str | None = Field(None, description="a stored vocabulary's id (vocab-…, /v1/vocabularies), "
+                                         "or inline hotwords as funasr-api: \"词 20 词 15\"")
     customization_id: str | None = Field(None, description="accepted and ignored")
     audio_address: str | None = Field(None, description="audio by http(s) URL instead of the body (when enabled)")
     enable_words: bool = Field(False, description="extension: word timings in `sentences[].words`")

@@ -19,6 +19,7 @@ from ..app.inputs import check_speakers, is_uint
 from ..app.upload import SpooledAudio, spool_body
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
+from ..vocabularies.registry import looks_like_id, vocabulary_words
 from .protocol import NlsAsrQuery, NlsAsrResponse, NlsErrorResponse, NlsSentence, NlsStatus, NlsWord
 
 PREFIXES: tuple[str, ...] = ("/stream/v1",)
@@ -163,7 +164,9 @@ async def create_recognition(request: Request, query: Annotated[NlsAsrQuery, Que
                    ("speaker_count", "min_speakers", "max_speakers"))
     # enable_voice_detection and disfluency are accepted for compatibility: no disfluency model is served,
     # and VAD always segments the audio.
-    hotwords = parse_hotwords(query.vocabulary_id)
+    # a stored vocabulary's id (vocab-…), or inline words as funasr-api takes them ("词 20 词 15")
+    hotwords = (await vocabulary_words(request.app, query.vocabulary_id) if looks_like_id(query.vocabulary_id)
+                else parse_hotwords(query.vocabulary_id))
     model = service.check_model(query.model) if query.model else "paraformer"
     await service.require_model(model, query.model)
     language = (query.language or "auto").lower() if model == "sensevoice" else None

@@ -123,6 +123,8 @@ class JobSettings(BaseModel):
     poll_interval_s: float = Field(1.0, gt=0, description="an idle worker checks the queue this often")
     maintenance_interval_s: float = Field(10.0, gt=0, description="recovery of dead replicas' jobs, purging, "
                                           "job metrics: this often")
+    max_vocabularies: int = Field(1000, ge=1, description="hotword vocabularies stored (/v1/vocabularies, "
+                                  "in the job store); beyond that a new one is refused (429)")
     max_queued: int = Field(1000, ge=1, description="queued jobs (all replicas); beyond that a submission is refused (429)")
     max_files: int = Field(20, ge=1, description="files (uploads or URLs) in one job or one /transcribe request")
     max_job_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="audio bytes of one job (all its files)")

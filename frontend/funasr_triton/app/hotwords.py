@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import AsrError
 from .inputs import is_uint
 
 log = logging.getLogger(__name__)
@@ -54,3 +55,21 @@ def parse_hotwords(text: str | None) -> list[str]:
         if not is_uint(token.lstrip("-").replace(".", "", 1)):  # skip weights (ASCII numbers only: "²" is a word)
             words.append(token)
     return words
+
+
+def check_hotwords(words: list[str], limits, what: str = "request + hotword file", param: str = "hotwords") -> list[str]:
+    """The one check of the hotword limits (`limits.max_hotword_chars`, `limits.max_hotwords`), for requests
+    and stored vocabularies alike. Returns the words without blanks and repeats, in order."""
+    unique: list[str] = []
+    for w in words:
+        if w and w not in unique:
+            unique.append(w)
+    too_long = [w for w in unique if len(w) > limits.max_hotword_chars]
+    if too_long:
+        shown = too_long[0] if len(too_long[0]) <= 40 else too_long[0][:40] + "…"
+        raise AsrError(f"hotword {shown!r} is longer than {limits.max_hotword_chars} characters",
+                       400, "hotword_too_long", param)
+    if len(unique) > limits.max_hotwords:
+        raise AsrError(f"{len(unique)} hotwords ({what}); at most {limits.max_hotwords}", 400, "too_many_hotwords",
+                       param)
+    return unique

@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..seed_api.transcribe import router as seed_batch_router
     from ..filetrans_api.router import setup as filetrans_setup
     from ..jobs.router import router as jobs_router
+    from ..vocabularies.registry import setup as vocabularies_setup
+    from ..vocabularies.router import router as vocabularies_router
     from .demo import router as demo_router
 
     for prefixes, render, router in ((OPENAI_PREFIXES, openai_error, openai_router),
@@ -96,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
         renderers.extend((p, render) for p in prefixes)
     app.include_router(jobs_router)  # under /v1: OpenAI's error shape
+    app.include_router(vocabularies_router)  # under /v1 too; its table lives in the job store
+    app.state.job_setups.append(vocabularies_setup)
     app.include_router(filetrans_router)  # `/` with `Action` (before the demo page, which it serves without one)
     app.state.job_setups.append(filetrans_setup)
     app.include_router(dashscope_router)

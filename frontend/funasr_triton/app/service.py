@@ -25,7 +25,7 @@ from ..triton_client import AsyncTritonAsrClient
 from .admission import Admission
 from .config import Settings
 from .fetch import fetch
-from .hotwords import HotwordFile
+from .hotwords import HotwordFile, check_hotwords
 from .metrics import Metrics
 from .upload import SpooledAudio
 
@@ -69,18 +69,7 @@ class TranscriptionService:
                            "export (funasr-triton export --stages sensevoice)", 404, "model_not_found", param)
 
     def merged_hotwords(self, requested: list[str]) -> list[str]:
-        words = []
-        for w in [*self.hotword_file.words(), *requested]:
-            if w and w not in words:
-                words.append(w)
-        too_long = [w for w in words if len(w) > self.settings.limits.max_hotword_chars]
-        if too_long:
-            raise AsrError(f"hotword {too_long[0][:40]!r} is longer than {self.settings.limits.max_hotword_chars} characters",
-                           400, "hotword_too_long", "hotwords")
-        if len(words) > self.settings.limits.max_hotwords:
-            raise AsrError(f"{len(words)} hotwords (request + hotword file); at most {self.settings.limits.max_hotwords}",
-                           400, "too_many_hotwords", "hotwords")
-        return words
+        return check_hotwords([*self.hotword_file.words(), *requested], self.settings.limits)
 
     @contextlib.asynccontextmanager
     async def _admitted(self):

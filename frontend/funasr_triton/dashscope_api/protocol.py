@@ -15,7 +15,7 @@ class TranscriptionInput(BaseModel):
 
 class TranscriptionParameters(BaseModel):
     """Accepted parameters; those without an effect here (channel_id: audio is downmixed; disfluency and
-    timestamp alignment: no such model) are accepted and ignored. vocabulary_id is kept with the job."""
+    timestamp alignment: no such model) are accepted and ignored. vocabulary_id names a stored vocabulary (/v1/vocabularies): its words are the job's hotwords."""
     model_config = ConfigDict(extra="ignore")
     vocabulary_id: str | None = None
     phrase_id: str | None = None

@@ -26,6 +26,7 @@ from ..app.auth import bearer, key_ok
 from ..app.fetch import parse_target
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
+from ..vocabularies.registry import vocabulary_words
 from ..jobs.store import CANCELLED, EXPIRED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from . import protocol as p
 
@@ -107,7 +108,8 @@ async def submit(request: Request) -> JSONResponse:
         raise AsrError("speaker diarization is disabled on this server", 400, "diarization_disabled")
     options = TranscribeOptions(punctuation=True, timestamps=True, diarize=par.diarization_enabled,
                                 num_speakers=par.speaker_count if par.diarization_enabled else None,
-                                hotwords=request.app.state.service.merged_hotwords([]))
+                                hotwords=request.app.state.service.merged_hotwords(
+                                    await vocabulary_words(request.app, par.vocabulary_id, "parameters.vocabulary_id")))
     params = {"options": options.model_dump(mode="json"),
               "dashscope": {"model": body.model, "parameters": par.model_dump(mode="json", exclude_none=True)}}
     files = [{"name": u.rsplit("/", 1)[-1] or u, "url": u} for u in body.input.file_urls]

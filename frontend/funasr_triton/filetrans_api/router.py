@@ -25,6 +25,7 @@ from ..app.demo import demo_page
 from ..app.fetch import parse_target
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
+from ..vocabularies.registry import vocabulary_words
 from ..jobs.callbacks import check_callback, post_json
 from ..jobs.store import CANCELLED as JOB_CANCELLED
 from ..jobs.store import EXPIRED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
@@ -156,10 +157,14 @@ async def _submit(request: Request, params: dict[str, str]) -> JSONResponse:
     diarize = task.auto_split or task.enable_speaker_diarization
     if diarize and not settings.diarization.enabled:
         raise FileTransError(400, p.PARAMETER_INVALID, "speaker diarization is disabled on this server")
+    try:
+        hotwords = request.app.state.service.merged_hotwords(await vocabulary_words(request.app, task.vocabulary_id,
+                                                                                    "vocabulary_id"))
+    except AsrError as err:
+        raise FileTransError(400, p.PARAMETER_INVALID, err.message) from None
     options = TranscribeOptions(punctuation=task.enable_punctuation_prediction, timestamps=True, diarize=diarize,
                                 num_speakers=task.speaker_num or (2 if task.auto_split else None),
-                                itn=task.enable_inverse_text_normalization,
-                                hotwords=request.app.state.service.merged_hotwords([]))
+                                itn=task.enable_inverse_text_normalization, hotwords=hotwords)
     params_ = {"options": options.model_dump(mode="json"), "filetrans": task.model_dump(mode="json")}
     try:
         job = await jobs.submit(KIND, params_, [{"name": task.file_link.rsplit("/", 1)[-1], "url": task.file_link}],

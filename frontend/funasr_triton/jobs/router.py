@@ -23,6 +23,7 @@ from ..errors import AsrError
 from ..openai_api.protocol import ErrorResponse, ResponseFormat, TranscriptionRequest
 from ..openai_api.router import (_authorize, _form_fields, _hotwords, _read_form, _read_upload, _render, _text_values,
                                  _validate)
+from ..vocabularies.registry import vocabulary_words
 from .store import FINISHED, SUCCEEDED, Job
 
 KIND = "openai"
@@ -38,7 +39,7 @@ _SUBMIT_DOC = {"requestBody": {"required": True, "content": {"multipart/form-dat
                    "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt",
                                                                   "diarized_json"]},
                    "model": {"type": "string"}, "language": {"type": "string"}, "prompt": {"type": "string"},
-                   "hotwords": {"type": "string"}, "enable_speaker_diarization": {"type": "boolean"},
+                   "hotwords": {"type": "string"}, "vocabulary_id": {"type": "string"}, "enable_speaker_diarization": {"type": "boolean"},
                    "timestamp_granularities[]": {"type": "array", "items": {"type": "string"}}}}}}}}
 
 
@@ -126,6 +127,7 @@ async def submit_job(request: Request) -> JSONResponse:
         service.check_model(req.model)
         check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
         options = openai_options(req, settings)
+        options.hotwords = [*await vocabulary_words(request.app, req.vocabulary_id), *options.hotwords]
         if req.stream:
             raise AsrError("stream: a job is not streamed; poll GET /v1/jobs/{id}", 400, "invalid_value", "stream")
         uploads = form.getlist("file")

@@ -82,7 +82,8 @@ class NlsStartPayload(BaseModel):
     max_sentence_silence: int | None = Field(None, ge=200, le=2000, description="ms of silence that ends a "
                                              "sentence; omitted: the server's streaming.max_sentence_silence_ms")
     disfluency: bool = Field(False, description="accepted; no disfluency filter is served")
-    vocabulary_id: str | None = Field(None, description="inline hotwords as the REST surface: \"词 20 词 15\"")
+    vocabulary_id: str | None = Field(None, description="as the REST surface: a stored vocabulary's id "
+                                         "(vocab-…) or inline hotwords \"词 20 词 15\"")
     customization_id: str | None = Field(None, description="accepted and ignored")
 
 

@@ -29,6 +29,7 @@ from ..aliyun_api.protocol import NlsStatus
 from ..app.auth import key_ok, nls_token
 from ..app import wsio
 from ..app.hotwords import parse_hotwords
+from ..vocabularies.registry import looks_like_id, vocabulary_words
 from ..app.inputs import loads
 from ..app.streaming import Stream, StreamEvent, StreamOptions
 from ..errors import AsrError
@@ -273,7 +274,8 @@ class NlsSession:
                              punctuation=start.enable_punctuation_prediction,
                              itn=start.enable_inverse_text_normalization,
                              max_sentence_silence_ms=start.max_sentence_silence,
-                             hotwords=parse_hotwords(start.vocabulary_id))
+                             hotwords=await vocabulary_words(self.ws.app, start.vocabulary_id)
+                             if looks_like_id(start.vocabulary_id) else parse_hotwords(start.vocabulary_id))
 
     def parse(self, message: dict) -> NlsClientMessage | None:
         """A text message as a command; None for binary audio."""

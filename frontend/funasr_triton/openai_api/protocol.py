@@ -70,6 +70,8 @@ class TranscriptionRequest(BaseModel):
     temperature: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=lambda: ["segment"])
     hotwords: list[str] = Field(default_factory=list, description="extension: hotwords (space/comma separated)")
+    vocabulary_id: str | None = Field(None, max_length=64, description="extension: a stored vocabulary's id "
+                                      "(/v1/vocabularies); its words come before the inline hotwords")
     # extension: speaker diarization (always on for diarized_json and gpt-4o-transcribe-diarize)
     enable_speaker_diarization: bool = False
     num_speakers: int | None = Field(None, ge=1, le=32)

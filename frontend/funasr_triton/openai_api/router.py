@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from ..app.auth import bearer, key_ok
 from ..app.hotwords import parse_hotwords
+from ..vocabularies.registry import vocabulary_words
 from ..app.inputs import check_speakers, is_uint, loads
 from ..app.upload import SpooledAudio, spool_upload
 from ..contract import TokenLogprob, TranscribeOptions, Transcript
@@ -61,6 +62,8 @@ _FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data"
                    "known_speaker_names[]": {**_LIST, "maxItems": 4},
                    "known_speaker_references[]": {**_LIST, "maxItems": 4}, "keywords[]": _LIST, "languages[]": _LIST,
                    "hotwords": {"type": "string", "description": "extension: hotwords (space/comma separated)"},
+                   "vocabulary_id": {"type": "string", "description": "extension: a stored vocabulary's id "
+                                     "(/v1/vocabularies); its words are added before the inline hotwords"},
                    "audio_address": {"type": "string", "description": "extension (funasr-api): an audio URL "
                                      "fetched instead of `file` (needs AUDIO__URL_FETCH_ENABLED)"},
                    "enable_speaker_diarization": {"type": "boolean", "default": False, "description": "extension"},
@@ -502,7 +505,9 @@ async def create_transcription(request: Request) -> Response:
         num_speakers = req.num_speakers
         if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
             num_speakers = len(req.known_speaker_names)
-        options = TranscribeOptions(hotwords=_hotwords(req, request.app.state.settings.limits.max_hotword_chars),
+        hotwords = [*await vocabulary_words(request.app, req.vocabulary_id),
+                    *_hotwords(req, request.app.state.settings.limits.max_hotword_chars)]
+        options = TranscribeOptions(hotwords=hotwords,
                                     punctuation=True, timestamps=True, diarize=diarize, num_speakers=num_speakers,
                                     min_speakers=req.min_speakers, max_speakers=req.max_speakers,
                                     itn=request.app.state.settings.itn.default if req.itn is None else req.itn,
