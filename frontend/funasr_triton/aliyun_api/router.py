@@ -19,7 +19,8 @@ from ..app.inputs import check_speakers, is_uint
 from ..app.upload import SpooledAudio, spool_body
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
-from .protocol import NlsAsrQuery, NlsAsrResponse, NlsErrorResponse, NlsSentence, NlsStatus, NlsWord
+from ..nls import NlsStatus
+from .protocol import NlsAsrQuery, NlsAsrResponse, NlsErrorResponse, NlsSentence, NlsWord
 
 PREFIXES: tuple[str, ...] = ("/stream/v1",)
 
