@@ -22,6 +22,9 @@ skips it; `--skip-offline` runs only the streaming part, for quick iteration).
 
 Writes bench/results/<UTC timestamp>.json and regenerates docs/benchmark.md. Progress: one line
 per measurement on stderr. Targets from the issue are reported, not asserted.
+
+What the bench modules share (paths, CPU/RSS meters, clips, summaries, worker spawning, the baselines'
+loaders, machine info) is in bench_common.py, which imports none of them.
 """
 from __future__ import annotations
 
@@ -59,10 +62,6 @@ TARGETS = {
     "served_fp32_vs_funasr_onnx": 0.95,
     "served_int8_vs_automodel": 2.0,
 }
-
-
-# --------------------------------------------------------------------------------------------
-# audio
 
 
 # --------------------------------------------------------------------------------------------
