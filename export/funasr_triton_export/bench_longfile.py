@@ -56,9 +56,9 @@ import numpy as np
 
 from funasr_triton.server import free_ports
 
-from .bench import (AUDIO_DIR, BENCH, CACHE, DOC, ONNX_DIR, REPO, ROOT, SR, CpuMeter, RssSampler, _tree_cpu_s, error_text,
-                    funasr_onnx_transcribe, load_automodel, load_funasr_onnx, machine_info, other_load_text, progress,
-                    run_worker, served_settings, text_units)
+from .bench_common import (AUDIO_DIR, BENCH, CACHE, DOC, ONNX_DIR, REPO, ROOT, SR, CpuMeter, RssSampler, _tree_cpu_s,
+                           error_text, funasr_onnx_transcribe, load_automodel, load_funasr_onnx, machine_info,
+                           other_load_text, progress, run_worker, served_settings, text_units)
 from .speech import SENTENCES, espeak
 
 LONG_DIR = BENCH / "long"

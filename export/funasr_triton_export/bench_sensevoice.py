@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import CACHE, ROOT, SR, THREADS, describe, make_clips, progress, run_sequential, summarize, text_units
+from .bench_common import CACHE, ROOT, SR, THREADS, describe, make_clips, progress, run_sequential, summarize, text_units
 
 LOADED = ("pipeline", "vad", "sensevoice")
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import (BENCH, CACHE, REPO, ROOT, SR, THREADS, CpuMeter, RssSampler, _fmt, _load_clips, _model_counts,
-                    _settings_text,
-                    error_text, other_load_text, progress, run_worker, served_settings, text_units)
+from .bench_common import (BENCH, CACHE, REPO, ROOT, SR, THREADS, CpuMeter, RssSampler, _fmt, _load_clips,
+                           _model_counts, _settings_text, error_text, other_load_text, progress, run_worker,
+                           served_settings, text_units)
 
 CHUNK_SIZE = [0, 10, 5]  # 600 ms chunks, 300 ms look-ahead: FunASR's default
 CHUNK = CHUNK_SIZE[1] * 960  # samples per chunk (60 ms per LFR frame)

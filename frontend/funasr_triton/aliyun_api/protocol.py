@@ -5,24 +5,9 @@ integer milliseconds (NLS times are ms; funasr-api's float seconds are deliberat
 """
 from __future__ import annotations
 
-from enum import IntEnum
-
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class NlsStatus(IntEnum):
-    """NLS `status` codes (Alibaba docs; funasr-api `app/core/exceptions.py`)."""
-    SUCCESS = 20000000
-    DEFAULT_CLIENT_ERROR = 40000000
-    AUTHENTICATION_FAILED = 40000001
-    INVALID_MESSAGE = 40000002
-    INVALID_PARAMETER = 40000003
-    IDLE_TIMEOUT = 40000004
-    TOO_MANY_REQUESTS = 40000005
-    TRIAL_EXPIRED = 40000010
-    UNSUPPORTED_SAMPLE_RATE = 41010101
-    DEFAULT_SERVER_ERROR = 50000000
-    INTERNAL_GRPC_ERROR = 50000001
+from ..nls import NlsStatus
 
 
 class NlsAsrQuery(BaseModel):

@@ -19,8 +19,9 @@ from ..app.inputs import check_speakers, is_uint
 from ..app.upload import SpooledAudio, spool_body
 from ..contract import TranscribeOptions, Transcript
 from ..errors import AsrError
+from ..nls import NlsStatus
 from ..vocabularies.registry import looks_like_id, vocabulary_words
-from .protocol import NlsAsrQuery, NlsAsrResponse, NlsErrorResponse, NlsSentence, NlsStatus, NlsWord
+from .protocol import NlsAsrQuery, NlsAsrResponse, NlsErrorResponse, NlsSentence, NlsWord
 
 PREFIXES: tuple[str, ...] = ("/stream/v1",)
 

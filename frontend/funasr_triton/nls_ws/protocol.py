@@ -3,22 +3,18 @@
 Text frames are JSON `{"header": ..., "payload": ...}`; binary frames are audio. Field names, the order
 of the header keys and the meaning of every value follow Alibaba's gateway (docs "WebSocket协议说明",
 aliyun/alibabacloud-nls-python-sdk, -go-sdk); times are integer milliseconds from the start of the audio.
-Status codes are the REST surface's `NlsStatus` (one code list for both NLS surfaces).
+Status codes are `funasr_triton.nls.NlsStatus` (one code list for both NLS surfaces).
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..nls import new_id
+
 SUCCESS_TEXT = "Gateway:SUCCESS:Success."
 FAILURE_NAMESPACE = "Default"  # real TaskFailed messages use it (and the Go SDK accepts it)
-
-
-def new_id() -> str:
-    """A 32-hex NLS id (task_id, message_id)."""
-    return uuid.uuid4().hex
 
 
 class NlsCommands(BaseModel):

@@ -25,7 +25,6 @@ import struct
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from ..aliyun_api.protocol import NlsStatus
 from ..app.auth import key_ok, nls_token
 from ..app import wsio
 from ..app.hotwords import parse_hotwords
@@ -34,6 +33,7 @@ from ..app.inputs import loads
 from ..app.streaming import Stream, StreamEvent, StreamOptions
 from ..errors import AsrError
 from ..logs import event
+from ..nls import NlsStatus
 from .protocol import (FAILURE_NAMESPACE, NAMESPACES, NlsClientMessage, NlsCommands, NlsServerHeader,
                        NlsServerMessage, NlsStartPayload, NlsWsWord, RecognitionResultPayload, SentenceBeginPayload,
                        SentenceEndPayload, TranscriptionResultChangedPayload, new_id)
