@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..filetrans_api.router import setup as filetrans_setup
     from ..jobs.router import router as jobs_router
     from ..vocabularies.registry import setup as vocabularies_setup
-    from ..vocabularies.router import router as vocabularies_router
+    from ..openai_api.vocabularies import router as vocabularies_router
     from .demo import router as demo_router
 
     for prefixes, render, router in ((OPENAI_PREFIXES, openai_error, openai_router),

@@ -1,4 +1,5 @@
-"""`/v1/vocabularies`: create, read, list, replace and delete hotword vocabularies (OpenAI error shape).
+"""`/v1/vocabularies`: create, read, list, replace and delete hotword vocabularies (OpenAI error shape: part of
+the OpenAI-style `/v1` surface; the registry itself, `funasr_triton.vocabularies`, serves every surface).
 
 Requests name a vocabulary by `vocabulary_id` (registry.vocabulary_words resolves it for every surface).
 Each vocabulary alone must pass the hotword limits (limits.max_hotwords, limits.max_hotword_chars).
@@ -9,10 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ..app.hotwords import check_hotwords
 from ..errors import AsrError
-from ..openai_api.protocol import ErrorResponse
-from ..openai_api.router import _authorize
-from .protocol import Vocabulary, VocabularyCreate, VocabularyDeleted, VocabularyList, VocabularyUpdate
-from .registry import Registry, VocabularyRow, registry_of
+from ..vocabularies.protocol import Vocabulary, VocabularyCreate, VocabularyDeleted, VocabularyList, VocabularyUpdate
+from ..vocabularies.registry import Registry, VocabularyRow, registry_of
+from .protocol import ErrorResponse
+from .router import _authorize
 
 
 
