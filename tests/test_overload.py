@@ -100,15 +100,31 @@ def test_twice_the_streams_are_refused_in_the_protocols_way(small, clip, surface
           f"{len(refused)} refused")
 
 
+def wait_admitted(base_url: str, held, timeout_s: float = 120.0) -> None:
+    """Until the frontend's funasr_inflight_requests gauge shows the holder running."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert not held.done(), f"the holder ended before it was seen running: {held.result()}"
+        lines = httpx.get(base_url + "/metrics", timeout=10).text.splitlines()
+        if any(line.startswith("funasr_inflight_requests ") and float(line.split()[1]) >= 1 for line in lines):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the holder was not admitted in time")
+
+
 def test_queue_timeout_is_429(triton, tmp_path, clip):
     fe = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_LIMITS__MAX_CONCURRENT_JOBS="1",
                         FUNASR_TRITON_LIMITS__MAX_QUEUED_JOBS="4", FUNASR_TRITON_LIMITS__QUEUE_TIMEOUT_S="1")
     try:
-        holder = Clients(fe.base_url, np.tile(clip, 40), timeout_s=300)  # 4 min of audio: holds the only slot
+        # 20 min of audio holds the only slot well past the three waiters' queue timeouts, even on a quiet machine
+        # where the test models recognise 4 min in about a second
+        holder = Clients(fe.base_url, np.tile(clip, 200), timeout_s=300)
         waiter = Clients(fe.base_url, clip[:16000 * 2], timeout_s=60)
         with ThreadPoolExecutor(1) as pool:
             held = pool.submit(holder.call, "openai")
-            time.sleep(1.5)  # uploaded and admitted
+            wait_admitted(fe.base_url, held)  # uploaded (38 MB) and running, not a fixed sleep
             outcomes = {s: waiter.call(s) for s in ("openai", "aliyun", "api")}
             first = held.result(300)
         assert first.ok, first
