@@ -3,6 +3,7 @@ real frontend) against real Triton: Transcription.async_call, wait, fetch; the t
 a task with a failing file; errors in DashScope's shape."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import httpx
@@ -17,16 +18,25 @@ from dashscope.audio.asr import Transcription  # noqa: E402
 KEY = "dashscope-test-key"
 
 
-@pytest.fixture(scope="module")
-def ds_frontend(triton, tmp_path_factory, audio_host):
-    fe = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("dashscope"),
-                        **job_env(audio_host, FUNASR_TRITON_AUTH__API_KEYS=json.dumps([KEY])))
+@contextlib.contextmanager
+def sdk_pointed_at(fe, key: str = KEY):
+    """The unmodified dashscope SDK talking to `fe` (its module-level base URL and key), restored afterwards;
+    the frontend is stopped on the way out."""
     old = dashscope.base_http_api_url
     dashscope.base_http_api_url = f"{fe.base_url}/api/v1"
-    dashscope.api_key = KEY
-    yield fe
-    dashscope.base_http_api_url = old
-    fe.stop()
+    dashscope.api_key = key
+    try:
+        yield fe
+    finally:
+        dashscope.base_http_api_url = old
+        fe.stop()
+
+
+@pytest.fixture(scope="module")
+def ds_frontend(triton, tmp_path_factory, audio_host):
+    with sdk_pointed_at(start_frontend(triton.grpc_url, tmp_path_factory.mktemp("dashscope"),
+                                       **job_env(audio_host, FUNASR_TRITON_AUTH__API_KEYS=json.dumps([KEY])))) as fe:
+        yield fe
 
 
 def test_async_call_wait_fetch_with_the_official_sdk(ds_frontend, audio_host):

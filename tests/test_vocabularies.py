@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 from tests.conftest import start_frontend
 from tests.test_aliyun_api import assert_nls_error, assert_success, post
 from tests.test_jobs import audio_host, job_env  # noqa: F401  (audio_host: a fixture)
+from tests.test_jobs_dashscope import sdk_pointed_at
 from tests.test_jobs_filetrans import ServerException, request, task
 from tests.test_nls_ws import Speech, expect_task_failed, run_transcriber, start_message
 from tests.test_openai_api import sdk
@@ -38,12 +39,8 @@ def fe(triton, tmp_path_factory, audio_host):
     handle = start_frontend(triton.grpc_url, tmp_path_factory.mktemp("vocabularies"),
                             **job_env(audio_host, FUNASR_TRITON_AUTH__API_KEYS=json.dumps([KEY]),
                                       FUNASR_TRITON_JOBS__MAX_VOCABULARIES=str(MAX_VOCABULARIES)))
-    old = dashscope.base_http_api_url
-    dashscope.base_http_api_url = f"{handle.base_url}/api/v1"
-    dashscope.api_key = KEY
-    yield handle
-    dashscope.base_http_api_url = old
-    handle.stop()
+    with sdk_pointed_at(handle, KEY):
+        yield handle
 
 
 @pytest.fixture(scope="module")
