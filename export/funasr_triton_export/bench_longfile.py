@@ -527,9 +527,12 @@ def run_long(prep: dict, args) -> dict:
     out["served"] = _served_runs(REPO, "test-large", throughput, [(label, 1) for label in throughput])
     spec = {"files": {k: str(p) for k, (p, _) in throughput.items()}, "warmup": str(warmup_mp3()),
             "source_dirs": prep["source_dirs"], "onnx_dir": str(ONNX_DIR)}
+    automodel_minutes = minutes if args.long_automodel_minutes is None else parse_minutes(args.long_automodel_minutes)
+    automodel_files = {k: v for k, v in spec["files"].items() if k in {_label(m) for m in automodel_minutes}}
     for runtime in ("funasr-onnx", "automodel"):
         progress(f"long {runtime}: loading")
-        out[runtime.replace("-", "_")] = run_worker("long-baseline", {**spec, "runtime": runtime}, timeout_s=6 * 3600)
+        run_spec = {**spec, "runtime": runtime, **({"files": automodel_files} if runtime == "automodel" else {})}
+        out[runtime.replace("-", "_")] = run_worker("long-baseline", run_spec, timeout_s=6 * 3600)
     if memory_minutes or parallel > 1:
         repo = REPO if args.long_memory_source == "test-large" else test_repository()
         longest = _label(max(minutes)) if minutes else None
@@ -741,7 +744,7 @@ def render_section(long: dict, footer: list[str] = (), cores: int | None = None)
     if long.get("served", {}).get("error"):
         lines += [f"Served runs failed: `{long['served']['error']}`", ""]
     lines += [f"Long-file part: {long.get('total_s', 0) / 60:.1f} min in all. Reproduce: `funasr-triton bench "
-              "--long-only` (files and minutes: `--long-minutes`, `--long-memory-minutes`, `--long-parallel`, "
+              "--long-only` (files and minutes: `--long-minutes`, `--long-automodel-minutes`, `--long-memory-minutes`, `--long-parallel`, "
               "`--long-memory-source`).", "", *footer, MARK_END]
     return lines
 
@@ -765,6 +768,8 @@ def main_long_only(args, prep: dict, started: datetime.datetime, load_at_start: 
     result = {
         "format": 1, "kind": "long-only", "started_at": started.isoformat(timespec="seconds"),
         "args": {"long_minutes": parse_minutes(args.long_minutes),
+                 "long_automodel_minutes": (None if args.long_automodel_minutes is None
+                                            else parse_minutes(args.long_automodel_minutes)),
                  "long_memory_minutes": parse_minutes(args.long_memory_minutes), "long_parallel": args.long_parallel,
                  "long_memory_source": args.long_memory_source},
         "machine": {**machine_info(), "loadavg_at_start": load_at_start},
