@@ -349,7 +349,9 @@ def machine_info() -> dict:
     except AttributeError:
         usable = os.cpu_count()
     espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
-    status = _git("status", "--porcelain")
+    # the bench's own outputs (results, docs/benchmark.md) written by an earlier part of the same run do not
+    # make the measured tree dirty
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)bench/results", ":(exclude)docs/benchmark.md")
     return {
         "cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable, "ram_gib": ram,
         "platform": platform.platform(), "python": platform.python_version(),
