@@ -165,7 +165,7 @@ class FunasrSession(wsio.Session):
         if model != "paraformer" and self.config.mode != "offline":
             raise AsrError(f"model {self.config.model!r} serves offline mode only", 400, "invalid_parameter", "model")
         if self.config.mode == "offline":
-            await self.offline(pending)
+            await self.offline(pending, model)
         else:
             await self.streaming(pending)
 
@@ -244,7 +244,7 @@ class FunasrSession(wsio.Session):
 
     # ---- offline ------------------------------------------------------------------------------------------
 
-    async def offline(self, pending: bytes | None) -> None:
+    async def offline(self, pending: bytes | None, model: str) -> None:
         c = self.config
         pcm = c.wav_format.lower() == "pcm"
         if pcm and not OFFLINE_RATES[0] <= c.audio_fs <= OFFLINE_RATES[1]:
@@ -272,7 +272,6 @@ class FunasrSession(wsio.Session):
         del audio
         is_wav = data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE"  # a wav file sent as "pcm"
         service = self.app.state.service
-        model = service.check_model(c.model) if c.model else "paraformer"
         await service.require_model(model, c.model)
         sensevoice = model == "sensevoice"
         language = (c.svs_lang or "auto").lower() if sensevoice else None
@@ -283,7 +282,7 @@ class FunasrSession(wsio.Session):
                                     punctuation=True if not sensevoice or c.svs_itn is None else c.svs_itn,
                                     timestamps=True, pcm_sample_rate=c.audio_fs if pcm and not is_wav else None,
                                     itn=c.itn and not sensevoice, model=model, language=language)
-        transcript = await self.app.state.service.transcribe(data, options)
+        transcript = await service.transcribe(data, options)
         await self.send(self.offline_result(transcript))
 
     def offline_result(self, transcript: Transcript) -> FunasrResult:
