@@ -234,7 +234,7 @@ def test_bad_settings(frontend, first, code):
 
 
 def test_stamp_sents_cut_at_punctuation():
-    from funasr_triton.funasr_ws.router import stamp_sents
+    from funasr_triton.funasr_ws.session import stamp_sents
 
     words = [("今", 0, 100), ("天", 100, 200), ("好", 300, 400), ("hello", 500, 900)]
     pieces = [p.model_dump() for p in stamp_sents("今天，好 hello。", words)]

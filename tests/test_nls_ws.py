@@ -375,7 +375,7 @@ def test_client_vanishing_mid_stream_frees_the_stream(frontend, two_sentences, o
 
 def test_wav_header_is_skipped_across_frames():
     from funasr_triton.errors import AsrError
-    from funasr_triton.nls_ws.router import WavHeader, join_sentences
+    from funasr_triton.nls_ws.session import WavHeader, join_sentences
 
     audio = bytes(range(200)) * 4
     buf = io.BytesIO()

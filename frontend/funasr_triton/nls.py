@@ -1,4 +1,4 @@
-"""Alibaba NLS codes shared by both NLS surfaces: REST `aliyun_api/` and WebSocket `nls_ws/`.
+"""What both NLS surfaces share, REST `aliyun_api/` and WebSocket `nls_ws/`: status codes, ids, `vocabulary_id`.
 
 A surface package never imports another surface; what two surfaces share lives here, below them.
 (FileTrans, a separate product, keeps its own `StatusCode` list in `filetrans_api/protocol.py`.)
@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import uuid
 from enum import IntEnum
+
+from .app.hotwords import parse_hotwords
+from .vocabularies.registry import looks_like_id, vocabulary_words
 
 
 class NlsStatus(IntEnum):
@@ -27,3 +30,11 @@ class NlsStatus(IntEnum):
 def new_id() -> str:
     """A 32-hex NLS id (task_id, message_id)."""
     return uuid.uuid4().hex
+
+
+async def vocabulary_hotwords(app, vocabulary_id: str | None) -> list[str]:
+    """NLS `vocabulary_id`: a stored vocabulary's id (vocab-…), or inline words as funasr-api takes them
+    ("词 20 词 15")."""
+    if looks_like_id(vocabulary_id):
+        return await vocabulary_words(app, vocabulary_id)
+    return parse_hotwords(vocabulary_id)

@@ -77,24 +77,20 @@ def build_inputs(samples: np.ndarray, options: TranscribeOptions) -> list:
     return inputs
 
 
-def job_inputs(samples: np.ndarray, config: str | None, final: bool = False, abort: bool = False) -> list:
-    """transcribe inputs: WAV [1, samples] FP32, CONFIG [1, 1] BYTES (START only), FINAL/ABORT [1, 1] BOOL."""
-    inputs = stream_inputs(samples, config)
-    for name, value in (("FINAL", final), ("ABORT", abort)):
-        if value:
-            inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
-            inputs[-1].set_data_from_numpy(np.array([[True]]))
-    return inputs
-
-
-def stream_inputs(samples: np.ndarray, config: str | None) -> list:
-    """streaming_asr inputs: WAV [1, samples] FP32 (16 kHz), CONFIG [1, 1] BYTES on the first request only."""
+def stream_inputs(samples: np.ndarray, config: str | None, final: bool = False, abort: bool = False) -> list:
+    """Inputs of the sequence models `streaming_asr` and `transcribe`: WAV [1, samples] FP32 (16 kHz),
+    CONFIG [1, 1] BYTES on the first request only, FINAL / ABORT [1, 1] BOOL when set (streaming_asr reads
+    ABORT only)."""
     wav = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
     inputs = [grpcclient.InferInput("WAV", list(wav.shape), "FP32")]
     inputs[0].set_data_from_numpy(wav)
     if config is not None:
         inputs.append(grpcclient.InferInput("CONFIG", [1, 1], "BYTES"))
         inputs[-1].set_data_from_numpy(np.array([[config.encode("utf-8")]], dtype=object))
+    for name, value in (("FINAL", final), ("ABORT", abort)):
+        if value:
+            inputs.append(grpcclient.InferInput(name, [1, 1], "BOOL"))
+            inputs[-1].set_data_from_numpy(np.array([[True]]))
     return inputs
 
 
@@ -223,26 +219,40 @@ class TritonAsrClient:
         return out["EMBEDDING"].reshape(-1)
 
 
-class TritonAsrStream:
-    """Synchronous twin of AsyncTritonAsrStream (tests, tools, internal callers)."""
+class StreamSequence:
+    """What both stream clients share: one real-time stream is a Triton sequence (random correlation id) on
+    the `streaming_asr` model; the first request starts it and carries the config, `end=True` ends it, and
+    no request follows the end (nor an error: the client then counts the stream as ended)."""
 
-    def __init__(self, client: TritonAsrClient, config: dict):
+    def __init__(self, client: "TritonAsrClient | AsyncTritonAsrClient", config: dict):
         self._client = client
         self.sequence_id = new_sequence_id()
         self._config: str | None = json.dumps(config)
-        self.ended = False
+        self.ended = False  # no more requests from this object
 
-    def send(self, samples: np.ndarray, end: bool = False) -> list[dict]:
+    @property
+    def started(self) -> bool:
+        return self._config is None
+
+    def _request(self, samples: np.ndarray, end: bool) -> dict:
+        """The next request, as keyword arguments of `infer` (the same for the sync and the asyncio client)."""
         if self.ended:
             raise AsrError("the stream has already ended", 400, "stream_ended")
         start, config = self._config is not None, self._config
         self._config = None
         self.ended = end
+        return dict(model_name=STREAMING, inputs=stream_inputs(samples, config),
+                    outputs=[grpcclient.InferRequestedOutput("EVENTS")], sequence_id=self.sequence_id,
+                    sequence_start=start, sequence_end=end, client_timeout=self._client.timeout_s)
+
+
+class TritonAsrStream(StreamSequence):
+    """Synchronous twin of AsyncTritonAsrStream (the `listen` command, tests)."""
+
+    def send(self, samples: np.ndarray, end: bool = False) -> list[dict]:
+        request = self._request(samples, end)
         try:
-            result = self._client._client.infer(
-                STREAMING, stream_inputs(samples, config), outputs=[grpcclient.InferRequestedOutput("EVENTS")],
-                sequence_id=self.sequence_id, sequence_start=start, sequence_end=end,
-                client_timeout=self._client.timeout_s)
+            result = self._client._client.infer(**request)
         except InferenceServerException as exc:
             self.ended = True
             raise map_error(exc) from exc
@@ -294,7 +304,7 @@ class AsyncTritonAsrClient:
         request later (a stalled Triton does, once it resumes) and open state for it that no client would end.
         ABORT+END is retried while Triton keeps missing the deadline, up to within_s; any answer ends it."""
         async def run() -> None:
-            inputs = job_inputs(np.zeros(0, np.float32), None, abort=True)
+            inputs = stream_inputs(np.zeros(0, np.float32), None, abort=True)
             t0, delay = time.monotonic(), 1.0
             while time.monotonic() - t0 < within_s:
                 try:
@@ -354,7 +364,7 @@ class AsyncTritonAsrClient:
         return AsyncTritonAsrStream(self, config or {})
 
 
-class AsyncTritonAsrStream:
+class AsyncTritonAsrStream(StreamSequence):
     """One real-time stream: a Triton sequence (random correlation id) on the `streaming_asr` model.
 
     `send(samples)` passes 16 kHz float samples (any length; the model buffers partial chunks) and
@@ -365,27 +375,13 @@ class AsyncTritonAsrStream:
     """
 
     def __init__(self, client: "AsyncTritonAsrClient", config: dict):
-        self._client = client
-        self.sequence_id = new_sequence_id()
-        self._config: str | None = json.dumps(config)
-        self.ended = False  # no more requests from this object
+        super().__init__(client, config)
         self._closed = False  # the model has let go of the stream (END answered or ABORT sent)
 
-    @property
-    def started(self) -> bool:
-        return self._config is None
-
     async def send(self, samples: np.ndarray, end: bool = False) -> list[dict]:
-        if self.ended:
-            raise AsrError("the stream has already ended", 400, "stream_ended")
-        start, config = self._config is not None, self._config
-        self._config = None
-        self.ended = end
+        request = self._request(samples, end)
         try:
-            result = await self._client._client.infer(
-                STREAMING, stream_inputs(samples, config), outputs=[grpcclient_aio.InferRequestedOutput("EVENTS")],
-                sequence_id=self.sequence_id, sequence_start=start, sequence_end=end,
-                client_timeout=self._client.timeout_s)
+            result = await self._client._client.infer(**request)
         except InferenceServerException as exc:
             self.ended = True
             err = self._client.map_error(exc)
@@ -402,9 +398,7 @@ class AsyncTritonAsrStream:
         if self._closed or not self.started:
             return
         self._closed = True
-        inputs = stream_inputs(np.zeros(0, np.float32), None)
-        inputs.append(grpcclient.InferInput("ABORT", [1, 1], "BOOL"))
-        inputs[-1].set_data_from_numpy(np.array([[True]]))
+        inputs = stream_inputs(np.zeros(0, np.float32), None, abort=True)
         try:
             await self._client._client.infer(STREAMING, inputs, sequence_id=self.sequence_id, sequence_end=True,
                                              client_timeout=self._client.ready_timeout_s * 5)
@@ -437,7 +431,7 @@ class AsrJob:
         self._open = self._open or start
         try:
             result = await self._client._client.infer(
-                TRANSCRIBE, job_inputs(samples, config, final, abort),
+                TRANSCRIBE, stream_inputs(samples, config, final, abort),
                 outputs=[grpcclient_aio.InferRequestedOutput("EVENTS")], sequence_id=self.sequence_id,
                 sequence_start=start, sequence_end=end, client_timeout=self._client.timeout_s)
         except InferenceServerException as exc:

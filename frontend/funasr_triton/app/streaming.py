@@ -1,6 +1,6 @@
 """Real-time streams, protocol-neutral: limits, 8 kHz -> 16 kHz, chunking, metrics, cleanup.
 
-The WebSocket routers (Alibaba NLS, FunASR) translate their wire messages into StreamOptions and
+The WebSocket sessions (nls_ws, funasr_ws: session.py) translate their wire messages into StreamOptions and
 render StreamEvents; everything else about a stream lives here:
 
     async with service.streaming.open(options, protocol="nls") as stream:   # AsrError 429 when full
@@ -106,7 +106,7 @@ class Upsampler2x:
 
 
 class Stream:
-    """One open stream. Not safe for concurrent use: a router feeds it from one coroutine."""
+    """One open stream. Not safe for concurrent use: a session feeds it from one coroutine."""
 
     def __init__(self, service: "StreamingService", triton: AsyncTritonAsrStream, options: StreamOptions,
                  chunk_samples: int, protocol: str):
