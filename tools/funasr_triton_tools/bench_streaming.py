@@ -30,6 +30,10 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+
+from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
+from funasr_triton.triton_client import AsyncTritonAsrClient
 
 from .bench_common import (BENCH, CACHE, REPO, ROOT, SR, THREADS, CpuMeter, RssSampler, _fmt, _load_clips,
                            _model_counts, _settings_text, error_text, other_load_text, progress, run_worker,
@@ -60,7 +64,7 @@ def _stats(values: list[float], digits: int = 3) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# funasr_onnx directory (written by bench.prepare)
+# funasr_onnx directory (written by bench_prepare.prepare)
 
 
 def funasr_onnx_streaming_dir(repo: Path, target: Path, source_dir: Path) -> None:
@@ -79,7 +83,7 @@ def funasr_onnx_streaming_dir(repo: Path, target: Path, source_dir: Path) -> Non
 
 
 # --------------------------------------------------------------------------------------------
-# baseline workers (child processes, `python -m funasr_triton_export.bench <worker> spec out`)
+# baseline workers (child processes, `python -m funasr_triton_tools.bench_workers <worker> spec out`)
 
 
 def _run_baseline(decode_clip, clips: list[np.ndarray], sampler: RssSampler) -> dict:
@@ -219,8 +223,6 @@ async def _run_streams(url: str, clips: list[np.ndarray], n: int, paced: bool, c
     """n streams (stream k plays clip k % len(clips)). Paced: chunk i of a stream is sent when its
     audio is complete (start + i x 600 ms; starts staggered by 600 ms / n) or, if the stream is
     behind, as soon as the previous response came back. Unpaced: back to back."""
-    from funasr_triton.triton_client import AsyncTritonAsrClient
-
     client = AsyncTritonAsrClient(url, timeout_s=300)
     loop = asyncio.get_running_loop()
     pieces = [_chunks(clips[k % len(clips)]) for k in range(n)]
@@ -310,10 +312,6 @@ def _describe_served(m: dict) -> str:
 
 
 def bench_served_streaming(clips: list[np.ndarray], stream_counts: list[int]) -> dict:
-    import tritonclient.grpc as grpcclient
-
-    from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
-
     grpc_port, metrics_port, http_port = free_ports(3)
     url = f"127.0.0.1:{grpc_port}"
     log_file = BENCH / f"triton-streaming-{PROFILE}.log"

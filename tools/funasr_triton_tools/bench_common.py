@@ -1,11 +1,12 @@
 """What the bench modules share: paths and constants, CPU/RSS meters, clips, summaries, worker spawning,
 the baselines' model loaders, machine info and small text helpers.
 
-bench.py (offline), bench_streaming.py, bench_longfile.py and bench_sensevoice.py all import this module;
-it imports none of them, so the bench modules form no import cycle (issue 15).
+Every bench module (bench_prepare, bench_offline, bench_streaming, bench_longfile, bench_sensevoice, ...) imports
+this module; it imports none of them, so the bench modules form no import cycle.
 """
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import json
 import os
@@ -274,13 +275,27 @@ def run_worker(name: str, spec: dict, timeout_s: float = 3600) -> dict:
     spec_path.write_text(json.dumps(spec, ensure_ascii=False))
     out_path.unlink(missing_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "export"), str(ROOT / "frontend"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tools"), str(ROOT / "export"), str(ROOT / "frontend"),
+                                                      env.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "funasr_triton_export.bench", name, str(spec_path), str(out_path)],
+    proc = subprocess.run([sys.executable, "-m", "funasr_triton_tools.bench_workers", name, str(spec_path), str(out_path)],
                           env=env, cwd=ROOT, timeout=timeout_s)
     if out_path.exists():
         return json.loads(out_path.read_text())
     return {"error": f"worker {name} exited with code {proc.returncode} and wrote no result"}
+
+
+def write_results(result: dict, output_dir: str | Path, started: datetime.datetime) -> Path:
+    """<output_dir>/<started, UTC>.json (a relative output_dir is below the working directory), written whole."""
+    out_dir = Path(output_dir)
+    if not out_dir.is_absolute():
+        out_dir = Path.cwd() / out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    tmp.replace(out_path)
+    return out_path
 
 
 def _model_counts(url: str, model: str) -> tuple[int, int]:
