@@ -7,6 +7,7 @@ this module; it imports none of them, so the bench modules form no import cycle.
 from __future__ import annotations
 
 import datetime
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -17,8 +18,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+
+from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
 
 from .speech import SENTENCES, espeak
 
@@ -298,9 +303,36 @@ def write_results(result: dict, output_dir: str | Path, started: datetime.dateti
     return out_path
 
 
-def _model_counts(url: str, model: str) -> tuple[int, int]:
-    import tritonclient.grpc as grpcclient
+@contextlib.contextmanager
+def bench_triton(profile: str, models: Iterable[str], log_file: Path, out: dict) -> Iterator[tuple[str, RssSampler]]:
+    """An embedded Triton on the bench repository that loads only `models` (explicit model control), logging to
+    `log_file`. Yields (gRPC url, RSS sampler of its process tree) once ready, after recording `log`, `load_s`
+    and `triton_version` in `out`; stopped on exit."""
+    grpc_port, metrics_port, http_port = free_ports(3)
+    url = f"127.0.0.1:{grpc_port}"
+    log_file.unlink(missing_ok=True)
+    load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in models))
+    server = EmbeddedTriton(TritonOptions(REPO, profile, grpc_port, metrics_port, http_port, extra_args=load),
+                            cache=CACHE, log_file=log_file)
+    out["log"] = str(log_file.relative_to(ROOT))
+    t0 = time.monotonic()
+    server.start()
+    sampler = None
+    try:
+        server.wait_ready(timeout_s=600)
+        out["load_s"] = round(time.monotonic() - t0, 1)
+        meta = grpcclient.InferenceServerClient(url=url)
+        out["triton_version"] = meta.get_server_metadata(as_json=True).get("version")
+        meta.close()
+        sampler = RssSampler(server.proc.pid, tree=True).start()
+        yield url, sampler
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        server.stop()
 
+
+def _model_counts(url: str, model: str) -> tuple[int, int]:
     c = grpcclient.InferenceServerClient(url=url)
     try:
         stats = c.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]

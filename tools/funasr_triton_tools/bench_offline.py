@@ -12,12 +12,10 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
-from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
 from funasr_triton.triton_client import TranscribeOptions, TritonAsrClient
 
-from .bench_common import (BENCH, CACHE, ONNX_DIR, REPO, ROOT, SR, WARMUP, CpuMeter, RssSampler, _load_clips, _model_counts,
+from .bench_common import (BENCH, ONNX_DIR, SR, WARMUP, CpuMeter, RssSampler, _load_clips, _model_counts, bench_triton,
                            describe, error_text, funasr_onnx_transcribe, load_automodel, load_funasr_onnx, progress,
                            run_sequential, run_worker, served_settings, summarize, text_units)
 
@@ -102,76 +100,74 @@ WORKERS = {"automodel": bench_automodel, "funasr-onnx": bench_funasr_onnx}
 # served pipeline
 
 
-def bench_served(profile: str, clips: list[np.ndarray], order: list[int], concurrencies: list[int]) -> dict:
-    grpc_port, metrics_port, http_port = free_ports(3)
-    url = f"127.0.0.1:{grpc_port}"
-    log_file = BENCH / f"triton-{profile}.log"
-    log_file.unlink(missing_ok=True)
-    load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in OFFLINE_MODELS))
-    server = EmbeddedTriton(TritonOptions(REPO, profile, grpc_port, metrics_port, http_port, extra_args=load),
-                            cache=CACHE, log_file=log_file)
-    out: dict = {"profile": profile, "log": str(log_file.relative_to(ROOT)), "settings": served_settings(profile),
-                 "concurrency": {}}
-    t0 = time.monotonic()
-    server.start()
-    sampler = None
+class _Transcriber:
+    """transcribe(i) -> (latency s, text units, text, VAD segments) for clip i, callable from any thread (one
+    TritonAsrClient per thread); the clients are closed on exit."""
+
+    def __init__(self, url: str, clips: list[np.ndarray]):
+        self.url, self.clips = url, clips
+        self.options = TranscribeOptions(hotwords=[], punctuation=True, timestamps=True)
+        self.local = threading.local()
+        self.clients: list[TritonAsrClient] = []
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> "_Transcriber":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for client in self.clients:
+            client.close()
+
+    def __call__(self, i: int) -> tuple[float, int, str, int]:
+        if not hasattr(self.local, "client"):
+            self.local.client = TritonAsrClient(self.url, timeout_s=600)
+            with self.lock:
+                self.clients.append(self.local.client)
+        t = time.perf_counter()
+        result = self.local.client.transcribe(self.clips[i], self.options)
+        text = result.get("text", "")
+        return time.perf_counter() - t, text_units(text), text, len(result.get("vad_segments", []))
+
+
+def _at_concurrency(url: str, sampler: RssSampler, transcribe: _Transcriber, order: list[int], c: int,
+                    profile: str) -> dict:
+    """Every request of `order` through `c` threads: latencies, throughput, RSS, CPU, Paraformer batching."""
     try:
-        server.wait_ready(timeout_s=600)
-        out["load_s"] = round(time.monotonic() - t0, 1)
-        meta = grpcclient.InferenceServerClient(url=url)
-        out["triton_version"] = meta.get_server_metadata(as_json=True).get("version")
-        meta.close()
-        sampler = RssSampler(server.proc.pid, tree=True).start()
-        options = TranscribeOptions(hotwords=[], punctuation=True, timestamps=True)
-        local = threading.local()
-        clients: list = []
-        lock = threading.Lock()
+        before = _model_counts(url, "paraformer")
+        sampler.reset()
+        cpu = CpuMeter()
+        t_start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
+            results = list(pool.map(transcribe, order))
+        wall = time.perf_counter() - t_start
+        after = _model_counts(url, "paraformer")
+        inferences, executions = after[0] - before[0], after[1] - before[1]
+        m = summarize([r[0] for r in results], wall, sum(len(transcribe.clips[i]) for i in order) / SR,
+                      [r[1] for r in results], results[0][2], [r[3] for r in results], concurrency=c,
+                      peak_rss_mb=sampler.peak_mb(), paraformer_segments=inferences, paraformer_executions=executions,
+                      paraformer_mean_batch=round(inferences / executions, 2) if executions else None,
+                      cpu=cpu.stop())
+        progress(f"served {profile} c={c}: {describe(m)}, paraformer batch {m['paraformer_mean_batch']}")
+    except Exception as e:  # noqa: BLE001
+        m = {"concurrency": c, "error": f"{type(e).__name__}: {getattr(e, 'message', e)}"[:2000]}
+        progress(f"served {profile} c={c}: FAILED {m['error']}")
+    return m
 
-        def transcribe(i: int) -> tuple[float, int, str, int]:
-            if not hasattr(local, "client"):
-                local.client = TritonAsrClient(url, timeout_s=600)
-                with lock:
-                    clients.append(local.client)
-            t = time.perf_counter()
-            result = local.client.transcribe(clips[i], options)
-            text = result.get("text", "")
-            return time.perf_counter() - t, text_units(text), text, len(result.get("vad_segments", []))
 
-        try:
+def bench_served(profile: str, clips: list[np.ndarray], order: list[int], concurrencies: list[int]) -> dict:
+    """The served `pipeline` on one profile: warm-up, then every request of `order` at each concurrency."""
+    log_file = BENCH / f"triton-{profile}.log"
+    out: dict = {"profile": profile, "settings": served_settings(profile), "concurrency": {}}
+    try:
+        with bench_triton(profile, OFFLINE_MODELS, log_file, out) as (url, sampler), _Transcriber(url, clips) as transcribe:
             for i in order[:WARMUP]:
                 transcribe(i)
             out["load_rss_mb"] = sampler.peak_mb()
             for c in concurrencies:
-                try:
-                    before = _model_counts(url, "paraformer")
-                    sampler.reset()
-                    cpu = CpuMeter()
-                    t_start = time.perf_counter()
-                    with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
-                        results = list(pool.map(transcribe, order))
-                    wall = time.perf_counter() - t_start
-                    after = _model_counts(url, "paraformer")
-                    inferences, executions = after[0] - before[0], after[1] - before[1]
-                    m = summarize([r[0] for r in results], wall, sum(len(clips[i]) for i in order) / SR,
-                                  [r[1] for r in results], results[0][2], [r[3] for r in results], concurrency=c, peak_rss_mb=sampler.peak_mb(),
-                                  paraformer_segments=inferences, paraformer_executions=executions,
-                                  paraformer_mean_batch=round(inferences / executions, 2) if executions else None,
-                                  cpu=cpu.stop())
-                    progress(f"served {profile} c={c}: {describe(m)}, paraformer batch {m['paraformer_mean_batch']}")
-                except Exception as e:  # noqa: BLE001
-                    m = {"concurrency": c, "error": f"{type(e).__name__}: {getattr(e, 'message', e)}"[:2000]}
-                    progress(f"served {profile} c={c}: FAILED {m['error']}")
-                out["concurrency"][str(c)] = m
-        finally:
-            for client in clients:
-                client.close()
+                out["concurrency"][str(c)] = _at_concurrency(url, sampler, transcribe, order, c, profile)
     except Exception as e:  # noqa: BLE001
         out["error"] = error_text(e)
         progress(f"served {profile}: FAILED {out['error']} (log: {log_file})")
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        server.stop()
     return out
 
 
