@@ -356,7 +356,7 @@ def bench_served_streaming(clips: list[np.ndarray], stream_counts: list[int]) ->
 
 
 # --------------------------------------------------------------------------------------------
-# entry (called by bench.main) and results
+# entry (called by bench.measure) and results
 
 
 def run_streaming(clips: list[np.ndarray], clip_paths: list[str], source_dirs: dict, onnx_dir: Path,
