@@ -41,7 +41,7 @@ import grpc.experimental.gevent as grpc_gevent  # noqa: E402
 grpc_gevent.init_gevent()
 
 import tritonclient.grpc as grpcclient  # noqa: E402
-from funasr_triton_export.speech import SENTENCES, espeak  # noqa: E402  (the clips the tests use too)
+from funasr_triton_tools.speech import SENTENCES, espeak  # noqa: E402  (the clips the tests use too)
 
 SR = 16000
 ROOT = Path(__file__).resolve().parents[1]

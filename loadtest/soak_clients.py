@@ -38,7 +38,7 @@ class Outcome:
 
 def speech_clip(seconds: float = 6.0) -> np.ndarray:
     """Mandarin sentences (espeak-ng) with pauses, cut to `seconds`: 16 kHz mono float32."""
-    from funasr_triton_export.speech import SENTENCES, espeak
+    from funasr_triton_tools.speech import SENTENCES, espeak
 
     parts, total, i = [np.zeros(int(0.3 * SR), np.float32)], 0.3, 0
     while total < seconds:

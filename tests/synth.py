@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from funasr_triton_export.speech import SENTENCES, SR, espeak  # noqa: F401  (re-exported)
+from funasr_triton_tools.speech import SENTENCES, SR, espeak  # noqa: F401  (re-exported)
 
 
 def silence(seconds: float) -> np.ndarray:

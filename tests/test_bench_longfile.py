@@ -1,7 +1,7 @@
 """The long-file bench's bookkeeping (no timing): statistics deltas, ratios and goals, the markdown section."""
 from __future__ import annotations
 
-from funasr_triton_export.bench_longfile import (MARK_BEGIN, MARK_END, _label, _stats_delta, parse_minutes,
+from funasr_triton_tools.bench_longfile import (MARK_BEGIN, MARK_END, _label, _stats_delta, parse_minutes,
                                                  render_section, replace_section, summarize_long)
 
 
@@ -93,7 +93,7 @@ def test_full_bench_markdown_carries_the_section():
     import json
     from pathlib import Path
 
-    from funasr_triton_export.bench import render_markdown
+    from funasr_triton_tools.bench_report import render_markdown
 
     result = json.loads((Path(__file__).resolve().parents[1] / "bench/results/20261121T083918Z.json").read_text())
     assert MARK_BEGIN not in render_markdown(result, "bench/results/x.json")
@@ -122,7 +122,7 @@ def test_pss_counts_shared_memory_once():
 
     import numpy as np
 
-    from funasr_triton_export.bench_longfile import TreesRss
+    from funasr_triton_tools.bench_longfile import TreesRss
 
     size = 64 * 2**20
     shm = shared_memory.SharedMemory(create=True, size=size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from funasr_triton_export.bench import ASR_ORIGIN, STREAMING_ORIGIN, _stages_to_export
+from funasr_triton_tools.bench_prepare import ASR_ORIGIN, STREAMING_ORIGIN, _stages_to_export
 from funasr_triton_export.repository import STAGE_GRAPH_OUTPUTS
 
 

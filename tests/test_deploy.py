@@ -240,6 +240,9 @@ def test_frontend_dockerfile():
     _non_root(instr)
     assert "/health" in _one(instr, "HEALTHCHECK")[0]
     assert "frontend" in _one(instr, "ENTRYPOINT")[0]
+    # the `funasr-triton` command is funasr_triton_tools.cli: the wheel needs all three packages
+    copies = [c.split() for c in _one(instr, "COPY")]
+    assert all([d, f"./{d}"] in copies for d in ("frontend", "export", "tools"))
 
 
 def test_export_dockerfile():
@@ -253,6 +256,7 @@ def test_export_dockerfile():
     # the wheel built from /src carries the repository skeleton: setup.py (build_py) and model_repository/ are in
     copies = [c.split() for c in _one(instr, "COPY")]
     assert any("setup.py" in c for c in copies) and ["model_repository", "./model_repository"] in copies
+    assert all([d, f"./{d}"] in copies for d in ("frontend", "export", "tools"))
     ignore = (ROOT / "export" / "Dockerfile.dockerignore").read_text().splitlines()
     assert "model_repository/*/1/*" in ignore and "!model_repository/*/1/*.py" in ignore and "!model_repository/*/1/.keep" in ignore
 

@@ -13,7 +13,7 @@ from tests.synth import write_wav
 
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory):
-    from funasr_triton_export.diarization_compare import synthetic_meeting
+    from funasr_triton_tools.diarization_compare import synthetic_meeting
 
     root = tmp_path_factory.mktemp("meeting")
     (root / "audio").mkdir()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from funasr_triton import cli
-from funasr_triton.diarization_eval import (Turn, aggregate, format_rttm, parse_rttm, read_rttm, select_uri,
-                                            turns_from_result, write_rttm)
+from funasr_triton_tools import cli
+from funasr_triton_tools.diarization_score import (Turn, aggregate, format_rttm, parse_rttm, read_rttm, select_uri,
+                                                   turns_from_result, write_rttm)
 
 
 # reference of file "m1": A talks 0-10 s, B 10-20 s
@@ -41,13 +41,13 @@ CORPUS_JER = (0.2 + 0.25 + 1 / 6) / 3
 
 
 def annotation(rttm: str, uri: str):
-    from funasr_triton.diarization_eval import to_annotation
+    from funasr_triton_tools.diarization_score import to_annotation
 
     return to_annotation(parse_rttm(rttm), uri)
 
 
 def annotation_of(uri: str, *turns: tuple[float, float, str]):
-    from funasr_triton.diarization_eval import to_annotation
+    from funasr_triton_tools.diarization_score import to_annotation
 
     return to_annotation([Turn(uri, b, e - b, s) for b, e, s in turns], uri)
 
@@ -105,7 +105,7 @@ def test_turns_from_result():
 def test_hypothesis_from_result():
     from pyannote.core import Segment
 
-    from funasr_triton.diarization_eval import hypothesis_from_result
+    from funasr_triton_tools.diarization_score import hypothesis_from_result
 
     result = {"sentences": [
         {"start_ms": 0, "end_ms": 1000, "text": "一", "speaker": 0},
@@ -123,7 +123,7 @@ def test_hypothesis_from_result():
 # -- scoring ----------------------------------------------------------------------------------
 
 def test_der_components_and_jer_known_answer():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     s = score(annotation(REF_M1, "m1"), annotation(HYP_M1, "m1"), collar=0.0)
     assert s["total"] == pytest.approx(20.0)
@@ -145,7 +145,7 @@ def test_der_components_and_jer_known_answer():
 
 
 def test_label_permutation_invariance():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     ref = annotation(REF_M1, "m1")
     base = score(ref, annotation(HYP_M1, "m1"), collar=0.0)
@@ -162,7 +162,7 @@ def test_label_permutation_invariance():
 
 
 def test_one_hypothesis_speaker_for_two():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     # reference A 0-10, B 10-20; hypothesis one speaker x 0-20.
     #   DER: x maps to one of them, the other's 10 s are confusion -> 10/20 = 0.5
@@ -174,7 +174,7 @@ def test_one_hypothesis_speaker_for_two():
 
 
 def test_perfect_and_empty_hypothesis():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     ref = annotation(REF_M1, "m1")
     perfect = score(ref, annotation(REF_M1.replace(" A ", " p ").replace(" B ", " q "), "m1"))
@@ -188,7 +188,7 @@ def test_perfect_and_empty_hypothesis():
 
 
 def test_collar_is_total_width():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     # reference A 0-10, B 10-20; hypothesis changes speaker 0.2 s late, at 10.2 s -> 0.2 s confusion
     ref = annotation(REF_M1, "m1")
@@ -205,7 +205,7 @@ def test_collar_is_total_width():
 
 
 def test_skip_overlap():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     # reference A 0-10, B 5-15 (overlap 5-10); hypothesis x 0-10, y 10-15.
     #   scored: 10 s of A + 10 s of B = 20 s; in 5-10 one of the two speakers is missed -> 5 s
@@ -220,7 +220,7 @@ def test_skip_overlap():
 
 
 def test_corpus_aggregate():
-    from funasr_triton.diarization_eval import score
+    from funasr_triton_tools.diarization_score import score
 
     scores = [score(annotation(REF_M1, "m1"), annotation(HYP_M1, "m1"), collar=0.0),
               score(annotation(REF_M2, "m2"), annotation(HYP_M2, "m2"), collar=0.0)]
@@ -284,7 +284,7 @@ def test_cli_needs_audio_or_hypothesis(tmp_path, capsys):
 
 def test_imports_neither_pyannote_nor_torch():
     # (a bare `pyannote` namespace module is created at startup by pyannote's *-nspkg.pth files)
-    code = ("import sys, funasr_triton.cli, funasr_triton.diarization_eval; "
+    code = ("import sys, funasr_triton_tools.cli, funasr_triton_tools.diarization_eval; "
             "bad = sorted(n for n in sys.modules if n.startswith('pyannote.') "
             "or n.split('.')[0] in ('torch', 'funasr', 'pandas', 'matplotlib')); "
             "print(bad); sys.exit(1 if bad else 0)")

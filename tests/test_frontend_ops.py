@@ -220,7 +220,7 @@ def test_frontend_imports_neither_torch_nor_funasr():
     import subprocess
     import sys
 
-    code = ("import sys; import funasr_triton.app.main as m; import funasr_triton.cli; m.create_app(); "
+    code = ("import sys; import funasr_triton.app.main as m; import funasr_triton_tools.cli; m.create_app(); "
             "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'funasr', 'funasr_onnx', 'modelscope')); "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ RUNTIME_DIR = ROOT / "model_repository" / "streaming_asr" / "1"
 CACHE = ROOT / ".cache" / "models" / "test"
 sys.path.insert(0, str(ROOT / "export"))
 
-from funasr_triton_export.speech import SENTENCES, espeak  # noqa: E402
+from funasr_triton_tools.speech import SENTENCES, espeak  # noqa: E402
 
 
 def _load_runtime():

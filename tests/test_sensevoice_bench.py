@@ -7,7 +7,7 @@ import pytest
 
 def test_bench_sensevoice_smoke(tmp_path):
     pytest.importorskip("funasr_onnx")
-    from funasr_triton_export.bench_sensevoice import rows, run
+    from funasr_triton_tools.bench_sensevoice import rows, run
 
     result = run("test", seconds=4.0, n_clips=1, concurrencies=[1], work=tmp_path)
     served = result["served"]["concurrency"]["1"]

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_common import (BENCH, CACHE, REPO, ROOT, SR, THREADS, CpuMeter, RssSampler, _fmt, _load_clips,
-                           _model_counts, _settings_text, error_text, other_load_text, progress, run_worker,
-                           served_settings, text_units)
+from funasr_triton.triton_client import AsyncTritonAsrClient
+
+from .bench_common import (BENCH, SR, THREADS, CpuMeter, RssSampler, _fmt, _load_clips, _model_counts, _settings_text,
+                           bench_triton, error_text, other_load_text, progress, run_worker, served_settings, text_units)
 
 CHUNK_SIZE = [0, 10, 5]  # 600 ms chunks, 300 ms look-ahead: FunASR's default
 CHUNK = CHUNK_SIZE[1] * 960  # samples per chunk (60 ms per LFR frame)
@@ -60,7 +61,7 @@ def _stats(values: list[float], digits: int = 3) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# funasr_onnx directory (written by bench.prepare)
+# funasr_onnx directory (written by bench_prepare.prepare)
 
 
 def funasr_onnx_streaming_dir(repo: Path, target: Path, source_dir: Path) -> None:
@@ -79,7 +80,7 @@ def funasr_onnx_streaming_dir(repo: Path, target: Path, source_dir: Path) -> Non
 
 
 # --------------------------------------------------------------------------------------------
-# baseline workers (child processes, `python -m funasr_triton_export.bench <worker> spec out`)
+# baseline workers (child processes, `python -m funasr_triton_tools.bench_workers <worker> spec out`)
 
 
 def _run_baseline(decode_clip, clips: list[np.ndarray], sampler: RssSampler) -> dict:
@@ -219,8 +220,6 @@ async def _run_streams(url: str, clips: list[np.ndarray], n: int, paced: bool, c
     """n streams (stream k plays clip k % len(clips)). Paced: chunk i of a stream is sent when its
     audio is complete (start + i x 600 ms; starts staggered by 600 ms / n) or, if the stream is
     behind, as soon as the previous response came back. Unpaced: back to back."""
-    from funasr_triton.triton_client import AsyncTritonAsrClient
-
     client = AsyncTritonAsrClient(url, timeout_s=300)
     loop = asyncio.get_running_loop()
     pieces = [_chunks(clips[k % len(clips)]) for k in range(n)]
@@ -309,70 +308,55 @@ def _describe_served(m: dict) -> str:
     return text
 
 
-def bench_served_streaming(clips: list[np.ndarray], stream_counts: list[int]) -> dict:
-    import tritonclient.grpc as grpcclient
-
-    from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
-
-    grpc_port, metrics_port, http_port = free_ports(3)
-    url = f"127.0.0.1:{grpc_port}"
-    log_file = BENCH / f"triton-streaming-{PROFILE}.log"
-    log_file.unlink(missing_ok=True)
-    load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in STREAMING_MODELS))
-    server = EmbeddedTriton(TritonOptions(REPO, PROFILE, grpc_port, metrics_port, http_port, extra_args=load),
-                            cache=CACHE, log_file=log_file)
-    out: dict = {"profile": PROFILE, "log": str(log_file.relative_to(ROOT)),
-                 "settings": served_settings(PROFILE, ("streaming_asr", "paraformer", "punc")), "runs": {}}
-    t0 = time.monotonic()
-    server.start()
-    sampler = None
+def _served_run(url: str, sampler: RssSampler, clips: list[np.ndarray], name: str, n_streams: int, paced: bool,
+                config: dict) -> dict:
+    """One measurement of `n_streams` streams: latencies (from _run_streams), CPU, RSS, streaming_asr batching."""
+    progress(f"streaming served {name}: {n_streams} streams"
+             + (f", 600 ms every 600 ms, starts staggered over {CHUNK_S * 1000:.0f} ms" if paced else
+                ", back to back") + (f", config {config}" if config else ", 2-pass + punctuation"))
     try:
-        server.wait_ready(timeout_s=600)
-        out["load_s"] = round(time.monotonic() - t0, 1)
-        meta = grpcclient.InferenceServerClient(url=url)
-        out["triton_version"] = meta.get_server_metadata(as_json=True).get("version")
-        meta.close()
-        sampler = RssSampler(server.proc.pid, tree=True).start()
-        warm = [c[:int(WARMUP_S * SR)] for c in clips[:2]]
-        asyncio.run(_run_streams(url, warm, 2, False, {}, "warm-up"))  # both instances, 2-pass path included
-        out["load_rss_mb"] = sampler.peak_mb()
-        n_main = stream_counts[0]
-        runs = {f"paced, {n_main} streams": (n_main, True, {}), f"unpaced, {n_main} streams": (n_main, False, {}),
-                f"unpaced, {n_main} streams, online only": (n_main, False, ONLINE_ONLY)}
-        runs.update({f"paced, {n} streams": (n, True, {}) for n in stream_counts[1:]})
-        for name, (n_streams, paced, config) in runs.items():
-            progress(f"streaming served {name}: {n_streams} streams"
-                     + (f", 600 ms every 600 ms, starts staggered over {CHUNK_S * 1000:.0f} ms" if paced else
-                        ", back to back") + (f", config {config}" if config else ", 2-pass + punctuation"))
-            try:
-                before = _model_counts(url, "streaming_asr")
-                sampler.reset()
-                cpu = CpuMeter()
-                m = asyncio.run(_run_streams(url, clips, n_streams, paced, config, name))
-                m["cpu"] = cpu.stop()
-                after = _model_counts(url, "streaming_asr")
-                inferences, executions = after[0] - before[0], after[1] - before[1]
-                m.update(peak_rss_mb=sampler.peak_mb(), streaming_asr_requests=inferences,
-                         streaming_asr_executions=executions,
-                         streaming_asr_mean_batch=round(inferences / executions, 2) if executions else None)
-                progress(f"streaming served {name}: {_describe_served(m)}")
-            except Exception as e:  # noqa: BLE001
-                m = {"streams": n_streams, "error": error_text(e), "traceback": traceback.format_exc()[-3000:]}
-                progress(f"streaming served {name}: FAILED {m['error']}")
-            out["runs"][name] = {"kind": "paced" if paced else ("unpaced, online only" if config else "unpaced"),
-                                 **m}
+        before = _model_counts(url, "streaming_asr")
+        sampler.reset()
+        cpu = CpuMeter()
+        m = asyncio.run(_run_streams(url, clips, n_streams, paced, config, name))
+        m["cpu"] = cpu.stop()
+        after = _model_counts(url, "streaming_asr")
+        inferences, executions = after[0] - before[0], after[1] - before[1]
+        m.update(peak_rss_mb=sampler.peak_mb(), streaming_asr_requests=inferences,
+                 streaming_asr_executions=executions,
+                 streaming_asr_mean_batch=round(inferences / executions, 2) if executions else None)
+        progress(f"streaming served {name}: {_describe_served(m)}")
+    except Exception as e:  # noqa: BLE001
+        m = {"streams": n_streams, "error": error_text(e), "traceback": traceback.format_exc()[-3000:]}
+        progress(f"streaming served {name}: FAILED {m['error']}")
+    return {"kind": "paced" if paced else ("unpaced, online only" if config else "unpaced"), **m}
+
+
+def bench_served_streaming(clips: list[np.ndarray], stream_counts: list[int]) -> dict:
+    """`streaming_asr` on profile cpu: a warm-up, then the main count paced, unpaced and unpaced online-only,
+    then each further count paced."""
+    log_file = BENCH / f"triton-streaming-{PROFILE}.log"
+    out: dict = {"profile": PROFILE, "settings": served_settings(PROFILE, ("streaming_asr", "paraformer", "punc")),
+                 "runs": {}}
+    n_main = stream_counts[0]
+    runs = {f"paced, {n_main} streams": (n_main, True, {}), f"unpaced, {n_main} streams": (n_main, False, {}),
+            f"unpaced, {n_main} streams, online only": (n_main, False, ONLINE_ONLY)}
+    runs.update({f"paced, {n} streams": (n, True, {}) for n in stream_counts[1:]})
+    try:
+        with bench_triton(PROFILE, STREAMING_MODELS, log_file, out) as (url, sampler):
+            warm = [c[:int(WARMUP_S * SR)] for c in clips[:2]]
+            asyncio.run(_run_streams(url, warm, 2, False, {}, "warm-up"))  # both instances, 2-pass path included
+            out["load_rss_mb"] = sampler.peak_mb()
+            for name, (n_streams, paced, config) in runs.items():
+                out["runs"][name] = _served_run(url, sampler, clips, name, n_streams, paced, config)
     except Exception as e:  # noqa: BLE001
         out["error"] = error_text(e)
         progress(f"streaming served: FAILED {out['error']} (log: {log_file})")
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        server.stop()
     return out
 
 
 # --------------------------------------------------------------------------------------------
-# entry (called by bench.main) and results
+# entry (called by bench.measure) and results
 
 
 def run_streaming(clips: list[np.ndarray], clip_paths: list[str], source_dirs: dict, onnx_dir: Path,

@@ -13,7 +13,7 @@ audio file with a reference RTTM:
               served pipeline labels words); `funasr`: FunASR's campplus `postprocess` (merge consecutive
               windows, split overlaps in the middle, 0.7 s smoothing)
 
-with the speaker count estimated and given (oracle). DER by pyannote.metrics (diarization_eval.score).
+with the speaker count estimated and given (oracle). DER by pyannote.metrics (diarization_score.score).
 `synthetic_meeting` builds meetings of several espeak-ng voices with their reference turns.
 """
 from __future__ import annotations
@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .diarization_score import Turn, score, to_annotation
+from .speech import SENTENCES, espeak
+
 SR = 16000
 BACKENDS = [("ours", "nearest"), ("ours", "funasr"), ("funasr", "nearest"), ("funasr", "funasr")]
 VOICES = [dict(voice="cmn", pitch=25, speed=150), dict(voice="cmn+f3", pitch=80, speed=175),
@@ -33,8 +36,6 @@ VOICES = [dict(voice="cmn", pitch=25, speed=150), dict(voice="cmn+f3", pitch=80,
 def synthetic_meeting(num_speakers: int, seconds: float, seed: int = 0):
     """(16 kHz samples, [(start_s, end_s, speaker)]): espeak-ng voices taking turns at random, with
     0.2-1.0 s pauses, until `seconds`."""
-    from .speech import SENTENCES, espeak
-
     rng = np.random.default_rng(seed)
     parts, turns, t, last = [np.zeros(int(0.3 * SR), np.float32)], [], 0.3, -1
     while t < seconds:
@@ -115,8 +116,6 @@ def cluster(backend: str, embeddings: np.ndarray, num_speakers: int | None) -> n
 
 
 def to_turns(assign: str, chunks: list[list], labels: np.ndarray, regions, uri: str):
-    from funasr_triton.diarization_eval import Turn
-
     if assign == "funasr":
         from funasr.models.campplus.utils import postprocess
 
@@ -136,8 +135,6 @@ def to_turns(assign: str, chunks: list[list], labels: np.ndarray, regions, uri: 
 def compare_file(samples: np.ndarray, reference_turns, embed, uri: str, collar: float = 0.25) -> dict:
     """DER of every (clustering, assignment) pair, count estimated and oracle, on one set of embeddings.
     Returns {"windows": n, "speakers": k, "der": {"ours+nearest": {"estimated": {...}, "oracle": {...}}, ...}}."""
-    from funasr_triton.diarization_eval import score, to_annotation
-
     regions = speech_regions(reference_turns)
     chunks = windows(samples, regions)
     emb = embed([c[2] for c in chunks])
@@ -167,5 +164,5 @@ def format_table(results: list[dict], total: dict) -> str:
         cells = "  ".join(f"{100 * v['estimated']['der']:6.2f}/{100 * v['oracle']['der']:6.2f}%" for v in r["der"].values())
         lines.append(f"{r['uri']:<24}{r['speakers']:>4}{r['windows']:>6}  {cells}")
     lines.append(f"{'mean':<34}  " + "  ".join(f"{100 * v['estimated']:6.2f}/{100 * v['oracle']:6.2f}%" for v in total.values()))
-    lines.append("DER estimated count / oracle count; clustering+assignment (see funasr_triton_export.diarization_compare)")
+    lines.append("DER estimated count / oracle count; clustering+assignment (see funasr_triton_tools.diarization_compare)")
     return "\n".join(lines)

@@ -1,11 +1,13 @@
 """What the bench modules share: paths and constants, CPU/RSS meters, clips, summaries, worker spawning,
 the baselines' model loaders, machine info and small text helpers.
 
-bench.py (offline), bench_streaming.py, bench_longfile.py and bench_sensevoice.py all import this module;
-it imports none of them, so the bench modules form no import cycle (issue 15).
+Every bench module (bench_prepare, bench_offline, bench_streaming, bench_longfile, bench_sensevoice, ...) imports
+this module; it imports none of them, so the bench modules form no import cycle.
 """
 from __future__ import annotations
 
+import datetime
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -16,8 +18,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+
+from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
 
 from .speech import SENTENCES, espeak
 
@@ -274,18 +280,59 @@ def run_worker(name: str, spec: dict, timeout_s: float = 3600) -> dict:
     spec_path.write_text(json.dumps(spec, ensure_ascii=False))
     out_path.unlink(missing_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "export"), str(ROOT / "frontend"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tools"), str(ROOT / "export"), str(ROOT / "frontend"),
+                                                      env.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "funasr_triton_export.bench", name, str(spec_path), str(out_path)],
+    proc = subprocess.run([sys.executable, "-m", "funasr_triton_tools.bench_workers", name, str(spec_path), str(out_path)],
                           env=env, cwd=ROOT, timeout=timeout_s)
     if out_path.exists():
         return json.loads(out_path.read_text())
     return {"error": f"worker {name} exited with code {proc.returncode} and wrote no result"}
 
 
-def _model_counts(url: str, model: str) -> tuple[int, int]:
-    import tritonclient.grpc as grpcclient
+def write_results(result: dict, output_dir: str | Path, started: datetime.datetime) -> Path:
+    """<output_dir>/<started, UTC>.json (a relative output_dir is below the working directory), written whole."""
+    out_dir = Path(output_dir)
+    if not out_dir.is_absolute():
+        out_dir = Path.cwd() / out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    tmp.replace(out_path)
+    return out_path
 
+
+@contextlib.contextmanager
+def bench_triton(profile: str, models: Iterable[str], log_file: Path, out: dict) -> Iterator[tuple[str, RssSampler]]:
+    """An embedded Triton on the bench repository that loads only `models` (explicit model control), logging to
+    `log_file`. Yields (gRPC url, RSS sampler of its process tree) once ready, after recording `log`, `load_s`
+    and `triton_version` in `out`; stopped on exit."""
+    grpc_port, metrics_port, http_port = free_ports(3)
+    url = f"127.0.0.1:{grpc_port}"
+    log_file.unlink(missing_ok=True)
+    load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in models))
+    server = EmbeddedTriton(TritonOptions(REPO, profile, grpc_port, metrics_port, http_port, extra_args=load),
+                            cache=CACHE, log_file=log_file)
+    out["log"] = str(log_file.relative_to(ROOT))
+    t0 = time.monotonic()
+    server.start()
+    sampler = None
+    try:
+        server.wait_ready(timeout_s=600)
+        out["load_s"] = round(time.monotonic() - t0, 1)
+        meta = grpcclient.InferenceServerClient(url=url)
+        out["triton_version"] = meta.get_server_metadata(as_json=True).get("version")
+        meta.close()
+        sampler = RssSampler(server.proc.pid, tree=True).start()
+        yield url, sampler
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        server.stop()
+
+
+def _model_counts(url: str, model: str) -> tuple[int, int]:
     c = grpcclient.InferenceServerClient(url=url)
     try:
         stats = c.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]

@@ -11,7 +11,7 @@ Weights: `--source test-large` (random weights at the real SenseVoiceSmall encod
 smoke run, or any exported repository. The baselines run in this process one after another (no child
 processes: peak memory is not compared here, only speed). Writes one JSON file and prints the rows.
 
-    python -m funasr_triton_export.bench_sensevoice --source test-large --seconds 30 --clips 4
+    python -m funasr_triton_tools.bench_sensevoice --source test-large --seconds 30 --clips 4
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
+from funasr_triton.triton_client import TranscribeOptions, TritonAsrClient
+
 from .bench_common import CACHE, ROOT, SR, THREADS, describe, make_clips, progress, run_sequential, summarize, text_units
 
 LOADED = ("pipeline", "vad", "sensevoice")
@@ -33,7 +36,7 @@ LOADED = ("pipeline", "vad", "sensevoice")
 
 def prepare(repo: Path, source: str, cache_dir: Path) -> dict:
     """Export vad + sensevoice into `repo` (reused while MANIFEST.json says so); the source dirs."""
-    subprocess.run([sys.executable, "-m", "funasr_triton.cli", "--log-level", "WARNING", "export", "--source", source,
+    subprocess.run([sys.executable, "-m", "funasr_triton_tools.cli", "--log-level", "WARNING", "export", "--source", source,
                     "--quantize", "--stages", "vad,sensevoice", "--repository", str(repo), "--cache-dir", str(cache_dir)],
                    check=True, cwd=ROOT)
     stages = json.loads((repo / "MANIFEST.json").read_text())["stages"]
@@ -57,9 +60,6 @@ def funasr_onnx_dirs(repo: Path, dirs: dict, out: Path) -> dict:
 
 def bench_served(repo: Path, clips: list[np.ndarray], order: list[int], concurrencies: list[int],
                  profile: str = "cpu") -> dict:
-    from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
-    from funasr_triton.triton_client import TranscribeOptions, TritonAsrClient
-
     grpc, metrics, http = free_ports(3)
     url = f"127.0.0.1:{grpc}"
     load = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in LOADED))
@@ -160,7 +160,7 @@ def run(source: str, seconds: float, n_clips: int, concurrencies: list[int], wor
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m funasr_triton_export.bench_sensevoice", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m funasr_triton_tools.bench_sensevoice", description=__doc__.splitlines()[0])
     p.add_argument("--source", default="test-large", choices=["test", "test-large", "modelscope"])
     p.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
     p.add_argument("--clips", type=int, default=4)

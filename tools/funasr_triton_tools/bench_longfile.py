@@ -54,11 +54,12 @@ from pathlib import Path
 
 import numpy as np
 
-from funasr_triton.server import free_ports
+from funasr_triton.audio import decode
+from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
 
 from .bench_common import (AUDIO_DIR, BENCH, CACHE, DOC, ONNX_DIR, REPO, ROOT, SR, CpuMeter, RssSampler, _tree_cpu_s,
                            error_text, funasr_onnx_transcribe, load_automodel, load_funasr_onnx, machine_info,
-                           other_load_text, progress, run_worker, served_settings, text_units)
+                           other_load_text, progress, run_worker, served_settings, text_units, write_results)
 from .speech import SENTENCES, espeak
 
 LONG_DIR = BENCH / "long"
@@ -141,7 +142,7 @@ def warmup_mp3(seconds: float = WARMUP_SECONDS) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# baselines (child processes: `python -m funasr_triton_export.bench long-baseline spec out`)
+# baselines (child processes: `python -m funasr_triton_tools.bench_workers long-baseline spec out`)
 
 
 def _baseline_runner(runtime: str, spec: dict):
@@ -154,8 +155,6 @@ def _baseline_runner(runtime: str, spec: dict):
 
 def bench_long_baseline(spec: dict) -> dict:
     """(worker) One runtime over each long file: MP3 path -> decoded -> punctuated text, timed whole."""
-    from funasr_triton.audio import decode
-
     runtime = spec["runtime"]
     t0 = time.monotonic()
     run = _baseline_runner(runtime, spec)
@@ -234,8 +233,6 @@ class ServedStack:
         self.frontend: subprocess.Popen | None = None
 
     def __enter__(self) -> "ServedStack":
-        from funasr_triton.server import EmbeddedTriton, TritonOptions
-
         LONG_DIR.mkdir(parents=True, exist_ok=True)
         grpc, metrics, http, port = free_ports(4)
         self.triton_url, self.base_url = f"127.0.0.1:{grpc}", f"http://127.0.0.1:{port}"
@@ -793,11 +790,7 @@ def main_long_only(args, prep: dict, started: datetime.datetime, load_at_start: 
         "models": {"repository": str(REPO.relative_to(ROOT)), **{k: v for k, v in prep.items() if k != "ru_maxrss_mb"}},
         "long": long, "total_s": round(time.monotonic() - t0, 1),
     }
-    out_dir = Path(args.output_dir)
-    out_dir = out_dir if out_dir.is_absolute() else Path.cwd() / out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out_path.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    out_path = write_results(result, args.output_dir, started)
     mi = result["machine"]
     section = "\n".join(render_section(long, cores=mi.get("usable_cores"), footer=[
         f"Machine: {mi['cpu']}, {mi['usable_cores']} usable cores, load average at the start "
