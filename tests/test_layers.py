@@ -24,9 +24,9 @@ PACKAGES = {"funasr_triton": ROOT / "frontend" / "funasr_triton",
             "funasr_triton_export": ROOT / "export" / "funasr_triton_export",
             "loadtest": ROOT / "loadtest"}
 # API surface packages of funasr_triton (wire protocol + routes). `jobs` is the job service (store, queue,
-# runner, callbacks) that several surfaces use; only its router is a surface (the native /v1/jobs API).
+# runner, callbacks) that several surfaces use; the native /v1/jobs API is part of openai_api.
 SURFACES = ("openai_api", "aliyun_api", "nls_ws", "funasr_ws", "seed_api", "dashscope_api", "filetrans_api")
-SURFACE_MODULES = {"funasr_triton.jobs.router": "jobs"}
+SURFACE_MODULES: dict[str, str] = {}
 COMPOSITION_ROOT = "funasr_triton.app.main"  # mounts every surface's router
 
 # issue 15 ("Packages that depend one way"): export/verify/bench move out of the frontend CLI into the
@@ -42,12 +42,7 @@ KNOWN_FRONTEND_TO_TOOLS = {
     # diarization eval (a tool) lives in the frontend package and calls the export package's comparison
     ("funasr_triton.diarization_eval", "funasr_triton_export.diarization_compare"),
 }
-# issue 15 ("Thin routes"): the OpenAI form reading/validation/rendering the jobs API reuses moves out of
-# openai_api/router.py into a shared serving module both surfaces import.
-KNOWN_SURFACE_TO_SURFACE = {
-    ("funasr_triton.jobs.router", "funasr_triton.openai_api.protocol"),
-    ("funasr_triton.jobs.router", "funasr_triton.openai_api.router"),
-}
+KNOWN_SURFACE_TO_SURFACE: set[tuple[str, str]] = set()
 
 
 class Import(NamedTuple):

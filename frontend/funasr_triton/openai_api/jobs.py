@@ -13,34 +13,21 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
 
 from ..app.fetch import parse_target
 from ..app.inputs import check_speakers
 from ..app.upload import SpooledAudio
-from ..contract import TranscribeOptions, Transcript
+from ..contract import Transcript
 from ..errors import AsrError
-from ..openai_api.protocol import ErrorResponse, ResponseFormat, TranscriptionRequest
-from ..openai_api.router import (_authorize, _form_fields, _hotwords, _read_form, _read_upload, _render, _text_values,
-                                 _validate)
-from ..vocabularies.registry import vocabulary_words
-from .store import FINISHED, SUCCEEDED, Job
+from ..jobs.store import FINISHED, SUCCEEDED, Job
+from . import serving
+from .protocol import JOB_FORM, ErrorResponse, ResponseFormat, TranscriptionRequest
+from .router import authorized, form_of
 
 KIND = "openai"
 URL_FIELDS = ("url", "audio_address")
-router = APIRouter(prefix="/v1", tags=["jobs"],
+router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[authorized],
                    responses={s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 413, 429)})
-_SUBMIT_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object",
-    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                            "description": "the audio: one or more file parts (or `url`)"},
-                   "url": {"type": "array", "items": {"type": "string"},
-                           "description": "audio URL(s) fetched by the job (`audio_address` is accepted too)"},
-                   "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt",
-                                                                  "diarized_json"]},
-                   "model": {"type": "string"}, "language": {"type": "string"}, "prompt": {"type": "string"},
-                   "hotwords": {"type": "string"}, "vocabulary_id": {"type": "string"}, "enable_speaker_diarization": {"type": "boolean"},
-                   "timestamp_granularities[]": {"type": "array", "items": {"type": "string"}}}}}}}}
 
 
 def runner(request: Request):
@@ -48,19 +35,6 @@ def runner(request: Request):
     if jobs is None:
         raise AsrError("jobs are disabled on this server", 404, "jobs_disabled")
     return jobs
-
-
-def openai_options(req: TranscriptionRequest, settings) -> TranscribeOptions:
-    """TranscribeOptions of an OpenAI transcription request (as /v1/audio/transcriptions builds them)."""
-    diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
-               or req.model == "gpt-4o-transcribe-diarize")
-    num_speakers = req.num_speakers
-    if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
-        num_speakers = len(req.known_speaker_names)
-    return TranscribeOptions(hotwords=_hotwords(req, settings.limits.max_hotword_chars), punctuation=True,
-                             timestamps=True, diarize=diarize, num_speakers=num_speakers,
-                             min_speakers=req.min_speakers, max_speakers=req.max_speakers,
-                             itn=settings.itn.default if req.itn is None else req.itn)
 
 
 def _request_of(job: Job, response_format: str | None) -> TranscriptionRequest:
@@ -75,7 +49,7 @@ def _rendered(job: Job, i: int, req: TranscriptionRequest, request: Request):
     r = job.results[i]
     if r["status"] != SUCCEEDED:
         return None
-    response = _render(Transcript.model_validate(r["transcript"]), req, request)
+    response = serving.render(Transcript.model_validate(r["transcript"]), req, request.app.state.settings.subtitles)
     body = response.body.decode("utf-8")
     return json.loads(body) if response.media_type == "application/json" else body
 
@@ -113,26 +87,24 @@ async def _get_job(request: Request, job_id: str) -> Job:
 
 
 @router.post("/jobs", status_code=202, summary="Submit a transcription job (form of /v1/audio/transcriptions)",
-             openapi_extra=_SUBMIT_DOC)
+             openapi_extra=JOB_FORM)
 async def submit_job(request: Request) -> JSONResponse:
-    _authorize(request)
     jobs = runner(request)
     settings = request.app.state.settings
     service = request.app.state.service
-    form = await _read_form(request)
+    form = await form_of(request)
     audio: list[SpooledAudio | None] = []
     files: list[dict] = []
     try:
-        req = _validate(TranscriptionRequest, _form_fields(form, TranscriptionRequest))
+        req = serving.parse_form(form, TranscriptionRequest)
         service.check_model(req.model)
         check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
-        options = openai_options(req, settings)
-        options.hotwords = [*await vocabulary_words(request.app, req.vocabulary_id), *options.hotwords]
+        options = await serving.options_of(request.app, req, settings)
         if req.stream:
             raise AsrError("stream: a job is not streamed; poll GET /v1/jobs/{id}", 400, "invalid_value", "stream")
         uploads = form.getlist("file")
         urls = [u for key in URL_FIELDS for k in list(dict.fromkeys(form.keys()))
-                if k == key or k == key + "[]" for u in _text_values(form, k) if u.strip()]
+                if k == key or k == key + "[]" for u in serving.text_values(form, k) if u.strip()]
         if not uploads and not urls:
             raise AsrError("file: required (multipart `file` parts with the audio, or `url` fields)", 400,
                            "missing_file", "file")
@@ -141,13 +113,8 @@ async def submit_job(request: Request) -> JSONResponse:
                            "too_many_files", "file")
         if urls and not settings.audio.url_fetch_enabled:
             raise AsrError("audio by URL is disabled on this server", 400, "url_disabled", "url")
-        for upload in uploads:
-            if not isinstance(upload, UploadFile):
-                raise AsrError("file: must be an uploaded file (multipart part with a filename)", 400,
-                               "invalid_value", "file")
         for i, upload in enumerate(uploads):
-            single = _SingleFile(upload)
-            audio.append(await _read_upload(single, settings.limits.max_upload_bytes))
+            audio.append(await serving.spool_file(upload, settings.limits.max_upload_bytes))
             files.append({"name": upload.filename or f"file{i}"})
         for url in urls:
             parse_target(url)  # malformed URLs are refused now; the address checks run when fetched
@@ -170,29 +137,17 @@ async def submit_job(request: Request) -> JSONResponse:
     return JSONResponse(job_view(job, request), status_code=202)
 
 
-class _SingleFile:
-    """`_read_upload` reads the form's `file`; this hands it one of several parts."""
-
-    def __init__(self, upload: UploadFile):
-        self._upload = upload
-
-    def get(self, key: str):
-        return self._upload if key == "file" else None
-
-
 @router.get("/jobs", summary="List jobs, newest first")
 async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
                     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"] | None = None,
                     kind: str | None = None, before: float | None = Query(None, description="created_at bound "
                                                                           "(paging: the last item's created_at)")):
-    _authorize(request)
     rows = await runner(request).list(kind, status, limit + 1, before)
     return {"object": "list", "data": [job_view(j, request) for j in rows[:limit]], "has_more": len(rows) > limit}
 
 
 @router.get("/jobs/{job_id}", summary="A job: status, progress, result")
 async def get_job(request: Request, job_id: str, response_format: ResponseFormat | None = None):
-    _authorize(request)
     return job_view(await _get_job(request, job_id), request, response_format)
 
 
@@ -200,7 +155,6 @@ async def get_job(request: Request, job_id: str, response_format: ResponseFormat
             summary="A finished job's transcript, exactly as /v1/audio/transcriptions answers it")
 async def get_job_result(request: Request, job_id: str, response_format: ResponseFormat | None = None,
                          file: int = Query(0, ge=0, description="which file of the job")) -> Response:
-    _authorize(request)
     job = await _get_job(request, job_id)
     if job.state not in FINISHED or not job.results:
         raise AsrError(f"job {job_id} is {job.state}; its result is not available", 409, "job_not_finished")
@@ -210,12 +164,12 @@ async def get_job_result(request: Request, job_id: str, response_format: Respons
     if r["status"] != SUCCEEDED:
         e = r["error"]
         raise AsrError(e["message"], e["status"] if 400 <= e["status"] < 500 else 422, e["code"], "file")
-    return _render(Transcript.model_validate(r["transcript"]), _request_of(job, response_format), request)
+    return serving.render(Transcript.model_validate(r["transcript"]), _request_of(job, response_format),
+                          request.app.state.settings.subtitles)
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a job (queued or running)")
 async def cancel_job(request: Request, job_id: str):
-    _authorize(request)
     jobs = runner(request)
     await _get_job(request, job_id)
     state = await jobs.cancel(job_id)
