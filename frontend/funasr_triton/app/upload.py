@@ -50,27 +50,30 @@ class SpooledAudio:
         self.close()
 
 
-def _bounded(blocks: AsyncIterator[bytes], limit: int, param: str | None,
-             declared: str | None = None) -> AsyncIterator[bytes]:
+def _bounded(blocks: AsyncIterator[bytes], limit: int, param: str | None, declared: str | None = None,
+             audio_limit: int | None = None) -> AsyncIterator[bytes]:
     """The size limit: the declared Content-Length is checked now, `blocks` are passed on until they pass
-    `limit` bytes."""
+    `limit` bytes. The error names `audio_limit` when the limit adds a form's overhead to it."""
+    def too_large() -> AsrError:
+        return AsrError(f"the upload is larger than the {audio_limit or limit} byte limit", 413, "too_large", param)
+
     if declared is not None and is_uint(declared) and int(declared) > limit:
-        raise AsrError(f"the request is {declared} bytes; at most {limit} accepted", 413, "too_large", param)
+        raise too_large()
 
     async def checked() -> AsyncIterator[bytes]:
         size = 0
         async for block in blocks:
             size += len(block)
             if size > limit:
-                raise AsrError(f"the upload is larger than the {limit} byte limit", 413, "too_large", param)
+                raise too_large()
             yield block
 
     return checked()
 
 
-def _body(request: Request, limit: int, param: str | None) -> AsyncIterator[bytes]:
+def _body(request: Request, limit: int, param: str | None, audio_limit: int | None = None) -> AsyncIterator[bytes]:
     """The request body as it streams in, bounded; a client that hangs up is a 499."""
-    blocks = _bounded(request.stream(), limit, param, request.headers.get("content-length", ""))
+    blocks = _bounded(request.stream(), limit, param, request.headers.get("content-length", ""), audio_limit)
 
     async def read() -> AsyncIterator[bytes]:
         try:
@@ -111,13 +114,12 @@ async def read_form(request: Request, audio_limit: int, param: str | None, *, ma
     """A multipart (or urlencoded) form parsed as the body streams in, the body bounded by `audio_limit` plus
     FORM_OVERHEAD_BYTES (413 naming `param`); any other content type is an empty form. A malformed body is a 400
     `invalid_multipart`."""
-    limit = audio_limit + FORM_OVERHEAD_BYTES
+    blocks = _body(request, audio_limit + FORM_OVERHEAD_BYTES, param, audio_limit)  # the Content-Length: checked now
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "multipart/form-data":
-        parser = MultiPartParser(request.headers, _body(request, limit, param), max_files=max_files,
-                                 max_fields=max_fields)
+        parser = MultiPartParser(request.headers, blocks, max_files=max_files, max_fields=max_fields)
     elif content_type == "application/x-www-form-urlencoded":
-        parser = FormParser(request.headers, _body(request, limit, param), max_fields=max_fields)
+        parser = FormParser(request.headers, blocks, max_fields=max_fields)
     else:
         return FormData()
     try:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..contract import MAX_SPEAKERS, SpeakerCount
+
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 
 # accepted `language` values -> Whisper's English language name (what verbose_json reports)
@@ -74,9 +76,9 @@ class TranscriptionRequest(BaseModel):
                                       "(/v1/vocabularies); its words come before the inline hotwords")
     # extension: speaker diarization (always on for diarized_json and gpt-4o-transcribe-diarize)
     enable_speaker_diarization: bool = False
-    num_speakers: int | None = Field(None, ge=1, le=32)
-    min_speakers: int | None = Field(None, ge=1, le=32)
-    max_speakers: int | None = Field(None, ge=1, le=32)
+    num_speakers: SpeakerCount = None
+    min_speakers: SpeakerCount = None
+    max_speakers: SpeakerCount = None
     # extension: inverse text normalization (三点一四 -> 3.14); None = settings.itn.default
     itn: bool | None = None
 
@@ -242,7 +244,7 @@ class ModelList(BaseModel):
 # (FastAPI cannot derive it: the routes read the multipart form themselves, see serving.py)
 
 _LIST = {"type": "array", "items": {"type": "string"}}
-_SPEAKERS = {"type": "integer", "minimum": 1, "maximum": 32}
+_SPEAKERS = {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS}
 _FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]
 _COMMON = {"file": {"type": "string", "format": "binary", "description": "the audio (any format ffmpeg decodes)"},
            "model": {"type": "string", "description": "the served model's name or one of its aliases (404 otherwise)"},

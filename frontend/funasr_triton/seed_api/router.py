@@ -11,6 +11,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from ..app.auth import bearer, nls_token, require_key
 from ..app.upload import read_form, spool_part
+from ..contract import MAX_SPEAKERS
 from ..errors import AsrError
 from . import serving
 from .protocol import SeedErrorResponse, SeedResponse
@@ -45,10 +46,10 @@ async def multipart(request: Request, audio_limit: int, param: str, hint: str, m
                  "type": "object", "required": ["audio"],
                  "properties": {"audio": {"type": "string", "format": "binary", "description": "or field `file`"},
                                 "hotwords": {"type": "string", "description": "optional: \"词 20 词 15\""},
-                                "num_speakers": {"type": "integer", "minimum": 1, "maximum": 32,
+                                "num_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS,
                                                  "description": "optional: exact speaker count"},
-                                "min_speakers": {"type": "integer", "minimum": 1, "maximum": 32},
-                                "max_speakers": {"type": "integer", "minimum": 1, "maximum": 32},
+                                "min_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS},
+                                "max_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS},
                                 "enable_speaker_diarization": {"type": "boolean", "default": True,
                                                                "description": "false when the server has "
                                                                "DIARIZATION__ENABLED off"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..app.hotwords import parse_hotwords
 from ..app.inputs import check_speakers, is_uint
 from ..app.service import PARAFORMER, SENSEVOICE
-from ..contract import TranscribeOptions, Transcript
+from ..contract import MAX_SPEAKERS, TranscribeOptions, Transcript
 from ..errors import AsrError
 from .protocol import FileResult, FileSegment, SeedLine, SeedResponse
 
@@ -31,14 +31,14 @@ def _count(fields: dict[str, str], name: str) -> int | None:
     raw = fields.get(name, "").strip()
     if not raw:
         return None
-    if not is_uint(raw) or not 1 <= int(raw) <= 32:
-        raise AsrError(f"{name} must be an integer between 1 and 32", 400, "invalid_request", name)
+    if not is_uint(raw) or not 1 <= int(raw) <= MAX_SPEAKERS:
+        raise AsrError(f"{name} must be an integer between 1 and {MAX_SPEAKERS}", 400, "invalid_request", name)
     return int(raw)
 
 
 def call_options(fields: dict[str, str], diarization_enabled: bool) -> TranscribeOptions:
     """`/api`'s text fields as TranscribeOptions: diarization on unless the server has it off or the field says
-    false, hotwords as "词 20 词 15", speaker counts 1-32 that agree with each other."""
+    false, hotwords as "词 20 词 15", speaker counts 1-MAX_SPEAKERS that agree with each other."""
     counts = {k: _count(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
     check_speakers(counts["num_speakers"], counts["min_speakers"], counts["max_speakers"])
     default = "true" if diarization_enabled else "false"
