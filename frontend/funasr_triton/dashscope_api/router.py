@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from ..app.auth import bearer, key_ok, require_key
 from ..contract import Transcript
 from ..errors import AsrError
+from ..jobs.runner import runner_of
 from ..jobs.store import SUCCEEDED, Job
 from . import protocol as p
 from . import serving
@@ -40,13 +41,6 @@ def render_error(request: Request, err: AsrError) -> Response:
     return JSONResponse(body.model_dump(), status_code=err.status)
 
 
-def _jobs(request: Request):
-    jobs = getattr(request.app.state, "jobs", None)
-    if jobs is None:
-        raise AsrError("jobs are disabled on this server", 404, "jobs_disabled")
-    return jobs
-
-
 def _signature(request: Request, path: str) -> str | None:
     keys = request.app.state.settings.auth.api_keys
     if not keys:
@@ -62,7 +56,7 @@ def _base_url(request: Request) -> str:
 @router.post("/services/audio/asr/transcription", summary="Submit a DashScope async transcription task",
              dependencies=authorized)
 async def submit(request: Request) -> JSONResponse:
-    jobs = _jobs(request)
+    jobs = runner_of(request.app)
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
         raise AsrError("current user api does not support synchronous calls (send X-DashScope-Async: enable)", 400,
                        "invalid_value")
@@ -73,7 +67,7 @@ async def submit(request: Request) -> JSONResponse:
 
 
 async def _job(request: Request, task_id: str) -> Job:
-    job = await _jobs(request).get(task_id)
+    job = await runner_of(request.app).get(task_id)
     if job is None or job.kind != KIND:
         raise AsrError(f"task {task_id!r} not found", 404, "not_found")
     return job

@@ -20,6 +20,7 @@ from ..app.auth import bearer, key_ok
 from ..app.demo import demo_page
 from ..app.upload import read_form
 from ..errors import AsrError
+from ..jobs.runner import runner_of
 from . import protocol as p
 from .serving import KIND, FileTransError, job_of, new_request_id, task_result
 
@@ -59,10 +60,15 @@ def _authorize(request: Request, params: dict[str, str]) -> None:
         raise FileTransError(401, p.UNAUTHORIZED, "AccessKeyId is not an API key of this server")
 
 
+def _runner(request: Request):
+    try:
+        return runner_of(request.app)
+    except AsrError as err:
+        raise FileTransError(err.status, p.PARAMETER_INVALID, err.message) from None
+
+
 async def _submit(request: Request, params: dict[str, str]) -> JSONResponse:
-    jobs = getattr(request.app.state, "jobs", None)
-    if jobs is None:
-        raise FileTransError(404, p.PARAMETER_INVALID, "jobs are disabled on this server")
+    jobs = _runner(request)
     job_params, files = await job_of(request.app, request.app.state.service, params.get("Task"))
     try:
         job = await jobs.submit(KIND, job_params, files, [None])
@@ -75,10 +81,8 @@ async def _submit(request: Request, params: dict[str, str]) -> JSONResponse:
 
 
 async def _get(request: Request, params: dict[str, str]) -> JSONResponse:
-    jobs = getattr(request.app.state, "jobs", None)
+    jobs = _runner(request)
     task_id = params.get("TaskId", "")
-    if jobs is None:
-        raise FileTransError(404, p.PARAMETER_INVALID, "jobs are disabled on this server")
     if not task_id:
         raise FileTransError(400, p.PARAMETER_INVALID, "TaskId is required")
     job = await jobs.get(task_id)

@@ -19,6 +19,7 @@ from ..app.inputs import check_speakers
 from ..app.upload import SpooledAudio
 from ..contract import Transcript
 from ..errors import AsrError
+from ..jobs.runner import runner_of
 from ..jobs.store import FINISHED, SUCCEEDED, Job
 from . import serving
 from .protocol import JOB_FORM, ErrorResponse, ResponseFormat, TranscriptionRequest
@@ -28,13 +29,6 @@ KIND = "openai"
 URL_FIELDS = ("url", "audio_address")
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[authorized],
                    responses={s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 413, 429)})
-
-
-def runner(request: Request):
-    jobs = getattr(request.app.state, "jobs", None)
-    if jobs is None:
-        raise AsrError("jobs are disabled on this server", 404, "jobs_disabled")
-    return jobs
 
 
 def _request_of(job: Job, response_format: str | None) -> TranscriptionRequest:
@@ -80,7 +74,7 @@ def job_view(job: Job, request: Request, response_format: str | None = None) -> 
 
 
 async def _get_job(request: Request, job_id: str) -> Job:
-    job = await runner(request).get(job_id)
+    job = await runner_of(request.app).get(job_id)
     if job is None:
         raise AsrError(f"no job {job_id!r}", 404, "job_not_found", "job_id")
     return job
@@ -89,7 +83,7 @@ async def _get_job(request: Request, job_id: str) -> Job:
 @router.post("/jobs", status_code=202, summary="Submit a transcription job (form of /v1/audio/transcriptions)",
              openapi_extra=JOB_FORM)
 async def submit_job(request: Request) -> JSONResponse:
-    jobs = runner(request)
+    jobs = runner_of(request.app)
     settings = request.app.state.settings
     service = request.app.state.service
     form = await form_of(request)
@@ -142,7 +136,7 @@ async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
                     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"] | None = None,
                     kind: str | None = None, before: float | None = Query(None, description="created_at bound "
                                                                           "(paging: the last item's created_at)")):
-    rows = await runner(request).list(kind, status, limit + 1, before)
+    rows = await runner_of(request.app).list(kind, status, limit + 1, before)
     return {"object": "list", "data": [job_view(j, request) for j in rows[:limit]], "has_more": len(rows) > limit}
 
 
@@ -170,7 +164,7 @@ async def get_job_result(request: Request, job_id: str, response_format: Respons
 
 @router.delete("/jobs/{job_id}", summary="Cancel a job (queued or running)")
 async def cancel_job(request: Request, job_id: str):
-    jobs = runner(request)
+    jobs = runner_of(request.app)
     await _get_job(request, job_id)
     state = await jobs.cancel(job_id)
     job = await _get_job(request, job_id)
