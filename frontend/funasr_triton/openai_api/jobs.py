@@ -8,7 +8,6 @@ guard). `GET /v1/jobs/{id}` gives status, progress and, once done, the result in
 """
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
@@ -31,46 +30,8 @@ router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[authorized],
                    responses={s: {"model": ErrorResponse} for s in (400, 401, 404, 409, 413, 429)})
 
 
-def _request_of(job: Job, response_format: str | None) -> TranscriptionRequest:
-    fields = dict(job.params.get("openai") or {})
-    if response_format:
-        fields["response_format"] = response_format
-    return TranscriptionRequest.model_validate(fields)
-
-
-def _rendered(job: Job, i: int, req: TranscriptionRequest, request: Request):
-    """File i's result in the request's format: JSON formats as objects, text formats as strings."""
-    r = job.results[i]
-    if r["status"] != SUCCEEDED:
-        return None
-    response = serving.render(Transcript.model_validate(r["transcript"]), req, request.app.state.settings.subtitles)
-    body = response.body.decode("utf-8")
-    return json.loads(body) if response.media_type == "application/json" else body
-
-
-def job_view(job: Job, request: Request, response_format: str | None = None) -> dict:
-    req = _request_of(job, response_format)
-    files = []
-    for i, f in enumerate(job.files or []):
-        entry = {"name": f.get("name")}
-        if f.get("url"):
-            entry["url"] = f["url"]
-        if f.get("size"):
-            entry["bytes"] = f["size"]
-        if job.results and i < len(job.results):
-            r = job.results[i]
-            entry["status"] = r["status"]
-            if r["status"] == SUCCEEDED:
-                entry["result"] = _rendered(job, i, req, request)
-            else:
-                entry["error"] = r.get("error")
-        files.append(entry)
-    view = {"id": job.id, "object": "transcription.job", "kind": job.kind, "status": job.state,
-            "created_at": int(job.created_at), "started_at": int(job.started_at) if job.started_at else None,
-            "finished_at": int(job.finished_at) if job.finished_at else None, "attempts": job.attempts,
-            "response_format": req.response_format, "progress": job.progress, "files": files,
-            "result": files[0].get("result") if len(files) == 1 else None, "error": job.error}
-    return view
+def _view(request: Request, job: Job, response_format: str | None = None) -> dict:
+    return serving.job_view(job, request.app.state.settings.subtitles, response_format)
 
 
 async def _get_job(request: Request, job_id: str) -> Job:
@@ -128,7 +89,7 @@ async def submit_job(request: Request) -> JSONResponse:
         for a in audio:
             if a is not None:
                 a.close()  # moved into the data directory when accepted; removed otherwise
-    return JSONResponse(job_view(job, request), status_code=202)
+    return JSONResponse(_view(request, job), status_code=202)
 
 
 @router.get("/jobs", summary="List jobs, newest first")
@@ -137,12 +98,12 @@ async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
                     kind: str | None = None, before: float | None = Query(None, description="created_at bound "
                                                                           "(paging: the last item's created_at)")):
     rows = await runner_of(request.app).list(kind, status, limit + 1, before)
-    return {"object": "list", "data": [job_view(j, request) for j in rows[:limit]], "has_more": len(rows) > limit}
+    return {"object": "list", "data": [_view(request, j) for j in rows[:limit]], "has_more": len(rows) > limit}
 
 
 @router.get("/jobs/{job_id}", summary="A job: status, progress, result")
 async def get_job(request: Request, job_id: str, response_format: ResponseFormat | None = None):
-    return job_view(await _get_job(request, job_id), request, response_format)
+    return _view(request, await _get_job(request, job_id), response_format)
 
 
 @router.get("/jobs/{job_id}/result", response_model=None,
@@ -158,7 +119,7 @@ async def get_job_result(request: Request, job_id: str, response_format: Respons
     if r["status"] != SUCCEEDED:
         e = r["error"]
         raise AsrError(e["message"], e["status"] if 400 <= e["status"] < 500 else 422, e["code"], "file")
-    return serving.render(Transcript.model_validate(r["transcript"]), _request_of(job, response_format),
+    return serving.render(Transcript.model_validate(r["transcript"]), serving.job_request(job, response_format),
                           request.app.state.settings.subtitles)
 
 
@@ -170,5 +131,5 @@ async def cancel_job(request: Request, job_id: str):
     job = await _get_job(request, job_id)
     if state not in ("cancelled",):
         raise AsrError(f"job {job_id} already finished ({job.state})", 409, "job_finished")
-    return job_view(job, request)
+    return _view(request, job)
 

@@ -7,6 +7,7 @@ each response_format, and the SSE events of stream=true. Shared by /v1/audio/tra
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -25,6 +26,7 @@ from ..app.subtitles import to_srt, to_vtt
 from ..app.upload import SpooledAudio, spool_part
 from ..contract import TokenLogprob, TranscribeOptions, Transcript
 from ..errors import AsrError
+from ..jobs.store import SUCCEEDED, Job
 from ..vocabularies.registry import vocabulary_words
 from .protocol import (LANGUAGE_NAMES, SENSEVOICE_CODES, SENSEVOICE_NAMES, ErrorInfo, ErrorResponse, InputTokenDetails,
                        Logprob, Model, TranscriptionDiarized, TranscriptionDiarizedSegment, TranscriptionRequest,
@@ -379,3 +381,49 @@ async def served_models(settings: Settings, service, created: int) -> list[Model
     if await service.sensevoice_available():
         names += [m.sensevoice, *m.sensevoice_aliases]
     return [Model(id=name, created=created, owned_by="funasr-triton") for name in dict.fromkeys(names)]
+
+
+# ---------------------------------------------------------------- /v1/jobs
+
+def job_request(job: Job, response_format: str | None) -> TranscriptionRequest:
+    """The transcription request a job was submitted with, in `response_format` when one is asked for."""
+    fields = dict(job.params.get("openai") or {})
+    if response_format:
+        fields["response_format"] = response_format
+    return TranscriptionRequest.model_validate(fields)
+
+
+def _rendered(job: Job, i: int, req: TranscriptionRequest, subtitles: SubtitleSettings):
+    """File i's result in the request's format: JSON formats as objects, text formats as strings."""
+    r = job.results[i]
+    if r["status"] != SUCCEEDED:
+        return None
+    response = render(Transcript.model_validate(r["transcript"]), req, subtitles)
+    body = response.body.decode("utf-8")
+    return json.loads(body) if response.media_type == "application/json" else body
+
+
+def job_view(job: Job, subtitles: SubtitleSettings, response_format: str | None = None) -> dict:
+    """A /v1/jobs job: status, progress, files, and each finished file's result in the response_format."""
+    req = job_request(job, response_format)
+    files = []
+    for i, f in enumerate(job.files or []):
+        entry = {"name": f.get("name")}
+        if f.get("url"):
+            entry["url"] = f["url"]
+        if f.get("size"):
+            entry["bytes"] = f["size"]
+        if job.results and i < len(job.results):
+            r = job.results[i]
+            entry["status"] = r["status"]
+            if r["status"] == SUCCEEDED:
+                entry["result"] = _rendered(job, i, req, subtitles)
+            else:
+                entry["error"] = r.get("error")
+        files.append(entry)
+    view = {"id": job.id, "object": "transcription.job", "kind": job.kind, "status": job.state,
+            "created_at": int(job.created_at), "started_at": int(job.started_at) if job.started_at else None,
+            "finished_at": int(job.finished_at) if job.finished_at else None, "attempts": job.attempts,
+            "response_format": req.response_format, "progress": job.progress, "files": files,
+            "result": files[0].get("result") if len(files) == 1 else None, "error": job.error}
+    return view
