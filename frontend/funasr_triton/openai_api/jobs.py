@@ -54,7 +54,7 @@ async def submit_job(request: Request) -> JSONResponse:
         req = serving.parse_form(form, TranscriptionRequest)
         service.check_model(req.model)
         check_speakers(req.num_speakers, req.min_speakers, req.max_speakers)
-        options = await serving.options_of(request.app, req, settings)
+        options = await serving.options_of(request.app, req)
         if req.stream:
             raise AsrError("stream: a job is not streamed; poll GET /v1/jobs/{id}", 400, "invalid_value", "stream")
         uploads = form.getlist("file")

@@ -89,7 +89,7 @@ async def create_transcription(request: Request) -> Response:
     if audio is None:
         audio = await service.fetch(address.strip())  # the SSRF-guarded fetch (app/fetch.py)
     try:
-        options = await serving.options_of(request.app, req, settings, model, logprobs="logprobs" in req.include
+        options = await serving.options_of(request.app, req, model, logprobs="logprobs" in req.include
                                            or req.response_format == "verbose_json")
         if req.stream:
             return await _stream(request, service.events(audio, options), req, audio)

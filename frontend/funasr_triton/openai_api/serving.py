@@ -138,10 +138,11 @@ def _hotwords(req: TranscriptionRequest, settings: Settings) -> list[str]:
     return words
 
 
-async def options_of(app, req: TranscriptionRequest, settings: Settings, model: str = PARAFORMER,
+async def options_of(app, req: TranscriptionRequest, model: str = PARAFORMER,
                      logprobs: bool = False) -> TranscribeOptions:
     """TranscribeOptions of a transcription request: a stored vocabulary's words, then the inline hotwords;
     diarization when asked for (diarized_json, the -diarize model), `known_speaker_names` as the speaker count."""
+    settings: Settings = app.state.settings
     hotwords = [*await vocabulary_words(app, req.vocabulary_id), *_hotwords(req, settings)]
     diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
                or req.model == "gpt-4o-transcribe-diarize")
