@@ -20,6 +20,8 @@ from . import protocol as p
 KIND = "filetrans"
 _DOWNLOAD_CODES = {"fetch_failed", "invalid_url", "forbidden_url", "fetch_timeout", "url_disabled"}
 _PARSE_CODES = {"bad_audio", "empty_audio", "decode_timeout", "audio_too_long"}
+# job states answered with a status alone (no result)
+_UNFINISHED = {QUEUED: p.QUEUEING, RUNNING: p.RUNNING, EXPIRED: p.TASK_EXPIRED, JOB_CANCELLED: p.CANCELLED}
 
 
 class FileTransError(Exception):
@@ -61,14 +63,9 @@ def _result(t: Transcript, words: bool, split: bool) -> p.FileTransResult:
 
 def task_result(job: Job, request_id: str | None = None) -> p.TaskResult:
     base = {"TaskId": job.id, "RequestId": request_id or new_request_id()}
-    if job.state == QUEUED:
-        return p.TaskResult(**base, StatusCode=p.QUEUEING[0], StatusText=p.QUEUEING[1])
-    if job.state == RUNNING:
-        return p.TaskResult(**base, StatusCode=p.RUNNING[0], StatusText=p.RUNNING[1])
-    if job.state == EXPIRED:
-        return p.TaskResult(**base, StatusCode=p.TASK_EXPIRED[0], StatusText=p.TASK_EXPIRED[1])
-    if job.state == JOB_CANCELLED:
-        return p.TaskResult(**base, StatusCode=p.CANCELLED[0], StatusText=p.CANCELLED[1])
+    if job.state in _UNFINISHED:
+        code, text = _UNFINISHED[job.state]
+        return p.TaskResult(**base, StatusCode=code, StatusText=text)
     solve = int((job.finished_at or time.time()) * 1000)
     r = (job.results or [{}])[0]
     if job.state == FAILED or r.get("status") != SUCCEEDED:
