@@ -23,6 +23,7 @@ _CONTAINER_MAGIC = (b"RIFF", b"RF64", b"ID3", b"OggS", b"fLaC", b"#!AMR", b"\x1a
 # AsrError codes that describe the audio itself: NLS "invalid message" rather than "invalid parameter".
 _AUDIO_CODES = frozenset({"empty_audio", "bad_audio", "audio_too_long", "decode_timeout", "invalid_audio"})
 
+
 def nls_status(err: AsrError) -> tuple[int, int]:
     """The one mapping of this surface: AsrError -> (HTTP status, NLS status)."""
     if err.status == 401:
@@ -94,7 +95,6 @@ def to_response(task_id: str, transcript: Transcript, words: bool, processing_ms
     return NlsAsrResponse(task_id=task_id, result=transcript.text, confidence=overall,
                           duration_ms=transcript.duration_ms,
                           processing_ms=processing_ms, sentences=sentences)
-
 
 
 async def options_of(app, service, query: NlsAsrQuery) -> tuple[TranscribeOptions, str | None]:
