@@ -132,4 +132,3 @@ async def cancel_job(request: Request, job_id: str):
     if state not in ("cancelled",):
         raise AsrError(f"job {job_id} already finished ({job.state})", 409, "job_finished")
     return _view(request, job)
-
