@@ -32,17 +32,12 @@ PACKAGES = {"funasr_triton": ROOT / "frontend" / "funasr_triton",
 # the order packages stack in: a package may import those before it, never one after it
 LAYERS = ("funasr_triton", "funasr_triton_export", "funasr_triton_tools", "loadtest")
 # API surface packages of funasr_triton (wire protocol + routes). `jobs` is the job service (store, queue,
-# runner, callbacks) that several surfaces use; only its router is a surface (the native /v1/jobs API).
+# runner, callbacks) that several surfaces use; the native /v1/jobs API is part of openai_api.
 SURFACES = ("openai_api", "aliyun_api", "nls_ws", "funasr_ws", "seed_api", "dashscope_api", "filetrans_api")
-SURFACE_MODULES = {"funasr_triton.jobs.router": "jobs"}
+SURFACE_MODULES: dict[str, str] = {}
 COMPOSITION_ROOT = "funasr_triton.app.main"  # mounts every surface's router
 
-# issue 15 ("Thin routes"): the OpenAI form reading/validation/rendering the jobs API reuses moves out of
-# openai_api/router.py into a shared serving module both surfaces import.
-KNOWN_SURFACE_TO_SURFACE = {
-    ("funasr_triton.jobs.router", "funasr_triton.openai_api.protocol"),
-    ("funasr_triton.jobs.router", "funasr_triton.openai_api.router"),
-}
+KNOWN_SURFACE_TO_SURFACE: set[tuple[str, str]] = set()
 
 
 class Import(NamedTuple):

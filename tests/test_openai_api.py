@@ -324,7 +324,7 @@ def test_no_temp_files_left(frontend, limited):
 
 def test_stream_error_after_start_is_a_final_error_event():
     from funasr_triton.openai_api.protocol import TranscriptTextDelta
-    from funasr_triton.openai_api.router import sse
+    from funasr_triton.openai_api.serving import sse
 
     def events():
         yield TranscriptTextDelta(delta="你好")
@@ -393,7 +393,7 @@ def test_render_error_types_and_retry_after():
 
 def test_diarized_speaker_labels():
     from funasr_triton.contract import Sentence, Transcript
-    from funasr_triton.openai_api.router import _speaker_labels
+    from funasr_triton.openai_api.serving import _speaker_labels
 
     def t(*speakers):
         return Transcript(text="", duration_ms=0, sentences=[Sentence(start_ms=0, end_ms=0, text="x", speaker=sp)

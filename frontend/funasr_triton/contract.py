@@ -6,7 +6,13 @@ model_repository/pipeline/1/sentences.py); `Transcript` is what every surface re
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SPEAKERS = 32  # the most speakers a caller may name (num/min/max); DashScope's own wire allows its 100
+# a caller's speaker count on the surfaces that bound it by MAX_SPEAKERS
+SpeakerCount = Annotated[int | None, Field(ge=1, le=MAX_SPEAKERS)]
 
 
 class TranscribeOptions(BaseModel):

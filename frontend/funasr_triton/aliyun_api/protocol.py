@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..contract import SpeakerCount
 from ..nls import NlsStatus
 
 
@@ -31,9 +32,9 @@ class NlsAsrQuery(BaseModel):
     enable_words: bool = Field(False, description="extension: word timings in `sentences[].words`")
     word_timestamps: bool = Field(False, description="extension (funasr-api name): same as enable_words")
     enable_speaker_diarization: bool = Field(False, description="extension: speaker_id on every sentence")
-    speaker_count: int | None = Field(None, ge=1, le=32, description="extension: exact number of speakers")
-    min_speakers: int | None = Field(None, ge=1, le=32)
-    max_speakers: int | None = Field(None, ge=1, le=32)
+    speaker_count: SpeakerCount = Field(None, description="extension: exact number of speakers")
+    min_speakers: SpeakerCount = None
+    max_speakers: SpeakerCount = None
     model: str | None = Field(None, max_length=64, description="extension: the recognizer, e.g. sensevoice-small "
                               "(README \"Choosing a model\"; enable_punctuation_prediction is then its use_itn); "
                               "omitted: the default model")

@@ -148,8 +148,7 @@ async def fetch(url: str, settings: AudioSettings, max_bytes: int) -> SpooledAud
                         continue
                     if resp.status_code != 200:
                         raise AsrError(f"audio_address answered HTTP {resp.status_code}", 400, "fetch_failed", PARAM)
-                    return await spool(resp.aiter_bytes(), max_bytes, lambda: AsrError(
-                        f"audio_address body exceeds {max_bytes} bytes", 413, "too_large", PARAM))
+                    return await spool(resp.aiter_bytes(), max_bytes, PARAM)
         raise AsrError("audio_address redirects too many times", 400, "fetch_failed", PARAM)
 
     try:

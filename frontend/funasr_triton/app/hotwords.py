@@ -57,18 +57,24 @@ def parse_hotwords(text: str | None) -> list[str]:
     return words
 
 
+def check_hotword(word: str, limits, param: str = "hotwords") -> str:
+    """The length rule of one hotword (`limits.max_hotword_chars`); `param` names where it came from."""
+    if len(word) > limits.max_hotword_chars:
+        shown = word if len(word) <= 40 else word[:40] + "…"
+        raise AsrError(f"hotword {shown!r} is longer than {limits.max_hotword_chars} characters",
+                       400, "hotword_too_long", param)
+    return word
+
+
 def check_hotwords(words: list[str], limits, what: str = "request + hotword file", param: str = "hotwords") -> list[str]:
-    """The one check of the hotword limits (`limits.max_hotword_chars`, `limits.max_hotwords`), for requests
-    and stored vocabularies alike. Returns the words without blanks and repeats, in order."""
+    """The hotword limits (`check_hotword` for each, `limits.max_hotwords` for the count), for requests and
+    stored vocabularies alike. Returns the words without blanks and repeats, in order."""
     unique: list[str] = []
     for w in words:
         if w and w not in unique:
             unique.append(w)
-    too_long = [w for w in unique if len(w) > limits.max_hotword_chars]
-    if too_long:
-        shown = too_long[0] if len(too_long[0]) <= 40 else too_long[0][:40] + "…"
-        raise AsrError(f"hotword {shown!r} is longer than {limits.max_hotword_chars} characters",
-                       400, "hotword_too_long", param)
+    for w in unique:
+        check_hotword(w, limits, param)
     if len(unique) > limits.max_hotwords:
         raise AsrError(f"{len(unique)} hotwords ({what}); at most {limits.max_hotwords}", 400, "too_many_hotwords",
                        param)

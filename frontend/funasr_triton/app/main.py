@@ -86,8 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ..seed_api.transcribe import PREFIXES as SEED_BATCH_PREFIXES
     from ..seed_api.transcribe import render_error as seed_batch_error
     from ..seed_api.transcribe import router as seed_batch_router
-    from ..filetrans_api.router import setup as filetrans_setup
-    from ..jobs.router import router as jobs_router
+    from ..filetrans_api.serving import setup as filetrans_setup
+    from ..openai_api.jobs import router as jobs_router
     from ..vocabularies.registry import setup as vocabularies_setup
     from ..openai_api.vocabularies import router as vocabularies_router
     from .demo import router as demo_router

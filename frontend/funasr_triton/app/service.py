@@ -114,12 +114,8 @@ class TranscriptionService:
         """The recording's events as Triton recognises it (see model_repository/transcribe/config.pbtxt):
         `segment` and `text` (the next piece of the final text), `progress` after every Triton answer,
         and last `{"type": "transcript", "transcript": Transcript}`. Errors before the first event are
-        the usual AsrErrors (bad audio, limits, backend)."""
-        size = source.size if isinstance(source, SpooledAudio) else len(source)
-        if size > self.settings.limits.max_upload_bytes:
-            self.metrics.rejected.labels("too_large").inc()
-            raise AsrError(f"the audio is {size} bytes; at most {self.settings.limits.max_upload_bytes} accepted",
-                           413, "too_large", "file")
+        the usual AsrErrors (bad audio, limits, backend). The source's size was bounded when it was read
+        (app/upload.py: limits.max_upload_bytes)."""
         if options.diarize and not self.settings.diarization.enabled:
             raise AsrError("speaker diarization is disabled on this server", 400, "diarization_disabled",
                            "enable_speaker_diarization")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..contract import SpeakerCount
+
 PRODUCT, VERSION = "nls-filetrans", "2018-08-17"
 
 # status codes (StatusCode, StatusText)
@@ -53,7 +55,7 @@ class FileTransTask(BaseModel):
     first_channel_only: bool = False
     # extension: speaker diarization with an optional speaker count
     enable_speaker_diarization: bool = False
-    speaker_num: int | None = Field(None, ge=1, le=32)
+    speaker_num: SpeakerCount = None
 
 
 class FileTransSentence(BaseModel):

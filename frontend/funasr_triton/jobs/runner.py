@@ -288,3 +288,11 @@ class JobRunner:
         await asyncio.to_thread(self.store.drop_expired, retention_s + max(retention_s, 86400.0))
         counts, oldest = await asyncio.to_thread(self.store.counts)
         self.metrics.update(counts, oldest)
+
+
+def runner_of(app) -> JobRunner:
+    """The app's job runner (every job-backed surface's); a 404 `jobs_disabled` when jobs are off (jobs.enabled)."""
+    jobs = getattr(app.state, "jobs", None)
+    if jobs is None:
+        raise AsrError("jobs are disabled on this server", 404, "jobs_disabled")
+    return jobs

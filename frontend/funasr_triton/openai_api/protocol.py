@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..contract import MAX_SPEAKERS, SpeakerCount
+
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 
 # accepted `language` values -> Whisper's English language name (what verbose_json reports)
@@ -74,9 +76,9 @@ class TranscriptionRequest(BaseModel):
                                       "(/v1/vocabularies); its words come before the inline hotwords")
     # extension: speaker diarization (always on for diarized_json and gpt-4o-transcribe-diarize)
     enable_speaker_diarization: bool = False
-    num_speakers: int | None = Field(None, ge=1, le=32)
-    min_speakers: int | None = Field(None, ge=1, le=32)
-    max_speakers: int | None = Field(None, ge=1, le=32)
+    num_speakers: SpeakerCount = None
+    min_speakers: SpeakerCount = None
+    max_speakers: SpeakerCount = None
     # extension: inverse text normalization (三点一四 -> 3.14); None = settings.itn.default
     itn: bool | None = None
 
@@ -236,3 +238,59 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+# ---------------------------------------------------------------- OpenAPI documentation of the forms
+# (FastAPI cannot derive it: the routes read the multipart form themselves, see serving.py)
+
+_LIST = {"type": "array", "items": {"type": "string"}}
+_SPEAKERS = {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS}
+_FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]
+_COMMON = {"file": {"type": "string", "format": "binary", "description": "the audio (any format ffmpeg decodes)"},
+           "model": {"type": "string", "description": "the served model's name or one of its aliases (404 otherwise)"},
+           "prompt": {"type": "string", "description": "used as hotwords (space/comma separated, or JSON {word: weight})"},
+           "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0}}
+TRANSCRIPTION_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {**_COMMON, "language": {"type": "string", "description": "zh, cmn, yue, en, ja, ko (region suffixes such as zh-CN accepted) or auto; others: 400"},
+                   "response_format": {"type": "string", "enum": [*_FORMATS, "diarized_json"], "default": "json"},
+                   "stream": {"type": "boolean", "default": False},
+                   "timestamp_granularities[]": {"type": "array", "items": {"type": "string",
+                                                                            "enum": ["word", "segment"]}},
+                   "include[]": {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+                   "chunking_strategy": {"type": "string", "description": "auto, or JSON {\"type\": \"server_vad\", …}"},
+                   "known_speaker_names[]": {**_LIST, "maxItems": 4},
+                   "known_speaker_references[]": {**_LIST, "maxItems": 4}, "keywords[]": _LIST, "languages[]": _LIST,
+                   "hotwords": {"type": "string", "description": "extension: hotwords (space/comma separated)"},
+                   "vocabulary_id": {"type": "string", "description": "extension: a stored vocabulary's id "
+                                     "(/v1/vocabularies); its words are added before the inline hotwords"},
+                   "audio_address": {"type": "string", "description": "extension (funasr-api): an audio URL "
+                                     "fetched instead of `file` (needs AUDIO__URL_FETCH_ENABLED)"},
+                   "enable_speaker_diarization": {"type": "boolean", "default": False, "description": "extension"},
+                   "num_speakers": _SPEAKERS, "min_speakers": _SPEAKERS, "max_speakers": _SPEAKERS},
+}}}}}
+TRANSLATION_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {**_COMMON, "response_format": {"type": "string", "enum": _FORMATS, "default": "json"}}}}}}}
+
+_TEXT = {"schema": {"type": "string"}}
+TRANSCRIPTION_200 = {200: {"description": "json/verbose_json/diarized_json as JSON; text, srt and vtt as text; "
+                                          "stream=true as server-sent events",
+                           "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": _TEXT,
+                                       "application/x-subrip": _TEXT, "text/vtt": _TEXT,
+                                       "text/event-stream": _TEXT}}}
+
+# POST /v1/jobs: the transcription form with several files or URLs
+JOB_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                            "description": "the audio: one or more file parts (or `url`)"},
+                   "url": {"type": "array", "items": {"type": "string"},
+                           "description": "audio URL(s) fetched by the job (`audio_address` is accepted too)"},
+                   "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt",
+                                                                  "diarized_json"]},
+                   "model": {"type": "string"}, "language": {"type": "string"}, "prompt": {"type": "string"},
+                   "hotwords": {"type": "string"}, "vocabulary_id": {"type": "string"},
+                   "enable_speaker_diarization": {"type": "boolean"},
+                   "timestamp_granularities[]": {"type": "array", "items": {"type": "string"}}}}}}}}
+

@@ -6,23 +6,17 @@ Each vocabulary alone must pass the hotword limits (limits.max_hotwords, limits.
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from ..app.hotwords import check_hotwords
 from ..errors import AsrError
 from ..vocabularies.protocol import Vocabulary, VocabularyCreate, VocabularyDeleted, VocabularyList, VocabularyUpdate
 from ..vocabularies.registry import Registry, VocabularyRow, registry_of
 from .protocol import ErrorResponse
-from .router import _authorize
+from .router import authorized
 
-
-
-async def _key(request: Request) -> None:
-    """The API key, checked before the body is read or validated."""
-    _authorize(request)
-
-
-router = APIRouter(prefix="/v1", tags=["vocabularies"], dependencies=[Depends(_key)],
+# the API key is checked before the body is read or validated
+router = APIRouter(prefix="/v1", tags=["vocabularies"], dependencies=[authorized],
                    responses={s: {"model": ErrorResponse} for s in (400, 401, 404, 429)})
 
 

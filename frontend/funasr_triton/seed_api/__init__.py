@@ -1,1 +1,1 @@
-"""The seed-compatible call-centre surface: `POST /api` (FunASR + pyannote shape)."""
+"""The seed-compatible call-centre surface: `POST /api` (FunASR + pyannote shape) and seed 003's `POST /transcribe`."""

@@ -14,46 +14,17 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..app.inputs import is_uint
-from ..app.service import PARAFORMER, SENSEVOICE
-from ..app.upload import spool_upload
-from ..contract import TranscribeOptions
+from ..app.upload import spool_part
 from ..errors import AsrError
-from .router import MULTIPART_OVERHEAD, authorize, bounded
+from . import serving
+from .protocol import FileResult, TranscribeResponse
+from .router import authorized, multipart
 
 PREFIXES: tuple[str, ...] = ("/transcribe",)
-LANGS = ("auto", "zh", "en")
-SENSEVOICE_LANGS = (*LANGS, "yue", "ja", "ko")
-router = APIRouter(tags=["seed"])
+router = APIRouter(tags=["seed"], dependencies=[authorized])
 _ERRORS = (400, 401, 413, 429)
-
-
-class FileSegment(BaseModel):
-    start: float
-    end: float
-    text: str
-    speaker: str | None = None
-
-
-class FileResult(BaseModel):
-    key: str
-    status: str  # success | failed
-    text: str = ""
-    language: str | None = None
-    duration: float | None = None  # seconds of audio
-    segments: list[FileSegment] = Field(default_factory=list)
-    error: str | None = None
-    code: str | None = None
-
-
-class TranscribeResponse(BaseModel):
-    message: str
-    processing_time: float  # seconds
-    results: list[FileResult]
 
 
 def render_error(request: Request, err: AsrError) -> Response:
@@ -68,66 +39,32 @@ def render_error(request: Request, err: AsrError) -> Response:
                  "type": "object", "required": ["files"],
                  "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                 "keys": {"type": "string", "description": "comma-separated, one per file"},
-                                "lang": {"type": "string", "enum": list(SENSEVOICE_LANGS), "default": "auto",
+                                "lang": {"type": "string", "enum": list(serving.SENSEVOICE_LANGS), "default": "auto",
                                          "description": "yue, ja and ko with model sensevoice-small only"},
                                 "model": {"type": "string", "description": "sensevoice-small, or the default model"},
                                 "itn": {"type": "boolean", "default": False}}}}}}})
 async def transcribe_files(request: Request) -> JSONResponse:
-    authorize(request)
     t0 = time.perf_counter()
     service = request.app.state.service
     settings = service.settings
     max_files, per_file = settings.jobs.max_files, settings.limits.max_upload_bytes
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise AsrError("send multipart/form-data with the recordings as `files` parts", 400, "invalid_request", "files")
-    limit = settings.jobs.max_job_bytes + MULTIPART_OVERHEAD * max_files
-    declared = request.headers.get("content-length", "")
-    if is_uint(declared) and int(declared) > limit:
-        raise AsrError(f"the request is {declared} bytes; at most {settings.jobs.max_job_bytes} of audio accepted",
-                       413, "too_large", "files")
+    form = await multipart(request, settings.jobs.max_job_bytes, "files",
+                           "send multipart/form-data with the recordings as `files` parts", max_files=max_files,
+                           max_fields=16)
     try:
-        form = await MultiPartParser(request.headers, bounded(request, limit), max_files=max_files,
-                                     max_fields=16).parse()
-    except MultiPartException as e:
-        raise AsrError(f"malformed multipart body (at most {max_files} files): {e.message}", 400, "invalid_request",
-                       "files")
-    try:
-        uploads = [v for k, v in form.multi_items() if k in ("files", "files[]", "file") and isinstance(v, UploadFile)]
+        uploads = [v for k, v in form.multi_items() if k in serving.BATCH_FILE_FIELDS and isinstance(v, UploadFile)]
         if not uploads:
             raise AsrError("no `files` part in the form", 400, "invalid_request", "files")
-        raw_keys = form.get("keys")
-        keys = [k.strip() for k in raw_keys.split(",")] if isinstance(raw_keys, str) and raw_keys.strip() else []
-        if keys and len(keys) != len(uploads):
-            raise AsrError(f"{len(keys)} keys for {len(uploads)} files: give one key per file", 400, "invalid_request",
-                           "keys")
-        model_field = form.get("model")
-        name = model_field.strip() if isinstance(model_field, str) and model_field.strip() else None
-        model = service.check_model(name) if name else PARAFORMER
-        await service.require_model(model, name)
-        langs = SENSEVOICE_LANGS if model == SENSEVOICE else LANGS
-        lang = form.get("lang") or "auto"
-        if not isinstance(lang, str) or lang.strip().lower() not in langs:
-            raise AsrError(f"lang must be one of {', '.join(langs)}", 400, "invalid_request", "lang")
-        lang = lang.strip().lower()
-        itn_field = form.get("itn")
-        itn = isinstance(itn_field, str) and itn_field.strip().lower() in ("true", "1", "yes")
-        options = TranscribeOptions(punctuation=True, timestamps=True, itn=itn, model=model,
-                                    language=lang if model == SENSEVOICE else None)
+        keys = serving.file_keys(form.get("keys"), len(uploads))
+        options, lang = await serving.batch_options(service, form.get("model"), form.get("lang"), form.get("itn"))
         results: list[FileResult] = []
         for i, upload in enumerate(uploads):
             key = keys[i] if keys else (upload.filename or f"file{i}")
             try:
-                audio = await spool_upload(upload, per_file, lambda: AsrError(
-                    f"the file is larger than {per_file} bytes", 413, "too_large", "files"))
-                with audio:
+                with await spool_part(upload, per_file, "files") as audio:
                     if not audio.size:
                         raise AsrError("the file is empty", 400, "empty_audio", "files")
-                    t = await service.transcribe(audio, options)
-                results.append(FileResult(
-                    key=key, status="success", text=t.text, language=t.language if model == SENSEVOICE else lang,
-                    duration=round(t.duration_ms / 1000, 3),
-                    segments=[FileSegment(start=round(s.start_ms / 1000, 3), end=round(s.end_ms / 1000, 3),
-                                          text=s.text, speaker=s.speaker) for s in t.sentences]))
+                    results.append(serving.file_result(key, await service.transcribe(audio, options), options, lang))
             except AsrError as err:
                 results.append(FileResult(key=key, status="failed", error=err.message, code=err.code))
     finally:
