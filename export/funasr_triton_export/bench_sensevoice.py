@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -39,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_common import CACHE, ROOT, SR, THREADS, describe, make_clips, progress, run_sequential, summarize, text_units
+from .bench_common import (CACHE, ROOT, SR, THREADS, describe, machine_info, make_clips, progress, run_sequential,
+                           summarize, text_units)
 
 LOADED = ("pipeline", "vad", "sensevoice")
 TAG = re.compile(r"<\|[^|]*\|>")  # SenseVoice's rich-transcription tags
@@ -176,13 +178,19 @@ def bench_funasr_onnx(onnx_dirs: dict, repo: Path, clips: list[np.ndarray], orde
 
 
 def rows(result: dict) -> list[str]:
-    """Markdown rows: runtime, concurrency, audio seconds per wall second."""
-    out = ["| runtime | concurrency | throughput (audio s / wall s) | RTF |", "|---|---|---|---|"]
+    """Markdown rows: runtime, concurrency, audio seconds per wall second, RTF, and what was decoded (VAD
+    segments and text units per request: equal across the rows when the comparison is like for like)."""
+    out = ["| runtime | concurrency | throughput (audio s / wall s) | RTF | segments / request | units / request |",
+           "|---|---|---|---|---|---|"]
+
+    def cells(m: dict) -> str:
+        return (f"{m['throughput_x']:.2f} | {m['rtf']:.4f} | {m.get('segments_per_request')} | "
+                f"{m.get('units_per_request')} |")
+
     for c, m in result["served"]["concurrency"].items():
-        out.append(f"| served sensevoice ({result['served']['profile']}) | {c} | {m['throughput_x']:.2f} | {m['rtf']:.4f} |")
+        out.append(f"| served sensevoice ({result['served']['profile']}) | {c} | {cells(m)}")
     for name in ("automodel", "funasr_onnx"):
-        m = result[name]
-        out.append(f"| {name.replace('_', '-')} SenseVoiceSmall | 1 | {m['throughput_x']:.2f} | {m['rtf']:.4f} |")
+        out.append(f"| {name.replace('_', '-')} SenseVoiceSmall | 1 | {cells(result[name])}")
     return out
 
 
@@ -193,6 +201,8 @@ def run(source: str, seconds: float, n_clips: int, concurrencies: list[int], wor
     clips = make_clips(seconds, n_clips)
     order = list(range(len(clips)))
     result = {"source": source, "clips": n_clips, "clip_seconds": seconds, "threads": THREADS,
+              "machine": machine_info(),
+              "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
               "served": bench_served(repo, clips, order, concurrencies),
               "automodel": bench_automodel(dirs, clips, order),
               "funasr_onnx": bench_funasr_onnx(onnx, repo, clips, order)}
