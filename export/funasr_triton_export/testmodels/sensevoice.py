@@ -79,14 +79,16 @@ def train_bpe(path: Path) -> int:
 
     Without a dummy prefix, like the released BPE: FunASR's timestamp path (SenseVoiceSmall.inference,
     output_timestamp) takes the first four pieces of the decoded text to be the four tags and re-encodes
-    each piece on its own to one id, which a BPE that puts "▁" in front of every text would break."""
+    each piece on its own to one id, which a BPE that puts "▁" in front of every text would break. Every
+    word is also a line of its own, so the vocabulary has pieces for words without "▁" too, as the released
+    one has (a piece "▁lazy" encoded alone loses its "▁": FunASR then needs "lazy" to be one piece)."""
     import io
 
     import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(TEXT), model_writer=model, model_type="bpe", vocab_size=VOCAB_SIZE,
+        sentence_iterator=iter(TEXT + sorted({w for line in TEXT for w in line.split()})), model_writer=model, model_type="bpe", vocab_size=VOCAB_SIZE,
         hard_vocab_limit=False, character_coverage=1.0, user_defined_symbols=TAGS, num_threads=1,
         bos_id=1, eos_id=2, unk_id=0, pad_id=-1, add_dummy_prefix=False, minloglevel=2)
     path.write_bytes(model.getvalue())
