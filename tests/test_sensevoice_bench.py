@@ -19,9 +19,11 @@ def test_bench_sensevoice_smoke(tmp_path):
     assert same["served"]["segments_per_request"] >= 1
     assert same["served"]["segments_per_request"] == same["automodel"]["segments_per_request"] \
         == same["funasr_onnx"]["segments_per_request"], same
-    assert same["served"]["units_per_request"] > 0
-    assert same["served"]["units_per_request"] == same["automodel"]["units_per_request"] \
-        == same["funasr_onnx"]["units_per_request"], same
+    units = same["served"]["units_per_request"]
+    assert units > 0
+    # the same units: equal but for a rare argmax near-tie between torch and onnxruntime (random weights)
+    for name in ("automodel", "funasr_onnx"):
+        assert abs(same[name]["units_per_request"] - units) <= max(2.0, 0.02 * units), same
     assert "<|" not in result["automodel"]["sample_text"] + result["funasr_onnx"]["sample_text"]
     assert result["machine"]["cpu"] and len(result["load_average_at_start"]) == 3
     table = rows(result)
