@@ -74,6 +74,31 @@ def test_stage_equals_automodel(sv_client, reference, language, itn):
     assert "<|" not in got["text"]
 
 
+def test_stage_timestamps_equal_automodel(sv_client, reference):
+    """WORDS/TIMESTAMPS of the served stage (CTC forced alignment on the ONNX logits) against
+    AutoModel(SenseVoiceSmall, output_timestamp=True) on the same weights: the same words, each start and
+    end within one 60 ms encoder frame (in practice equal: the logits agree to ~1e-5)."""
+    timed = exact = 0
+    for i, language, itn in [(i, lang, itn) for i in range(4) for lang, itn in (("auto", False), ("en", True))]:
+        wav = segment(i)
+        got = sv_client.sensevoice_segment(wav, language, itn, timestamps=True)
+        plain = sv_client.sensevoice_segment(wav, language, itn)
+        assert got["token_ids"] == plain["token_ids"] and "words" not in plain
+        try:
+            ref = reference.generate(input=wav, language=language, use_itn=itn, output_timestamp=True)[0]
+        except IndexError:  # funasr's own alignment fails (a piece re-encodes to several ids): no word timing
+            assert (got["words"], got["timestamps"]) == ([], []), (i, language, itn)
+            continue
+        assert got["words"] == ref.get("words", []), (i, language, itn)
+        ref_times = ref.get("timestamp", [])
+        assert len(got["timestamps"]) == len(ref_times)
+        for (b, e), (rb, re_) in zip(got["timestamps"], ref_times):
+            assert abs(b - rb) <= 60 and abs(e - re_) <= 60, (got["timestamps"], ref_times)
+        timed += bool(ref_times)
+        exact += got["timestamps"] == ref_times
+    assert timed >= 4 and exact >= timed - 1, (timed, exact)
+
+
 def test_concurrent_segments_batch_like_alone(sv_client):
     """Segments of different lengths batched together answer as each does alone."""
     wavs = [segment(i) for i in range(4)]
@@ -103,9 +128,21 @@ def test_pipeline_with_sensevoice(sv_client):
     per_segment = [sv_client.sensevoice_segment(samples[b * 16:e * 16], "auto", True) for b, e in vad]
     texts = [p["text"] for p in per_segment if p["text"]]
     assert [s["text"] for s in result["sentences"]] == texts
-    for s, p in zip(result["sentences"], [p for p in per_segment if p["text"]]):
+    timed = [sv_client.sensevoice_segment(samples[b * 16:e * 16], "auto", True, timestamps=True) for b, e in vad]
+    spoken = [(seg, p, t) for seg, p, t in zip(vad, per_segment, timed) if p["text"]]
+    for s, (seg, p, t) in zip(result["sentences"], spoken):
         assert (s["language"], s["emotion"], s["events"]) == (p["language"], p["emotion"], p["events"])
-        assert s["words"] == [s["text"]]  # segment-level timing only
+        # word timing: the stage's aligned words (no tags, no lone marks), moved to the segment's start
+        words = [(w.removeprefix("▁"), [b + seg[0], e + seg[0]]) for w, (b, e) in zip(t["words"], t["timestamps"])]
+        words = [(w, ts) for w, ts in words if "<|" not in w and any(ch.isalnum() for ch in w)]
+        if words:
+            assert (s["words"], s["timestamps"]) == ([w for w, _ in words], [ts for _, ts in words])
+            assert all(seg[0] <= b <= e <= seg[1] for b, e in s["timestamps"])
+        else:
+            assert (s["words"], s["timestamps"]) == ([s["text"]], [list(seg)])  # segment-level timing
+    assert any(len(s["words"]) > 1 for s in result["sentences"])
+    no_times = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="auto", timestamps=False))
+    assert [s["text"] for s in no_times["sentences"]] == texts and "words" not in no_times["sentences"][0]
     assert result["language"] in {p["language"] for p in per_segment}
     # the default model is still Paraformer
     assert sv_client.transcribe(samples).get("model", "paraformer") == "paraformer"
@@ -172,6 +209,19 @@ def test_openai_sensevoice_verbose_json(sv_frontend, sv_client, dialogue):
         assert extra.get("emotion") == s["emotion"] and extra.get("events") == s["events"]
     if ref["language"] in names:
         assert out.language == names[ref["language"]]
+
+
+def test_openai_sensevoice_word_timestamps(sv_frontend, sv_client, dialogue):
+    """timestamp_granularities[]=word with model=sensevoice-small: SenseVoice's aligned words (the
+    pipeline's), in seconds; the segments keep SenseVoice's own text."""
+    samples, wav = dialogue
+    with sdk(sv_frontend.base_url) as oai:
+        out = oai.audio.transcriptions.create(model="sensevoice-small", file=("d.wav", wav), response_format="verbose_json",
+                                              timestamp_granularities=["word", "segment"])
+    ref = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice"))
+    want = [(w, b / 1000, e / 1000) for s in ref["sentences"] for w, (b, e) in zip(s["words"], s["timestamps"])]
+    assert [(w.word, w.start, w.end) for w in out.words] == want
+    assert len(out.words) > len(out.segments) and [s.text for s in out.segments] == [s["text"] for s in ref["sentences"]]
 
 
 def test_openai_sensevoice_forced_language_and_default_model(sv_frontend, sv_client, dialogue):
@@ -283,8 +333,14 @@ def test_aliyun_rest_with_sensevoice(sv_frontend, frontend, sv_client, dialogue)
                     headers={"Content-Type": "application/octet-stream"}).json()
         hot = c.post("/stream/v1/asr", params={**params, "vocabulary_id": "阿里巴巴 20"}, content=wav,
                      headers={"Content-Type": "application/octet-stream"})
+        timed = c.post("/stream/v1/asr", params={**params, "enable_words": "true"}, content=wav,
+                       headers={"Content-Type": "application/octet-stream"}).json()
     assert ok["status"] == 20000000
-    assert ok["result"] == sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="zh"))["text"]
+    ref = sv_client.transcribe(samples, TranscribeOptions(model="sensevoice", language="zh"))
+    assert ok["result"] == ref["text"]
+    # enable_words: SenseVoice's aligned words with their times (ms), as the pipeline has them
+    assert [[(w["text"], w["begin_time"], w["end_time"]) for w in s["words"]] for s in timed["sentences"]] == \
+        [[(w, b, e) for w, (b, e) in zip(s["words"], s["timestamps"])] for s in ref["sentences"]]
     assert hot.status_code == 400 and "hotword" in hot.json()["message"]
     with httpx.Client(base_url=frontend.base_url, timeout=120) as c:  # no sensevoice export there
         missing = c.post("/stream/v1/asr", params=params, content=wav, headers={"Content-Type": "application/octet-stream"})

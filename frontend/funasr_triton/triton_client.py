@@ -193,15 +193,22 @@ class TritonAsrClient:
                 "timestamps": out["TIMESTAMPS"].reshape(-1, 2).tolist(),
                 "logprobs": [float(x) for x in out["WORD_LOGPROBS"].reshape(-1)]}
 
-    def sensevoice_segment(self, samples: np.ndarray, language: str = "auto", use_itn: bool = False) -> dict:
-        """One segment on the `sensevoice` model: text (tags removed), language, emotion, events, token ids."""
+    def sensevoice_segment(self, samples: np.ndarray, language: str = "auto", use_itn: bool = False,
+                           timestamps: bool = False) -> dict:
+        """One segment on the `sensevoice` model: text (tags removed), language, emotion, events, token ids;
+        with `timestamps` also its words and their [start, end] ms (CTC forced alignment, as FunASR's)."""
         out = self._infer("sensevoice", {"WAV": np.asarray(samples, dtype=np.float32)[None],
                                          "LANGUAGE": np.array([[language.encode("utf-8")]], dtype=object),
                                          "USE_ITN": np.array([[use_itn]], dtype=bool)},
-                          ["TEXT", "DETECTED_LANGUAGE", "EMOTION", "EVENTS", "TOKEN_IDS"])
-        return {"text": _str(out["TEXT"].reshape(-1)[0]), "language": _str(out["DETECTED_LANGUAGE"].reshape(-1)[0]),
-                "emotion": _str(out["EMOTION"].reshape(-1)[0]), "events": [_str(e) for e in out["EVENTS"].reshape(-1)],
-                "token_ids": out["TOKEN_IDS"].reshape(-1).tolist()}
+                          ["TEXT", "DETECTED_LANGUAGE", "EMOTION", "EVENTS", "TOKEN_IDS",
+                           *(["WORDS", "TIMESTAMPS"] if timestamps else [])])
+        result = {"text": _str(out["TEXT"].reshape(-1)[0]), "language": _str(out["DETECTED_LANGUAGE"].reshape(-1)[0]),
+                  "emotion": _str(out["EMOTION"].reshape(-1)[0]), "events": [_str(e) for e in out["EVENTS"].reshape(-1)],
+                  "token_ids": out["TOKEN_IDS"].reshape(-1).tolist()}
+        if timestamps:
+            result["words"] = [_str(w) for w in out["WORDS"].reshape(-1)]
+            result["timestamps"] = out["TIMESTAMPS"].reshape(-1, 2).tolist()
+        return result
 
     def punctuate(self, text: str) -> str:
         out = self._infer("punc", {"TEXT": np.array([text.encode("utf-8")], dtype=object)}, ["PUNC_TEXT"])

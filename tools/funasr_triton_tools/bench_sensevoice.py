@@ -1,11 +1,23 @@
 """The SenseVoice-Small bench row: the served model against AutoModel and funasr-onnx on the same weights.
 
   served       the Triton `pipeline` model with MODEL=sensevoice (FSMN-VAD -> `sensevoice` per segment, its
-               own punctuation/ITN: use_itn), at each concurrency; Triton loads only pipeline, vad, sensevoice
+               own punctuation/ITN: use_itn), no word timestamps (the baselines compute none), at each
+               concurrency; Triton loads only pipeline, vad, sensevoice
   automodel    FunASR AutoModel(model=SenseVoiceSmall, vad_model=FSMN-VAD), PyTorch fp32, 2 torch threads,
-               use_itn=True, one request after another
-  funasr-onnx  funasr_onnx Fsmn_vad -> SenseVoiceSmall (the exported model.onnx: FunASR's own export graph)
-               per segment, textnorm withitn, 2 intra-op threads, sequential
+               use_itn=True, one request after another (on CPU AutoModel decodes one VAD segment at a time)
+  funasr-onnx  funasr_onnx SenseVoiceSmall (the exported model.onnx: FunASR's own export graph) per VAD
+               segment, textnorm withitn, 2 intra-op threads, sequential; its segments come from the
+               served FSMN-VAD code (fsmn_vad.py, onnxruntime) run in the same loop: funasr_onnx's own
+               Fsmn_vad ends a segment after a fixed 800 ms of silence, while funasr 1.4.16's AutoModel (and
+               the served VAD, a port of it) waits 2000 ms within a segment's first 10 s (its dynamic
+               end-silence schedule), so Fsmn_vad cut about twice as many segments and the row decoded
+               other audio pieces
+
+Like for like: all three decode the same VAD segments (`segments_per_request`; AutoModel's counted by its
+own VAD model outside the timed loop), with dither 0 in every frontend (the hub config.yaml leaves
+WavFrontend's at 1.0, which funasr_onnx and AutoModel would apply), use_itn / withitn and language auto;
+`units_per_request` counts the same units everywhere: the text without SenseVoice's <|...|> tags (the
+served text has them taken out; AutoModel and funasr_onnx leave them in), spaces and punctuation.
 
 Weights: `--source test-large` (random weights at the real SenseVoiceSmall encoder sizes), `test` for a
 smoke run, or any exported repository. The baselines run in this process one after another (no child
@@ -18,6 +30,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,9 +43,17 @@ import numpy as np
 from funasr_triton.server import EmbeddedTriton, TritonOptions, free_ports
 from funasr_triton.triton_client import TranscribeOptions, TritonAsrClient
 
-from .bench_common import CACHE, ROOT, SR, THREADS, describe, make_clips, progress, run_sequential, summarize, text_units
+from .bench_common import (CACHE, ROOT, SR, THREADS, describe, machine_info, make_clips, progress, run_sequential,
+                           summarize, text_units)
 
 LOADED = ("pipeline", "vad", "sensevoice")
+TAG = re.compile(r"<\|[^|]*\|>")  # SenseVoice's rich-transcription tags
+MIN_SEGMENT_MS = 30  # the served job's min_segment_ms: shorter VAD segments are not decoded
+
+
+def plain(text: str) -> str:
+    """The text as the served model gives it: SenseVoice's tags taken out."""
+    return TAG.sub("", text)
 
 
 def prepare(repo: Path, source: str, cache_dir: Path) -> dict:
@@ -51,7 +73,11 @@ def funasr_onnx_dirs(repo: Path, dirs: dict, out: Path) -> dict:
     meta = json.loads((repo / "sensevoice" / "1" / "sensevoice.json").read_text())
     for name in ("model.onnx", "am.mvn", meta["bpemodel"]):
         shutil.copyfile(repo / "sensevoice" / "1" / name, sv / name)
-    shutil.copyfile(dirs["sensevoice"] / "config.yaml", sv / "config.yaml")
+    import yaml
+
+    conf = yaml.safe_load((dirs["sensevoice"] / "config.yaml").read_text(encoding="utf-8"))
+    conf.setdefault("frontend_conf", {})["dither"] = 0.0  # funasr_onnx's WavFrontend defaults to 1.0 (noise)
+    (sv / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False), encoding="utf-8")
     for src, name in ((repo / "vad" / "1" / "model.onnx", "model.onnx"), (repo / "vad" / "1" / "am.mvn", "am.mvn"),
                       (dirs["vad"] / "config.yaml", "config.yaml")):
         shutil.copyfile(src, vad / name)
@@ -66,7 +92,7 @@ def bench_served(repo: Path, clips: list[np.ndarray], order: list[int], concurre
     server = EmbeddedTriton(TritonOptions(repo, profile, grpc, metrics, http, extra_args=load), cache=CACHE,
                             log_file=repo.parent / f"triton-sensevoice-{profile}.log")
     out: dict = {"profile": profile, "concurrency": {}}
-    options = TranscribeOptions(model="sensevoice", language="auto")
+    options = TranscribeOptions(model="sensevoice", language="auto", timestamps=False)
     server.start()
     try:
         server.wait_ready(timeout_s=600)
@@ -109,40 +135,62 @@ def bench_automodel(dirs: dict, clips: list[np.ndarray], order: list[int]) -> di
             frontend.dither = 0.0
 
     def run(wav):
-        return model.generate(input=wav, language="auto", use_itn=True, disable_pbar=True)[0]["text"], None
+        return plain(model.generate(input=wav, language="auto", use_itn=True, disable_pbar=True)[0]["text"]), None
 
     run(clips[order[0]])
     m = run_sequential(run, clips, order, None)
+    # the segments AutoModel decoded: its VAD model on each clip again, outside the timed loop
+    segments = [len(model.inference(clips[i], model=model.vad_model, kwargs=model.vad_kwargs)[0]["value"]) for i in order]
+    m["segments_per_request"] = round(float(np.mean(segments)), 2)
     progress(f"automodel sensevoice: {describe(m)}")
     return m
 
 
-def bench_funasr_onnx(onnx_dirs: dict, clips: list[np.ndarray], order: list[int]) -> dict:
+def served_vad(repo: Path):
+    """The served FSMN-VAD (model_repository/vad/1/fsmn_vad.py: funasr 1.4.16's offline VAD on onnxruntime)
+    on the repository's exported vad model."""
+    sys.path.insert(0, str(ROOT / "model_repository" / "vad" / "1"))
+    try:
+        from fsmn_vad import FsmnVad
+    finally:
+        sys.path.pop(0)
+    return FsmnVad(repo / "vad" / "1", intra_op_threads=THREADS)
+
+
+def bench_funasr_onnx(onnx_dirs: dict, repo: Path, clips: list[np.ndarray], order: list[int]) -> dict:
     from funasr_onnx import Fsmn_vad, SenseVoiceSmall
 
-    vad = Fsmn_vad(str(onnx_dirs["vad"]), intra_op_num_threads=THREADS)
+    vad = served_vad(repo)
     sv = SenseVoiceSmall(str(onnx_dirs["sensevoice"]), intra_op_num_threads=THREADS)
 
     def run(wav):
-        segments = vad(wav)[0]
-        texts = [sv(wav[b * 16: e * 16], language="auto", textnorm="withitn")[0]
-                 for b, e in segments if (e - b) * 16 >= 480]
+        segments = [[b, e] for b, e in vad.segments(wav) if e - b >= MIN_SEGMENT_MS]
+        texts = [plain(sv(wav[b * 16: e * 16], language="auto", textnorm="withitn")[0]) for b, e in segments]
         return " ".join(t for t in texts if t), len(segments)
 
     run(clips[order[0]])
     m = run_sequential(run, clips, order, None)
+    # for the record: how many segments funasr_onnx's own Fsmn_vad (fixed 800 ms end silence) cuts
+    own = Fsmn_vad(str(onnx_dirs["vad"]), intra_op_num_threads=THREADS)
+    m["own_fsmn_vad_segments_per_request"] = round(float(np.mean([len(own(clips[i])[0]) for i in order])), 2)
     progress(f"funasr-onnx sensevoice: {describe(m)}")
     return m
 
 
 def rows(result: dict) -> list[str]:
-    """Markdown rows: runtime, concurrency, audio seconds per wall second."""
-    out = ["| runtime | concurrency | throughput (audio s / wall s) | RTF |", "|---|---|---|---|"]
+    """Markdown rows: runtime, concurrency, audio seconds per wall second, RTF, and what was decoded (VAD
+    segments and text units per request: equal across the rows when the comparison is like for like)."""
+    out = ["| runtime | concurrency | throughput (audio s / wall s) | RTF | segments / request | units / request |",
+           "|---|---|---|---|---|---|"]
+
+    def cells(m: dict) -> str:
+        return (f"{m['throughput_x']:.2f} | {m['rtf']:.4f} | {m.get('segments_per_request')} | "
+                f"{m.get('units_per_request')} |")
+
     for c, m in result["served"]["concurrency"].items():
-        out.append(f"| served sensevoice ({result['served']['profile']}) | {c} | {m['throughput_x']:.2f} | {m['rtf']:.4f} |")
+        out.append(f"| served sensevoice ({result['served']['profile']}) | {c} | {cells(m)}")
     for name in ("automodel", "funasr_onnx"):
-        m = result[name]
-        out.append(f"| {name.replace('_', '-')} SenseVoiceSmall | 1 | {m['throughput_x']:.2f} | {m['rtf']:.4f} |")
+        out.append(f"| {name.replace('_', '-')} SenseVoiceSmall | 1 | {cells(result[name])}")
     return out
 
 
@@ -153,9 +201,14 @@ def run(source: str, seconds: float, n_clips: int, concurrencies: list[int], wor
     clips = make_clips(seconds, n_clips)
     order = list(range(len(clips)))
     result = {"source": source, "clips": n_clips, "clip_seconds": seconds, "threads": THREADS,
+              "machine": machine_info(),
+              "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
               "served": bench_served(repo, clips, order, concurrencies),
               "automodel": bench_automodel(dirs, clips, order),
-              "funasr_onnx": bench_funasr_onnx(onnx, clips, order)}
+              "funasr_onnx": bench_funasr_onnx(onnx, repo, clips, order)}
+    result["like_for_like"] = {name: {k: m[k] for k in ("segments_per_request", "units_per_request")}
+                               for name, m in (("served", next(iter(result["served"]["concurrency"].values()))),
+                                               ("automodel", result["automodel"]), ("funasr_onnx", result["funasr_onnx"]))}
     return result
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import triton_python_backend_utils as pb_utils
 from fsmn_vad import FsmnVad
 from longfile import Backend, JobInputError, JobLimits
 from stage import BlsError, call, int_param, param, strings
+
+_TAG = re.compile(r"<\|[^|]*\|>")  # SenseVoice's rich-transcription tags
 
 
 def load_vad(args: dict, config: dict) -> FsmnVad:
@@ -113,24 +116,32 @@ async def _itn(texts: list[str]) -> list[str]:
     return out
 
 
-async def _sensevoice(wav: np.ndarray, language: str, use_itn: bool) -> dict:
-    """One segment on the `sensevoice` model: its text is one segment-level word (SenseVoice has no
-    word timestamps here), with the detected language, emotion and events. A repository without the
-    sensevoice export is the caller's error (INVALID_ARG naming it), not an internal one."""
+async def _sensevoice(wav: np.ndarray, language: str, use_itn: bool, timestamps: bool = False) -> dict:
+    """One segment on the `sensevoice` model: its text is one segment-level word, with the detected
+    language, emotion and events. With `timestamps`, `token_words`/`token_timestamps` are SenseVoice's
+    own words with their CTC-alignment times (the model's WORDS/TIMESTAMPS, FunASR's output_timestamp)
+    without what the text has not got (tags) or what is no word (a lone mark). A repository without
+    the sensevoice export is the caller's error (INVALID_ARG naming it), not an internal one."""
+    outputs = ["TEXT", "DETECTED_LANGUAGE", "EMOTION", "EVENTS", *(["WORDS", "TIMESTAMPS"] if timestamps else [])]
     try:
         out = await call("sensevoice", [pb_utils.Tensor("WAV", wav[None]),
                                         pb_utils.Tensor("LANGUAGE", np.array([[language.encode("utf-8")]], dtype=object)),
-                                        pb_utils.Tensor("USE_ITN", np.array([[use_itn]], dtype=bool))],
-                         ["TEXT", "DETECTED_LANGUAGE", "EMOTION", "EVENTS"])
+                                        pb_utils.Tensor("USE_ITN", np.array([[use_itn]], dtype=bool))], outputs)
     except BlsError as e:
         if "not exported" in str(e):
             raise JobInputError(str(e)) from e
         raise
     text = strings(out["TEXT"])[0]
-    return {"text": text, "words": [text] if text else [],
-            "timestamps": [[0, len(wav) * 1000 // 16000]] if text else [],
-            "language": strings(out["DETECTED_LANGUAGE"])[0], "emotion": strings(out["EMOTION"])[0],
-            "events": strings(out["EVENTS"])}
+    result = {"text": text, "words": [text] if text else [],
+              "timestamps": [[0, len(wav) * 1000 // 16000]] if text else [],
+              "language": strings(out["DETECTED_LANGUAGE"])[0], "emotion": strings(out["EMOTION"])[0],
+              "events": strings(out["EVENTS"])}
+    if timestamps and text:
+        pairs = [(w.removeprefix("▁"), t) for w, t in zip(strings(out["WORDS"]), out["TIMESTAMPS"].reshape(-1, 2).tolist())]
+        pairs = [(w, t) for w, t in pairs if not _TAG.search(w) and any(ch.isalnum() for ch in w)]
+        result["token_words"] = [w for w, _ in pairs]
+        result["token_timestamps"] = [t for _, t in pairs]
+    return result
 
 
 BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed, itn=_itn, sensevoice=_sensevoice)

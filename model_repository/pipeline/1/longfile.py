@@ -165,8 +165,10 @@ class Backend:
     punctuate: Callable[[str, str, bool], Awaitable[dict]]  # (piece, state, final) -> {text, words, marks, state}
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one 1.5 s window -> embedding
     itn: Callable[[list[str]], Awaitable[list[str]]] | None = None  # texts -> the same texts, ITN'd
-    # (segment, language, use_itn) -> {text, words, timestamps, language, emotion, events}: model sensevoice
-    sensevoice: Callable[[np.ndarray, str, bool], Awaitable[dict]] | None = None
+    # (segment, language, use_itn, timestamps) -> {text, words, timestamps, language, emotion, events}: model
+    # sensevoice (words: the text as one segment-level word); with timestamps also token_words/token_timestamps
+    # (SenseVoice's words and their CTC-alignment times, segment ms)
+    sensevoice: Callable[[np.ndarray, str, bool, bool], Awaitable[dict]] | None = None
 
 
 class LongFileJob:
@@ -283,7 +285,8 @@ class LongFileJob:
                 if self.options.sensevoice:
                     if self.backend.sensevoice is None:
                         raise JobInputError("model sensevoice was asked for, but this server has no sensevoice model")
-                    return await self.backend.sensevoice(audio, self.options.language, bool(self.options.use_itn))
+                    return await self.backend.sensevoice(audio, self.options.language, bool(self.options.use_itn),
+                                                         self.options.timestamps)
                 return await self.backend.recognize(audio, self.options.hotwords)
         finally:
             self._pending_ms -= ms
@@ -309,6 +312,9 @@ class LongFileJob:
                 item = {"start_ms": beg, "end_ms": end, "text": r["text"], "words": list(r["words"]),
                         "timestamps": [[int(s) + beg, int(e) + beg] for s, e in r["timestamps"]]}
                 item.update({k: r[k] for k in ("language", "emotion", "events") if k in r})  # sensevoice
+                if r.get("token_words"):  # sensevoice: its words' times, replacing the segment-level word later
+                    item["token_words"] = list(r["token_words"])
+                    item["token_timestamps"] = [[int(s) + beg, int(e) + beg] for s, e in r["token_timestamps"]]
                 segment = {"type": "segment", "index": i, "start_ms": beg, "end_ms": end, "text": item["text"]}
                 if self.options.logprobs and r.get("logprobs") is not None:  # [{token: word, logprob}]; none from sensevoice
                     item["logprobs"] = segment["logprobs"] = token_logprobs(item["words"], r.get("logprobs"))
@@ -411,6 +417,8 @@ class LongFileJob:
                 speakers = word_speakers(stamps, self._windows, labels)
         result = assemble(asr, punc, duration_ms=self.received // SAMPLES_PER_MS,
                           with_timestamps=self.options.timestamps, speakers=speakers)
+        if self.options.sensevoice and self.options.timestamps:
+            _sensevoice_words(result, asr)
         if self.options.itn:
             # per sentence (the units the text events carried); words realigned (sentences.itn_sentence)
             sents = result["sentences"]
@@ -487,6 +495,19 @@ class LongFileJob:
         if not self._emitter.done():
             self._emitter.cancel()
         self._cancel_work()
+
+
+def _sensevoice_words(result: dict, asr: list[dict]) -> None:
+    """SenseVoice's aligned words in place of each sentence's one segment-level word (a SenseVoice sentence
+    is one VAD segment: its text is the segment's); segments without them keep the segment-level word."""
+    import bisect
+
+    starts = [a["start_ms"] for a in asr]
+    for sentence in result["sentences"]:
+        i = bisect.bisect_right(starts, sentence["start_ms"]) - 1
+        if i >= 0 and asr[i].get("token_words") and sentence.get("words") == asr[i]["words"]:
+            sentence["words"] = list(asr[i]["token_words"])
+            sentence["timestamps"] = [list(t) for t in asr[i]["token_timestamps"]]
 
 
 def _sensevoice_fields(result: dict, asr: list[dict]) -> None:

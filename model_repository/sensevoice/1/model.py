@@ -8,7 +8,10 @@ Inputs: WAV [-1] FP32; LANGUAGE [1] STRING optional (auto, zh, en, yue, ja, ko; 
 USE_ITN [1] BOOL optional (SenseVoice's own punctuation + inverse text normalisation, `withitn`;
 default false). Segments of different lengths are batched together (padded; rows keep their own
 lengths). Outputs: TEXT (tags removed), DETECTED_LANGUAGE, EMOTION, EVENTS, TOKEN_IDS (the CTC
-tokens, tags included: what `funasr-triton verify` compares with AutoModel).
+tokens, tags included: what `funasr-triton verify` compares with AutoModel), WORDS and TIMESTAMPS
+([start, end] ms from the segment's start): FunASR's token timestamps by CTC forced alignment
+(ctc_align.py, as AutoModel's output_timestamp=True), computed only when a request asks for WORDS or
+TIMESTAMPS (empty where there is nothing to align or FunASR's own alignment would fail).
 
 The stage is optional: a repository exported without `--stages sensevoice` still loads it, and every
 request then gets NOT_FOUND "sensevoice is not exported" (how the frontend tells whether it can
@@ -22,13 +25,15 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from asr_features import AsrFrontend, FrontendOptions, load_cmvn
+from ctc_align import token_timestamps
 from sensevoice_text import Detokenizer, ctc_greedy
 from stage import StageInputError, check_tensors, error_response, input_array, int_param, param, scalar_input, strings
 
 STAGE = "sensevoice"
 INPUTS = {"WAV": "TYPE_FP32", "LANGUAGE": "TYPE_STRING", "USE_ITN": "TYPE_BOOL"}
 OUTPUTS = {"TEXT": "TYPE_STRING", "DETECTED_LANGUAGE": "TYPE_STRING", "EMOTION": "TYPE_STRING",
-           "EVENTS": "TYPE_STRING", "TOKEN_IDS": "TYPE_INT32"}
+           "EVENTS": "TYPE_STRING", "TOKEN_IDS": "TYPE_INT32", "WORDS": "TYPE_STRING", "TIMESTAMPS": "TYPE_INT32"}
+ALIGNED = ("WORDS", "TIMESTAMPS")  # asking for either runs the forced alignment
 META_FILE = "sensevoice.json"
 GRAPH_INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
 GRAPH_OUTPUTS = ["ctc_logits", "encoder_out_lens"]
@@ -56,6 +61,7 @@ class TritonPythonModel:
             self.frontend = AsrFrontend(FrontendOptions(**meta["frontend"]), load_cmvn(model_dir / "am.mvn"))
             self.detok = Detokenizer(model_dir / meta["bpemodel"])
             self.blank_id = int(meta["blank_id"])
+            self.query_frames = int(meta.get("query_frames", 4))
             self.language_ids = {str(k): int(v) for k, v in meta["language_ids"].items()}
             self.textnorm_ids = {str(k): int(v) for k, v in meta["textnorm_ids"].items()}
             if "auto" not in self.language_ids or set(self.textnorm_ids) != {"withitn", "woitn"}:
@@ -94,8 +100,8 @@ class TritonPythonModel:
             raise StageInputError("WAV is too short for one feature frame")
         return feats, self.language_ids[language], self.textnorm_ids["withitn" if use_itn else "woitn"]
 
-    def _run(self, rows: list[tuple[np.ndarray, int, int]]) -> list[tuple[list[int], int]]:
-        """One onnxruntime batch: rows padded to the longest; each row's (token ids) back."""
+    def _run(self, rows: list[tuple[np.ndarray, int, int]]) -> list[tuple[list[int], np.ndarray, int]]:
+        """One onnxruntime batch: rows padded to the longest; each row's (token ids, CTC logits, length) back."""
         longest = max(f.shape[0] for f, _, _ in rows)
         speech = np.zeros((len(rows), longest, rows[0][0].shape[1]), np.float32)
         for i, (f, _, _) in enumerate(rows):
@@ -104,17 +110,24 @@ class TritonPythonModel:
                  "language": np.array([r[1] for r in rows], np.int32),
                  "textnorm": np.array([r[2] for r in rows], np.int32)}
         logits, lengths = self.session.run(GRAPH_OUTPUTS, feeds)
-        return [ctc_greedy(logits[i], int(lengths[i]), self.blank_id) for i in range(len(rows))]
+        return [(ctc_greedy(logits[i], int(lengths[i]), self.blank_id), logits[i], int(lengths[i]))
+                for i in range(len(rows))]
 
-    def _respond(self, ids: list[int]):
+    def _respond(self, request, ids: list[int], logits: np.ndarray, length: int):
         rich = self.detok(ids)
         text = lambda v: np.array([v.encode("utf-8")], dtype=object)  # noqa: E731
+        words, stamps = [], []
+        if any(name in ALIGNED for name in request.requested_output_names()):
+            aligned = token_timestamps(logits, length, rich.raw, self.detok.sp, self.blank_id, self.query_frames)
+            words, stamps = aligned or ([], [])
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("TEXT", text(rich.text)[None]),
             pb_utils.Tensor("DETECTED_LANGUAGE", text(rich.language)[None]),
             pb_utils.Tensor("EMOTION", text(rich.emotion)[None]),
             pb_utils.Tensor("EVENTS", np.array([[e.encode("utf-8") for e in rich.events]], dtype=object).reshape(1, -1)),
             pb_utils.Tensor("TOKEN_IDS", np.array(ids, dtype=np.int32).reshape(1, -1)),
+            pb_utils.Tensor("WORDS", np.array([w.encode("utf-8") for w in words], dtype=object).reshape(1, -1)),
+            pb_utils.Tensor("TIMESTAMPS", np.array(stamps, dtype=np.int32).reshape(1, -1, 2)),
         ])
 
     def execute(self, requests):
@@ -135,10 +148,14 @@ class TritonPythonModel:
             if batch and (item is None or full):
                 try:
                     results = self._run([row for _, row in batch])
-                    for (i, _), ids in zip(batch, results):
-                        responses[i] = self._respond(ids)
                 except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
-                    for i, _ in batch:
+                    results = [exc] * len(batch)
+                for (i, _), result in zip(batch, results):
+                    try:
+                        if isinstance(result, Exception):
+                            raise result
+                        responses[i] = self._respond(requests[i], *result)
+                    except Exception as exc:  # noqa: BLE001 - this request's own error
                         responses[i] = error_response(STAGE, exc)
                 batch = []
             if item is not None:
