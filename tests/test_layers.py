@@ -1,10 +1,13 @@
 """Import direction of our packages, read from the source with `ast` (nothing is imported; a pure unit test).
 
 Rules (docs/architecture.md, "The dependency rule"):
-1. No module-level import cycle among the modules of funasr_triton, funasr_triton_export and loadtest.
+1. No module-level import cycle among the modules of funasr_triton, funasr_triton_export, loadtest and
+   funasr_triton_models.
 2. No import hidden in a function body to dodge a cycle: moved to module level, it must not close one.
 3. funasr_triton (frontend and client) imports neither funasr_triton_export nor loadtest, and
-   funasr_triton_export does not import loadtest.
+   funasr_triton_export does not import loadtest. funasr_triton_models (the Triton models' code) imports none
+   of ours, and the frontend does not import it (its image has neither the package nor its dependencies);
+   the export tools may (verify and the exporters' checks run the served code).
 4. No API surface imports another surface; below the surfaces (app services, jobs services, the client,
    top-level modules) nothing imports a surface except the composition root, `funasr_triton.app.main`.
 
@@ -22,7 +25,8 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"funasr_triton": ROOT / "frontend" / "funasr_triton",
             "funasr_triton_export": ROOT / "export" / "funasr_triton_export",
-            "loadtest": ROOT / "loadtest"}
+            "loadtest": ROOT / "loadtest",
+            "funasr_triton_models": ROOT / "model_code" / "funasr_triton_models"}
 # API surface packages of funasr_triton (wire protocol + routes). `jobs` is the job service (store, queue,
 # runner, callbacks) that several surfaces use; only its router is a surface (the native /v1/jobs API).
 SURFACES = ("openai_api", "aliyun_api", "nls_ws", "funasr_ws", "seed_api", "dashscope_api", "filetrans_api")
@@ -154,11 +158,12 @@ def surface_of(module: str) -> str | None:
 
 def wrong_way(graph: Graph) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
     """(imports between packages against the direction, imports of a surface from outside it)."""
-    layer = {"funasr_triton": 0, "funasr_triton_export": 1, "loadtest": 2}
+    # the models' code is below everything and imports nothing of ours; the frontend does not import it
+    layer = {"funasr_triton_models": -1, "funasr_triton": 0, "funasr_triton_export": 1, "loadtest": 2}
     packages, surfaces = set(), set()
     for i in graph.imports:
         src, dst = i.importer.split(".")[0], i.target.split(".")[0]
-        if layer[dst] > layer[src]:
+        if layer[dst] > layer[src] or (src, dst) == ("funasr_triton", "funasr_triton_models"):
             packages.add((i.importer, i.target))
         s, t = surface_of(i.importer), surface_of(i.target)
         if t is not None and s != t and i.importer != COMPOSITION_ROOT and src == "funasr_triton":
@@ -228,3 +233,27 @@ def test_the_checks_catch_wrong_way_imports(tmp_path):
     packages, surfaces = wrong_way(graph)
     assert packages == {("funasr_triton.e", "funasr_triton_export.tool")}
     assert surfaces == {("funasr_triton.nls_ws.router", "funasr_triton.aliyun_api.protocol")}
+
+
+def test_the_model_code_imports_none_of_ours(tmp_path):
+    """funasr_triton_models is the leaf: an import from it into any other package of ours is wrong-way, and so
+    is one from the frontend into it; the export tools may use it."""
+    assert {i.target.split(".")[0] for i in ours().imports if i.importer.startswith("funasr_triton_models")} \
+        <= {"funasr_triton_models"}
+    files = {
+        "fm/__init__.py": "",
+        "fm/port.py": "from funasr_triton.audio import decode\n",       # models -> frontend
+        "fm/stage.py": "from . import port\n",                          # within the package: fine
+        "ft/__init__.py": "",
+        "ft/audio.py": "from funasr_triton_models import port\n",       # frontend -> models
+        "fx/__init__.py": "",
+        "fx/verify.py": "from funasr_triton_models.port import x\n",    # tools -> models: fine
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    graph = Graph({"funasr_triton": tmp_path / "ft", "funasr_triton_export": tmp_path / "fx",
+                   "loadtest": tmp_path / "lt", "funasr_triton_models": tmp_path / "fm"})
+    packages, _ = wrong_way(graph)
+    assert packages == {("funasr_triton_models.port", "funasr_triton.audio"),
+                        ("funasr_triton.audio", "funasr_triton_models.port")}

@@ -3,7 +3,7 @@
 # torchaudio.compliance.kaldi.fbank's defaults with 80 mel bins, on [-1, 1] samples, then per-window mean
 # subtraction: the speaker-embedding features (embedding.json "features"). CAM++ uses them as they are;
 # pyannote's WeSpeaker overrides some (exporters/wespeaker.py). Must stay in step with
-# model_repository/speaker_embedding/1/speaker_features.py:DEFAULT_OPTIONS.
+# funasr_triton_models.speaker_features.DEFAULT_OPTIONS.
 SPEAKER_FBANK_DEFAULTS = {
     "sample_frequency": 16000.0,
     "num_mel_bins": 80,

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from asr_text import decode, word_logprobs
-from stage import StageInputError, answer_each, check_tensors, input_array
+from funasr_triton_models.asr_text import decode, word_logprobs
+from funasr_triton_models.stage import StageInputError, answer_each, check_tensors, input_array
 
 INPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32", "us_alphas": "TYPE_FP32",
           "us_cif_peak": "TYPE_FP32", "speech_lengths": "TYPE_INT32", "token_logprobs": "TYPE_FP32"}

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from asr_features import AsrFrontend, HotwordTokenizer
-from stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings
+from funasr_triton_models.features import AsrFrontend
+from funasr_triton_models.hotwords import HotwordTokenizer
+from funasr_triton_models.stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING"}
 OUTPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",

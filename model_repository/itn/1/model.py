@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings  # noqa: E402
+from funasr_triton_models.stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings
 
 FST_FILES = ("zh_itn_tagger.fst", "zh_itn_verbalizer.fst")
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from stage import StageInputError, check_tensors, error_response, input_array, int_param, param
+from funasr_triton_models.stage import StageInputError, check_tensors, error_response, input_array, int_param, param
 
 INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}

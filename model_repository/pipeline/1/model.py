@@ -12,9 +12,9 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from job_backend import BLS, JobThreads, job_limits, load_vad
-from longfile import JobInputError, JobOptions, LongFileJob
-from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
+from funasr_triton_models.job_backend import BLS, JobThreads, job_limits, load_vad
+from funasr_triton_models.longfile import JobInputError, JobOptions, LongFileJob
+from funasr_triton_models.stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
                    scalar_input, strings)
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",

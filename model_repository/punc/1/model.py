@@ -17,15 +17,13 @@ The logic is in ct_punc.py beside this file.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ct_punc import CtPunctuator, PuncStateError  # noqa: E402
-from stage import check_tensor_specs  # noqa: E402
+from funasr_triton_models.ct_punc import CtPunctuator, PuncStateError
+from funasr_triton_models.stage import check_tensor_specs
 
 EXPECTED_INPUTS = {
     "TEXT": ("TYPE_STRING", [1]),

@@ -21,9 +21,9 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from asr_features import AsrFrontend, FrontendOptions, load_cmvn
-from sensevoice_text import Detokenizer, ctc_greedy
-from stage import StageInputError, check_tensors, error_response, input_array, int_param, param, scalar_input, strings
+from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
+from funasr_triton_models.sensevoice_text import Detokenizer, ctc_greedy
+from funasr_triton_models.stage import StageInputError, check_tensors, error_response, input_array, int_param, param, scalar_input, strings
 
 STAGE = "sensevoice"
 INPUTS = {"WAV": "TYPE_FP32", "LANGUAGE": "TYPE_STRING", "USE_ITN": "TYPE_BOOL"}

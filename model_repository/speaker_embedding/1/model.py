@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from speaker_features import speaker_features
-from stage import StageInputError, answer_each, check_tensors, input_array, int_param, param
+from funasr_triton_models.speaker_features import speaker_features
+from funasr_triton_models.stage import StageInputError, answer_each, check_tensors, input_array, int_param, param
 
 STAGE = "speaker_embedding"
 INPUTS = {"WAV": "TYPE_FP32"}

@@ -10,18 +10,16 @@ EVENTS is a JSON list of the events the request produced.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fsmn_vad import FsmnVad  # noqa: E402
-from paraformer_online import ParaformerOnline  # noqa: E402
-from stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response,  # noqa: E402
+from funasr_triton_models.fsmn_vad import FsmnVad
+from funasr_triton_models.paraformer_online import ParaformerOnline
+from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response,
                    input_array, int_param, param, strings)
-from streams import ChunkRequest, StreamInputError, StreamManager  # noqa: E402
+from funasr_triton_models.streams import ChunkRequest, StreamInputError, StreamManager
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"CONTROL_SEQUENCE_START": "START", "CONTROL_SEQUENCE_END": "END", "CONTROL_SEQUENCE_CORRID": "CORRID"}

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from job_backend import BLS, JobThreads, job_limits, load_vad
-from longfile import JobInputError, JobOptions, LongFileJob
-from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
+from funasr_triton_models.job_backend import BLS, JobThreads, job_limits, load_vad
+from funasr_triton_models.longfile import JobInputError, JobOptions, LongFileJob
+from funasr_triton_models.stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
                    scalar_input)
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "FINAL": "TYPE_BOOL", "ABORT": "TYPE_BOOL"}

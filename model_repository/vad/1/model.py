@@ -7,15 +7,13 @@ The logic is in fsmn_vad.py beside this file.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fsmn_vad import FsmnVad, InvalidAudioError, check_waveform  # noqa: E402
-from stage import check_tensor_specs  # noqa: E402
+from funasr_triton_models.fsmn_vad import FsmnVad, InvalidAudioError, check_waveform
+from funasr_triton_models.stage import check_tensor_specs
 
 EXPECTED_INPUTS = {"WAV": ("TYPE_FP32", [-1])}
 EXPECTED_OUTPUTS = {"SEGMENTS": ("TYPE_INT32", [-1, 2])}

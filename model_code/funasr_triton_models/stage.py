@@ -1,4 +1,4 @@
-"""Helpers every python-backend stage uses (symlinked into each model's version directory).
+"""Helpers every python-backend stage uses (each `model.py` imports them from `funasr_triton_models.stage`).
 
 A stage validates its config once in `initialize` and answers every request with its own
 response or its own error, so one bad request never fails the others in a batch.

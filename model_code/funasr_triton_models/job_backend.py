@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fsmn_vad import FsmnVad
-from longfile import Backend, JobInputError, JobLimits
-from stage import BlsError, call, int_param, param, strings
+from .fsmn_vad import FsmnVad
+from .longfile import Backend, JobInputError, JobLimits
+from .stage import BlsError, call, int_param, param, strings
 
 
 def load_vad(args: dict, config: dict) -> FsmnVad:
