@@ -447,6 +447,21 @@ class E2EVad:
             latency += int(self.opts.lookback_time_start_point / self.opts.frame_in_ms)
         return latency
 
+    def _continue_segment(self, cur_frm_idx: int, is_final_frame: bool, max_segment_frames: float,
+                          mark_time_out: bool = False) -> None:
+        """The branch funasr's ``DetectOneFrame`` repeats for SIL2SPEECH, SPEECH2SIL and SPEECH2SPEECH (which also
+        sets ``max_time_out``) inside a segment: end it at the maximum segment length, else the frame is speech
+        (or, on the final frame, maybe the end)."""
+        if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
+            if mark_time_out:
+                self.max_time_out = True
+            self.on_voice_end(cur_frm_idx, False, False)
+            self.vad_state_machine = VadState.END_POINT_DETECTED
+        elif not is_final_frame:
+            self.on_voice_detected(cur_frm_idx)
+        else:
+            self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+
     def detect_one_frame(self, cur_frm_state: FrameState, cur_frm_idx: int, is_final_frame: bool) -> None:
         """``FsmnVADStreaming.DetectOneFrame``: advance the state machine by one frame."""
         opts = self.opts
@@ -474,34 +489,15 @@ class E2EVad:
             elif self.vad_state_machine == VadState.IN_SPEECH_SEGMENT:
                 for t in range(self.latest_confirmed_speech_frame + 1, cur_frm_idx):
                     self.on_voice_detected(t)
-                if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
-                    self.on_voice_end(cur_frm_idx, False, False)
-                    self.vad_state_machine = VadState.END_POINT_DETECTED
-                elif not is_final_frame:
-                    self.on_voice_detected(cur_frm_idx)
-                else:
-                    self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+                self._continue_segment(cur_frm_idx, is_final_frame, max_segment_frames)
         elif state_change == AudioChange.SPEECH2SIL:
             self.continous_silence_frame_count = 0
             if self.vad_state_machine == VadState.IN_SPEECH_SEGMENT:
-                if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
-                    self.on_voice_end(cur_frm_idx, False, False)
-                    self.vad_state_machine = VadState.END_POINT_DETECTED
-                elif not is_final_frame:
-                    self.on_voice_detected(cur_frm_idx)
-                else:
-                    self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+                self._continue_segment(cur_frm_idx, is_final_frame, max_segment_frames)
         elif state_change == AudioChange.SPEECH2SPEECH:
             self.continous_silence_frame_count = 0
             if self.vad_state_machine == VadState.IN_SPEECH_SEGMENT:
-                if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
-                    self.max_time_out = True
-                    self.on_voice_end(cur_frm_idx, False, False)
-                    self.vad_state_machine = VadState.END_POINT_DETECTED
-                elif not is_final_frame:
-                    self.on_voice_detected(cur_frm_idx)
-                else:
-                    self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+                self._continue_segment(cur_frm_idx, is_final_frame, max_segment_frames, mark_time_out=True)
         elif state_change == AudioChange.SIL2SIL:
             self.continous_silence_frame_count += 1
             if self.vad_state_machine == VadState.START_POINT_NOT_DETECTED:
@@ -927,7 +923,8 @@ class OnlineVad:
     def accept(self, chunk: np.ndarray, is_final: bool) -> list[list[int]]:
         if self.dynamic_silence:
             self._apply_schedule()
-        feats, waveform = self.frontend.accept_aligned(self.frontend_state, np.asarray(chunk, dtype=np.float32), is_final)
+        chunk = np.asarray(chunk, dtype=np.float32)
+        feats, waveform = self.frontend.accept_aligned(self.frontend_state, chunk, is_final)
         if feats.shape[0] == 0:
             return []
         outputs = self.vad.session.run(

@@ -10,15 +10,14 @@ onnxruntime options (parameters): `intra_op_threads`; `intra_op_spinning` (0: id
 instead of spinning, leaving the CPU to the other stages between batches); `cpu_mem_arena` (0: tensors
 are allocated per run and given back, instead of kept in a growing arena).
 """
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from funasr_triton_models.stage import StageInputError, check_tensors, error_response, input_array, int_param, param
+from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
+                                        require_files, session_options)
 
 INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
@@ -29,11 +28,9 @@ OUTPUT_ORDER = ["token_ids", "token_num", "us_alphas", "us_cif_peak", "token_log
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_path = Path(args["model_repository"]) / args["model_version"] / param(config, "model_file", "model.onnx")
-        if not model_path.exists():
-            raise pb_utils.TritonModelException(f"{model_path} missing: run `funasr-triton export`")
+        config, version_dir = model_config(args, INPUTS, OUTPUTS)
+        model_path = version_dir / param(config, "model_file", "model.onnx")
+        require_files((model_path,), "run `funasr-triton export`")
         self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
         raw = param(config, "max_pad_fraction", "1.0")
         try:
@@ -42,9 +39,7 @@ class TritonPythonModel:
             self.max_pad_fraction = math.nan
         if not self.max_pad_fraction >= 0.0:
             raise pb_utils.TritonModelException(f"paraformer: parameter max_pad_fraction={raw!r} must be a number >= 0")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
-        opts.inter_op_num_threads = 1
+        opts = session_options(config)
         for key, flag in (("intra_op_spinning", "1"), ("cpu_mem_arena", "1")):
             if param(config, key, flag) not in ("0", "1"):
                 raise pb_utils.TritonModelException(f"paraformer: parameter {key} must be 0 or 1")

@@ -15,7 +15,6 @@ request then gets NOT_FOUND "sensevoice is not exported" (how the frontend tells
 serve `model=sensevoice-small`).
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -23,7 +22,8 @@ import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
 from funasr_triton_models.sensevoice_text import Detokenizer, ctc_greedy
-from funasr_triton_models.stage import StageInputError, check_tensors, error_response, input_array, int_param, param, scalar_input, strings
+from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
+                                        require_files, scalar_input, session_options, strings)
 
 STAGE = "sensevoice"
 INPUTS = {"WAV": "TYPE_FP32", "LANGUAGE": "TYPE_STRING", "USE_ITN": "TYPE_BOOL"}
@@ -37,9 +37,7 @@ NOT_EXPORTED = "sensevoice is not exported in this repository (funasr-triton exp
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_dir = Path(args["model_repository"]) / args["model_version"]
+        config, model_dir = model_config(args, INPUTS, OUTPUTS)
         model_path = model_dir / param(config, "model_file", "model.onnx")
         self.min_samples = int_param(config, "min_samples", 400, minimum=1)
         self.max_samples = int_param(config, "max_samples", 961600, minimum=self.min_samples)
@@ -48,9 +46,7 @@ class TritonPythonModel:
         if not (model_dir / META_FILE).exists() and not model_path.exists():
             pb_utils.Logger.log_warn(f"{STAGE}: {model_dir} holds no export; requests get: {NOT_EXPORTED}")
             return
-        for path in (model_path, model_dir / META_FILE):
-            if not path.exists():
-                raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export --stages sensevoice`")
+        require_files((model_path, model_dir / META_FILE), "run `funasr-triton export --stages sensevoice`")
         meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
         try:
             self.frontend = AsrFrontend(FrontendOptions(**meta["frontend"]), load_cmvn(model_dir / "am.mvn"))
@@ -62,9 +58,7 @@ class TritonPythonModel:
                 raise ValueError("language_ids needs 'auto', textnorm_ids 'withitn' and 'woitn'")
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise pb_utils.TritonModelException(f"{model_dir / META_FILE}: {exc}") from exc
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 2, minimum=0)
-        opts.inter_op_num_threads = 1
+        opts = session_options(config, default_threads=2)
         wanted = [p.strip() for p in param(config, "providers", "CPUExecutionProvider").split(",") if p.strip()]
         providers = [p for p in wanted if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(model_path), opts, providers=providers)

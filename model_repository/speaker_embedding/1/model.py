@@ -8,14 +8,14 @@ ORT batch; diarization windows are all 1.5 s, so they batch fully. A request may
 windows of the same length ([k, samples] -> [k, D]). Each request gets its own embedding or error.
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.speaker_features import speaker_features
-from funasr_triton_models.stage import StageInputError, answer_each, check_tensors, input_array, int_param, param
+from funasr_triton_models.stage import (StageInputError, answer_each, input_array, int_param, model_config, param,
+                                        require_files, session_options)
 
 STAGE = "speaker_embedding"
 INPUTS = {"WAV": "TYPE_FP32"}
@@ -29,13 +29,9 @@ META_FILE = "embedding.json"
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_dir = Path(args["model_repository"]) / args["model_version"]
+        config, model_dir = model_config(args, INPUTS, OUTPUTS)
         model_path = model_dir / param(config, "model_file", "model.onnx")
-        for path in (model_path, model_dir / META_FILE):
-            if not path.exists():
-                raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export`")
+        require_files((model_path, model_dir / META_FILE), "run `funasr-triton export`")
         self.conf = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
         try:
             self.embedding_size = int(self.conf["embedding_size"])
@@ -45,10 +41,8 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{model_dir / META_FILE}: {exc}") from exc
         self.min_samples = int_param(config, "min_samples", 4000, minimum=floor)
         self.max_samples = int_param(config, "max_samples", 480000, minimum=self.min_samples)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_path), session_options(config),
+                                            providers=["CPUExecutionProvider"])
         graph_inputs = [i.name for i in self.session.get_inputs()]
         graph_outputs = [o.name for o in self.session.get_outputs()]
         if graph_inputs != ["feats"] or graph_outputs != ["embedding"]:

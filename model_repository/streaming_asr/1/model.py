@@ -10,15 +10,14 @@ EVENTS is a JSON list of the events the request produced.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.fsmn_vad import FsmnVad
 from funasr_triton_models.paraformer_online import ParaformerOnline
-from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response,
-                   input_array, int_param, param, strings)
+from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, call, error_response,
+                                        input_array, int_param, model_config, param, strings)
 from funasr_triton_models.streams import ChunkRequest, StreamInputError, StreamManager
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
@@ -58,15 +57,13 @@ def _scalar(request, name: str, default=0):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
+        config, version_dir = model_config(args, INPUTS, OUTPUTS)
         controls = {c.get("kind"): ci["name"] for ci in config.get("sequence_batching", {}).get("control_input", [])
                     for c in ci.get("control", [])}
         wrong = {kind: name for kind, name in CONTROLS.items() if controls.get(kind) != name}
         if wrong:
             raise pb_utils.TritonModelException(
                 f"streaming_asr: config.pbtxt needs sequence_batching with control inputs {wrong} (one per stream)")
-        version_dir = Path(args["model_repository"]) / args["model_version"]
         for sub, hint in (("paraformer", "streaming"), ("vad", "vad")):
             if not (version_dir / sub).is_dir():
                 raise pb_utils.TritonModelException(
