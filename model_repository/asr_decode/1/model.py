@@ -1,4 +1,4 @@
-"""Triton stage: Paraformer outputs -> TEXT, WORDS, TIMESTAMPS, WORD_LOGPROBS. Logic lives in asr_text.py."""
+"""Triton stage: Paraformer outputs -> TEXT, WORDS, TIMESTAMPS, WORD_LOGPROBS. Logic: funasr_triton_models.asr_text."""
 import json
 
 import numpy as np

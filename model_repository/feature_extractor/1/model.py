@@ -1,4 +1,6 @@
-"""Triton stage: WAV (+ HOTWORDS) -> Paraformer inputs. Logic lives in asr_features.py."""
+"""Triton stage: WAV (+ HOTWORDS) -> Paraformer inputs.
+
+The logic lives in funasr_triton_models: features.AsrFrontend, hotwords.HotwordTokenizer."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils

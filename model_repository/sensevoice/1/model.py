@@ -1,8 +1,9 @@
 """Triton stage: one speech segment (16 kHz samples) -> SenseVoice-Small text, language, emotion, events.
 
-Features (asr_features.py: the same fbank/LFR/CMVN as Paraformer's, with SenseVoice's am.mvn), the
-exported graph under onnxruntime (features + language/textnorm query ids -> CTC logits), greedy CTC
-and sentencepiece detokenisation with the tags parsed out (sensevoice_text.py).
+Features (funasr_triton_models.features.AsrFrontend: the same fbank/LFR/CMVN as Paraformer's, with
+SenseVoice's am.mvn), the exported graph under onnxruntime (features + language/textnorm query ids -> CTC
+logits), greedy CTC and sentencepiece detokenisation with the tags parsed out
+(funasr_triton_models.sensevoice_text).
 
 Inputs: WAV [-1] FP32; LANGUAGE [1] STRING optional (auto, zh, en, yue, ja, ko; default auto);
 USE_ITN [1] BOOL optional (SenseVoice's own punctuation + inverse text normalisation, `withitn`;

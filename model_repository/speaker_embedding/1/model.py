@@ -2,7 +2,7 @@
 
 The exported model is either CAM++ (FunASR, the default) or pyannote.audio 3.x's WeSpeaker ResNet34
 (`funasr-triton export --speaker-model pyannote`); `embedding.json` names it and carries its fbank
-options, which speaker_features.py applies. Neither model has a length input (statistics pooling
+options, which funasr_triton_models.speaker_features applies. Neither model has a length input (statistics pooling
 covers every frame), so requests are grouped by frame count and only equal-length windows share an
 ORT batch; diarization windows are all 1.5 s, so they batch fully. A request may carry several
 windows of the same length ([k, samples] -> [k, D]). Each request gets its own embedding or error.

@@ -1,7 +1,7 @@
 """Triton python backend for `streaming_asr`: real-time streams under the sequence batcher.
 
 Each request is one piece of one stream (Triton sequence = stream, CORRID = its id). Python
-models have no implicit state, so the streams live here (streams.py), keyed by correlation id,
+models have no implicit state, so the streams live here (funasr_triton_models.streams), keyed by correlation id,
 evicted when idle. The streaming Paraformer and the streaming FSMN-VAD run in-process
 (onnxruntime); sentence finals are re-decoded by the offline `asr` ensemble, punctuated by
 `punc` and, when the stream's CONFIG asks (`itn`), normalized by `itn`, all through BLS. Output
