@@ -3,10 +3,12 @@
 Each `model.py` is thin (its config checked in `initialize`, its tensors, one call into this package); what
 they share and the numpy ports live here. It imports nothing of funasr_triton, funasr_triton_export or
 loadtest, and nothing heavy at package level: importing a port needs numpy (+ onnxruntime, kaldi-native-fbank,
-scipy/scikit-learn where it says), never Triton; only `stage` and `job_backend` import
+scipy/scikit-learn where it says), never Triton; only `stage`, `bls` and `job_backend` import
 `triton_python_backend_utils` and so run only inside Triton's python backend.
 
   stage              config checks, input tensors, per-request errors, BLS calls (every model.py)
+  batching           requests into padded onnxruntime batches by length (paraformer, sensevoice)
+  bls                BLS calls several models make: itn, streaming_asr's 2-pass finals (asr, punc, itn)
   features           the wav frontends: load_cmvn, kaldi fbank, apply_lfr, OnlineFrontend (streaming, per-stream
                      FrontendState), AsrFrontend (offline: Paraformer, SenseVoice)
   hotwords           hotword strings -> SeACo-Paraformer token rows (feature_extractor)

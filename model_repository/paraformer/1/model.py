@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from funasr_triton_models.batching import length_batches
 from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
                                         require_files, session_options)
 
@@ -103,17 +104,7 @@ class TritonPythonModel:
         for index, (speech, ids, lengths) in parsed.items():
             groups.setdefault(ids.shape[0], []).append((index, speech, ids, lengths))
         for items in groups.values():
-            items.sort(key=lambda x: x[1].shape[0])
-            batch, frames = [], 0
-            for item in items:
-                t = item[1].shape[0]  # the longest so far: the batch is padded to it
-                padded = (len(batch) + 1) * t
-                if batch and (padded > self.max_batch_frames or padded > (1 + self.max_pad_fraction) * (frames + t)):
-                    yield batch
-                    batch, frames = [], 0
-                batch.append(item)
-                frames += t
-            yield batch
+            yield from length_batches(items, lambda x: x[1].shape[0], self.max_batch_frames, self.max_pad_fraction)
 
     def execute(self, requests):
         responses = [None] * len(requests)

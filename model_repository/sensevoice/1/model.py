@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from funasr_triton_models.batching import length_batches
 from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
 from funasr_triton_models.sensevoice_text import Detokenizer, ctc_greedy
 from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
@@ -123,19 +124,13 @@ class TritonPythonModel:
                 ready.append((i, self._prepare(request)))
             except Exception as exc:  # noqa: BLE001 - this request's own error
                 responses[i] = error_response(STAGE, exc)
-        ready.sort(key=lambda item: item[1][0].shape[0])  # similar lengths share a batch
-        batch: list = []
-        for item in ready + [None]:
-            full = item is not None and batch and (len(batch) + 1) * item[1][0].shape[0] > self.max_batch_frames
-            if batch and (item is None or full):
-                try:
-                    results = self._run([row for _, row in batch])
-                    for (i, _), ids in zip(batch, results):
-                        responses[i] = self._respond(ids)
-                except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
-                    for i, _ in batch:
-                        responses[i] = error_response(STAGE, exc)
-                batch = []
-            if item is not None:
-                batch.append(item)
+        # similar lengths share a batch
+        for batch in length_batches(ready, lambda item: item[1][0].shape[0], self.max_batch_frames):
+            try:
+                results = self._run([row for _, row in batch])
+                for (i, _), ids in zip(batch, results):
+                    responses[i] = self._respond(ids)
+            except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
+                for i, _ in batch:
+                    responses[i] = error_response(STAGE, exc)
         return responses

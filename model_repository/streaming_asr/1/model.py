@@ -14,42 +14,16 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from funasr_triton_models.bls import StreamingBls
 from funasr_triton_models.fsmn_vad import FsmnVad
 from funasr_triton_models.paraformer_online import ParaformerOnline
-from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, call, error_response,
-                                        input_array, int_param, model_config, param, strings)
+from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, error_response, input_array,
+                                        int_param, model_config, param, strings)
 from funasr_triton_models.streams import ChunkRequest, StreamInputError, StreamManager
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"CONTROL_SEQUENCE_START": "START", "CONTROL_SEQUENCE_END": "END", "CONTROL_SEQUENCE_CORRID": "CORRID"}
 OUTPUTS = {"EVENTS": "TYPE_STRING"}
-ITN_BATCH = 64  # the itn model's max_batch_size
-
-
-class BlsOffline:
-    """2-pass: the offline `asr` ensemble re-decodes a sentence, `punc` punctuates it, `itn` normalizes it."""
-
-    async def recognize(self, wav: np.ndarray, hotwords: list[str]):
-        hot = np.array([[w.encode("utf-8") for w in hotwords] or [b""]], dtype=object)
-        out = await call("asr", [pb_utils.Tensor("WAV", wav.astype(np.float32)[None]), pb_utils.Tensor("HOTWORDS", hot)],
-                         ["TEXT", "WORDS", "TIMESTAMPS"])
-        return (strings(out["TEXT"])[0], strings(out["WORDS"]),
-                [[int(b), int(e)] for b, e in out["TIMESTAMPS"].reshape(-1, 2)])
-
-    async def punctuate(self, text: str) -> str:
-        out = await call("punc", [pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=object))],
-                         ["PUNC_TEXT"])
-        return strings(out["PUNC_TEXT"])[0]
-
-    async def normalize(self, texts: list[str]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(texts), ITN_BATCH):
-            array = np.array([[t.encode("utf-8")] for t in texts[i:i + ITN_BATCH]], dtype=object)
-            res = await call("itn", [pb_utils.Tensor("TEXT", array)], ["TEXT"])
-            out.extend(strings(res["TEXT"]))
-        return out
-
-
 def _scalar(request, name: str, default=0):
     value = input_array(request, name, required=False)
     return default if value is None or value.size == 0 else value.reshape(-1)[0]
@@ -78,7 +52,7 @@ class TritonPythonModel:
         except Exception as e:  # noqa: BLE001 - any load failure is a model load error
             raise pb_utils.TritonModelException(f"streaming_asr: cannot load models from {version_dir}: {e}") from e
         self.manager = StreamManager(
-            asr, vad, BlsOffline(),
+            asr, vad, StreamingBls(),
             max_streams=int_param(config, "max_streams", 256, minimum=1),
             idle_s=float(int_param(config, "idle_seconds", 30, minimum=1)),
             retain_ms=int_param(config, "retain_ms", 10000, minimum=1000),
