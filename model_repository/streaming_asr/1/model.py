@@ -18,7 +18,7 @@ from funasr_triton_models.bls import StreamingBls
 from funasr_triton_models.fsmn_vad import FsmnVad
 from funasr_triton_models.paraformer_online import ParaformerOnline
 from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, error_response, input_array,
-                                        int_param, model_config, param, strings)
+                                        int_param, loading, model_config, param, strings)
 from funasr_triton_models.streams import ChunkRequest, StreamInputError, StreamManager
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
@@ -45,12 +45,10 @@ class TritonPythonModel:
         threads = int_param(config, "intra_op_threads", 1)
         providers = [p.strip() for p in param(config, "providers", "CPUExecutionProvider").split(",") if p.strip()]
         quantized = param(config, "quantized", "false").strip().lower() == "true"
-        try:
+        with loading("streaming_asr", f"models from {version_dir}"):
             asr = ParaformerOnline(version_dir / "paraformer", intra_op_threads=threads, providers=providers,
                                    quantized=quantized)
             vad = FsmnVad(version_dir / "vad", intra_op_threads=1)
-        except Exception as e:  # noqa: BLE001 - any load failure is a model load error
-            raise pb_utils.TritonModelException(f"streaming_asr: cannot load models from {version_dir}: {e}") from e
         self.manager = StreamManager(
             asr, vad, StreamingBls(),
             max_streams=int_param(config, "max_streams", 256, minimum=1),
