@@ -8,6 +8,7 @@ scipy/scikit-learn where it says), never Triton; only `stage`, `bls` and `job_ba
 
   stage              config checks, input tensors, per-request errors, BLS calls (every model.py)
   batching           requests into padded onnxruntime batches by length (paraformer, sensevoice)
+  paraformer         SeACo-Paraformer's ragged requests in padded onnxruntime batches (paraformer, cpu profiles)
   bls                BLS calls several models make: itn, streaming_asr's 2-pass finals (asr, punc, itn)
   features           the wav frontends: load_cmvn, kaldi fbank, apply_lfr, OnlineFrontend (streaming, per-stream
                      FrontendState), AsrFrontend (offline: Paraformer, SenseVoice)

@@ -1,10 +1,9 @@
 """Triton stage (CPU profile): SeACo-Paraformer ONNX under onnxruntime, batching ragged requests.
 
-Requests are grouped by hotword count (SeACo attends over the hotword list, so lists of different
-sizes cannot share a batch), sorted by length, padded into batches of at most `max_batch_frames`
-frames whose padding is at most `max_pad_fraction` of their frames (a 2 s segment padded to a 30 s one
-costs as much as a 30 s one: on a CPU, batching buys little and padding costs a lot), run once per
-batch, and split back so each request gets exactly its own outputs.
+Requests are grouped by hotword count, sorted by length, padded into batches of at most `max_batch_frames`
+frames whose padding is at most `max_pad_fraction` of their frames (on a CPU, batching buys little and padding
+costs a lot), run once per batch, and split back so each request gets exactly its own outputs
+(funasr_triton_models.paraformer.PaddedParaformer).
 
 onnxruntime options (parameters): `intra_op_threads`; `intra_op_spinning` (0: idle pool threads sleep
 instead of spinning, leaving the CPU to the other stages between batches); `cpu_mem_arena` (0: tensors
@@ -16,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from funasr_triton_models.batching import length_batches
+from funasr_triton_models.paraformer import OUTPUT_ORDER, PaddedParaformer
 from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
                                         require_files, session_options)
 
@@ -24,7 +23,6 @@ INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
 OUTPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32",
            "us_alphas": "TYPE_FP32", "us_cif_peak": "TYPE_FP32", "token_logprobs": "TYPE_FP32"}
-OUTPUT_ORDER = ["token_ids", "token_num", "us_alphas", "us_cif_peak", "token_logprobs"]
 
 
 class TritonPythonModel:
@@ -55,6 +53,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{model_path} lacks outputs {sorted(set(OUTPUT_ORDER) - graph_outputs)}: export it again (`funasr-triton "
                 "export --stages asr`)")
+        self.asr = PaddedParaformer(self.session, self.max_batch_frames, self.max_pad_fraction)
 
     @staticmethod
     def _parse(request):
@@ -72,40 +71,6 @@ class TritonPythonModel:
             raise StageInputError("speech contains NaN or infinite values")
         return speech[:length], ids, lengths
 
-    def _run(self, items):
-        """items: [(index, speech, ids, lengths)] sharing one hotword count -> {index: outputs}."""
-        b = len(items)
-        t = max(x[1].shape[0] for x in items)
-        k = max(x[2].shape[1] for x in items)
-        n = items[0][2].shape[0]
-        speech = np.zeros((b, t, 560), dtype=np.float32)
-        speech_lengths = np.zeros(b, dtype=np.int32)
-        hw_ids = np.zeros((b, n, k), dtype=np.int32)
-        hw_lengths = np.zeros((b, n), dtype=np.int32)
-        for row, (_, s, ids, lengths) in enumerate(items):
-            speech[row, : s.shape[0]] = s
-            speech_lengths[row] = s.shape[0]
-            hw_ids[row, :, : ids.shape[1]] = ids
-            hw_lengths[row] = lengths
-        token_ids, token_num, us_alphas, us_peak, logprobs = self.session.run(OUTPUT_ORDER, {
-            "speech": speech, "speech_lengths": speech_lengths,
-            "hotword_ids": hw_ids, "hotword_lengths": hw_lengths})
-        out = {}
-        for row, (index, s, _, _) in enumerate(items):
-            num = int(token_num[row])
-            frames = 3 * s.shape[0]
-            tokens = min(num, token_ids.shape[1])
-            out[index] = (token_ids[row, :tokens], num, us_alphas[row, :frames], us_peak[row, :frames],
-                          logprobs[row, :tokens])
-        return out
-
-    def _batches(self, parsed):
-        groups = {}
-        for index, (speech, ids, lengths) in parsed.items():
-            groups.setdefault(ids.shape[0], []).append((index, speech, ids, lengths))
-        for items in groups.values():
-            yield from length_batches(items, lambda x: x[1].shape[0], self.max_batch_frames, self.max_pad_fraction)
-
     def execute(self, requests):
         responses = [None] * len(requests)
         parsed = {}
@@ -114,21 +79,11 @@ class TritonPythonModel:
                 parsed[i] = self._parse(request)
             except Exception as exc:  # noqa: BLE001
                 responses[i] = error_response("paraformer", exc)
-        results = {}
-        for batch in self._batches(parsed):
-            try:
-                results.update(self._run(batch))
-            except Exception as batch_exc:  # noqa: BLE001 - retry alone so only the culprit fails
-                for item in batch:
-                    error = batch_exc
-                    if len(batch) > 1:
-                        try:
-                            results.update(self._run([item]))
-                            continue
-                        except Exception as item_exc:  # noqa: BLE001
-                            error = item_exc
-                    responses[item[0]] = error_response("paraformer", error)
-        for index, (ids, num, alphas, peak, logprobs) in results.items():
+        for index, outcome in self.asr.decode(parsed).items():
+            if isinstance(outcome, Exception):
+                responses[index] = error_response("paraformer", outcome)
+                continue
+            ids, num, alphas, peak, logprobs = outcome
             responses[index] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("token_ids", ids[None].astype(np.int32)),
                 pb_utils.Tensor("token_num", np.array([num], dtype=np.int32)),
