@@ -102,3 +102,33 @@ def speaker_features(wav: np.ndarray, opts: dict) -> np.ndarray:
     if _options(opts)["subtract_mean"] and feats.shape[0]:
         feats = feats - feats.mean(axis=0, keepdims=True, dtype=np.float32)
     return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def embed_by_length(session, feats: dict, embedding_size: int) -> dict:
+    """{key: [k, frames, bins] features} -> {key: [k, D] embeddings, or the exception for that key}.
+
+    The exported models (CAM++, WeSpeaker ResNet34) have no length input (statistics pooling covers every
+    frame), so only equal frame counts share an onnxruntime call: one call per frame count."""
+    groups: dict = {}
+    for key, f in feats.items():
+        groups.setdefault(f.shape[1], []).append(key)
+    results = {}
+    for keys in groups.values():
+        batch = np.concatenate([feats[k] for k in keys]) if len(keys) > 1 else feats[keys[0]]
+        try:
+            (emb,) = session.run(["embedding"], {"feats": batch})
+        except Exception as exc:  # noqa: BLE001 - the whole group shares the failure
+            results.update({k: exc for k in keys})
+            continue
+        row = 0
+        for k in keys:
+            rows = feats[k].shape[0]
+            out = emb[row:row + rows]
+            row += rows
+            if out.shape[1] != embedding_size:
+                results[k] = RuntimeError(f"embedding has {out.shape[1]} dims, expected {embedding_size}")
+            elif not np.isfinite(out).all():
+                results[k] = RuntimeError("embedding is not finite")
+            else:
+                results[k] = np.ascontiguousarray(out, dtype=np.float32)
+    return results

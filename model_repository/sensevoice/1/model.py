@@ -23,7 +23,7 @@ import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.batching import length_batches
 from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
-from funasr_triton_models.sensevoice_text import Detokenizer, ctc_greedy
+from funasr_triton_models.sensevoice_text import GRAPH_INPUTS, GRAPH_OUTPUTS, Detokenizer, run_batch
 from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
                                         require_files, scalar_input, session_options, strings)
 
@@ -32,8 +32,6 @@ INPUTS = {"WAV": "TYPE_FP32", "LANGUAGE": "TYPE_STRING", "USE_ITN": "TYPE_BOOL"}
 OUTPUTS = {"TEXT": "TYPE_STRING", "DETECTED_LANGUAGE": "TYPE_STRING", "EMOTION": "TYPE_STRING",
            "EVENTS": "TYPE_STRING", "TOKEN_IDS": "TYPE_INT32"}
 META_FILE = "sensevoice.json"
-GRAPH_INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
-GRAPH_OUTPUTS = ["ctc_logits", "encoder_out_lens"]
 NOT_EXPORTED = "sensevoice is not exported in this repository (funasr-triton export --stages sensevoice)"
 
 
@@ -90,18 +88,6 @@ class TritonPythonModel:
             raise StageInputError("WAV is too short for one feature frame")
         return feats, self.language_ids[language], self.textnorm_ids["withitn" if use_itn else "woitn"]
 
-    def _run(self, rows: list[tuple[np.ndarray, int, int]]) -> list[tuple[list[int], int]]:
-        """One onnxruntime batch: rows padded to the longest; each row's (token ids) back."""
-        longest = max(f.shape[0] for f, _, _ in rows)
-        speech = np.zeros((len(rows), longest, rows[0][0].shape[1]), np.float32)
-        for i, (f, _, _) in enumerate(rows):
-            speech[i, :f.shape[0]] = f
-        feeds = {"speech": speech, "speech_lengths": np.array([f.shape[0] for f, _, _ in rows], np.int32),
-                 "language": np.array([r[1] for r in rows], np.int32),
-                 "textnorm": np.array([r[2] for r in rows], np.int32)}
-        logits, lengths = self.session.run(GRAPH_OUTPUTS, feeds)
-        return [ctc_greedy(logits[i], int(lengths[i]), self.blank_id) for i in range(len(rows))]
-
     def _respond(self, ids: list[int]):
         rich = self.detok(ids)
         text = lambda v: np.array([v.encode("utf-8")], dtype=object)  # noqa: E731
@@ -127,7 +113,7 @@ class TritonPythonModel:
         # similar lengths share a batch
         for batch in length_batches(ready, lambda item: item[1][0].shape[0], self.max_batch_frames):
             try:
-                results = self._run([row for _, row in batch])
+                results = run_batch(self.session, [row for _, row in batch], self.blank_id)
                 for (i, _), ids in zip(batch, results):
                     responses[i] = self._respond(ids)
             except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error

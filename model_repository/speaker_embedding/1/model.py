@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from funasr_triton_models.speaker_features import speaker_features
+from funasr_triton_models.speaker_features import embed_by_length, speaker_features
 from funasr_triton_models.stage import (StageInputError, answer_each, input_array, int_param, model_config, param,
                                         require_files, session_options)
 
@@ -61,32 +61,6 @@ class TritonPythonModel:
             raise StageInputError("WAV contains NaN or infinite samples")
         return np.stack([speaker_features(row, self.conf) for row in wav])
 
-    def _embed(self, feats: dict) -> dict:
-        """{key: [k, frames, bins]} -> {key: [k, D] or exception}; one ORT call per frame count."""
-        groups = {}
-        for key, f in feats.items():
-            groups.setdefault(f.shape[1], []).append(key)
-        results = {}
-        for keys in groups.values():
-            batch = np.concatenate([feats[k] for k in keys]) if len(keys) > 1 else feats[keys[0]]
-            try:
-                (emb,) = self.session.run(["embedding"], {"feats": batch})
-            except Exception as exc:  # noqa: BLE001 - the whole group shares the failure
-                results.update({k: exc for k in keys})
-                continue
-            row = 0
-            for k in keys:
-                rows = feats[k].shape[0]
-                out = emb[row:row + rows]
-                row += rows
-                if out.shape[1] != self.embedding_size:
-                    results[k] = RuntimeError(f"embedding has {out.shape[1]} dims, expected {self.embedding_size}")
-                elif not np.isfinite(out).all():
-                    results[k] = RuntimeError("embedding is not finite")
-                else:
-                    results[k] = np.ascontiguousarray(out, dtype=np.float32)
-        return results
-
     def execute(self, requests):
         outcome, feats = {}, {}
         for request in requests:
@@ -94,7 +68,7 @@ class TritonPythonModel:
                 feats[id(request)] = self._features(request)
             except Exception as exc:  # noqa: BLE001 - answered as this request's error below
                 outcome[id(request)] = exc
-        outcome.update(self._embed(feats))
+        outcome.update(embed_by_length(self.session, feats, self.embedding_size))
 
         def answer(request):
             result = outcome[id(request)]
