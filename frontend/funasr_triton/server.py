@@ -65,9 +65,10 @@ MODEL_CODE = "funasr_triton_models"  # what every model.py of the repository imp
 def check_model_code(env: dict[str, str], package: str = MODEL_CODE) -> None:
     """Fail before starting Triton, not model by model, when the python stubs could not import the models' code.
 
-    The stubs run this interpreter's environment with `env` (PYTHONPATH included), so the probe does too."""
+    The stubs run this interpreter's environment (its site-packages, .pth files included) but do not honour
+    PYTHONPATH, so the probe ignores the PYTHON* variables too (-E): the package must be installed."""
     probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({package!r}) is None)"
-    if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+    if subprocess.run([sys.executable, "-E", "-c", probe], env=env, capture_output=True).returncode != 0:
         raise ModelCodeMissing(f"{package} (the models' code) is not importable by {sys.executable}: install it with "
                                "`pip install -e .` in the checkout (`make setup`), or `pip install ./model_code`")
 
