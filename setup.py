@@ -1,7 +1,7 @@
 """setuptools hook (metadata lives in pyproject.toml): wheels carry the model repository skeleton.
 
-build_py copies every template of model_repository/ (configs, model code, shared code; links
-dereferenced, no exported weights) into funasr_triton_export/model_repository/, where
+build_py copies every template of model_repository/ (configs and each model's model.py, no exported
+weights) into funasr_triton_export/model_repository/, where
 funasr_triton_export.templates finds it in a non-editable install. Editable installs read the
 checkout's model_repository/ directly, so nothing is copied for them.
 """

@@ -6,7 +6,6 @@ on espeak-ng speech from 0.5 s to 20 s. (model.py is exercised through the real 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -15,24 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from funasr_triton_models import speaker_features as speaker_features_mod
 from tests.synth import SENTENCES, SR, compose
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_DIR = ROOT / "model_repository" / "speaker_embedding"
 sys.path.insert(0, str(ROOT / "export"))
 
 CLIP_SECONDS = (0.5, 1.5, 2.0, 3.7, 6.0, 10.0, 20.0)
 MIN_COSINE = 0.999
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-speaker_features_mod = _load("speaker_features", STAGE_DIR / "1" / "speaker_features.py")
 campplus_features = speaker_features_mod.speaker_features
 
 

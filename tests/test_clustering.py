@@ -7,16 +7,13 @@ gives a same-speaker window cosine of about 0.68 / 0.45 / 0.30.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, completeness_score, homogeneity_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model_repository" / "pipeline" / "1"))
 
-from diarize_cluster import cluster_speakers, validate_speaker_options  # noqa: E402
+from funasr_triton_models.diarize_cluster import cluster_speakers, validate_speaker_options
 
 D = 192
 LONG = 3000   # above the default long_threshold (1000): the sparse path

@@ -193,6 +193,26 @@ def _requirement_names(reqs) -> set[str]:
     return {re.split(r"[<>=!\[ ;]", r.strip("'\""), maxsplit=1)[0].lower() for r in reqs}
 
 
+def _installs_the_model_code(dockerfile: Path) -> None:
+    """The Triton images install funasr_triton_models (model_code/) with --no-deps after the `models` list (the
+    GPU image's onnxruntime-gpu must not be joined by onnxruntime); the build context lets model_code/ in."""
+    instr = _instructions(dockerfile)
+    assert ["model_code", "/tmp/model_code"] in [c.split() for c in _one(instr, "COPY")]
+    pip = " ".join(r for r in _one(instr, "RUN") if "pip install" in r)
+    assert "pip install --no-cache-dir --no-deps /tmp/model_code" in pip
+    ignore = Path(f"{dockerfile}.dockerignore").read_text().splitlines()
+    assert "*" in ignore and "!model_code" in ignore and ignore.index("*") < ignore.index("!model_code")
+
+
+def test_model_code_installs_alone_with_the_models_extra():
+    """model_code/pyproject.toml (the package alone, for the Triton images) asks for the `models` extra."""
+    alone = tomllib.loads((ROOT / "model_code" / "pyproject.toml").read_text())["project"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert _requirement_names(alone["dependencies"]) == _requirement_names(extras["models"]) | {"numpy"}
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
+    assert "model_code" in found  # `pip install -e .` has it too
+
+
 def test_triton_dockerfile():
     instr = _instructions(DOCKERFILES["triton"])
     assert _one(instr, "FROM") == ["nvcr.io/nvidia/tritonserver:24.10-py3"]
@@ -203,6 +223,7 @@ def test_triton_dockerfile():
     # the image takes the GPU build of onnxruntime (CUDA EP for streaming_asr's gpu-* profiles)
     wanted = {"onnxruntime-gpu" if n == "onnxruntime" else n for n in _requirement_names(extras["models"])}
     assert installed == wanted | {"numpy"}, "keep in step with the `models` extra"
+    _installs_the_model_code(DOCKERFILES["triton"])
     _non_root(instr)
     assert "/v2/health/ready" in _one(instr, "HEALTHCHECK")[0]
     entry = " ".join(_one(instr, "ENTRYPOINT"))
@@ -219,6 +240,7 @@ def test_triton_cpu_dockerfile():
     assert pyproject["triton"] == ["nvidia-pytriton==0.7.0"] and '"nvidia-pytriton==0.7.0"' in " ".join(pip)
     assert installed == _requirement_names(pyproject["models"]) | {"numpy", "nvidia-pytriton"}, \
         "keep in step with the `models` extra"
+    _installs_the_model_code(DOCKERFILES["triton-cpu"])
     runs = " ".join(_one(instr, "RUN"))
     assert "python_backend_stubs/3.11" in runs and "libpython3.11" in runs  # bookworm's Python is 3.11
     _non_root(instr)
@@ -257,6 +279,7 @@ def test_export_dockerfile():
     copies = [c.split() for c in _one(instr, "COPY")]
     assert any("setup.py" in c for c in copies) and ["model_repository", "./model_repository"] in copies
     assert all([d, f"./{d}"] in copies for d in ("frontend", "export", "tools"))
+    assert ["model_code", "./model_code"] in copies  # verify and the exporters' checks run funasr_triton_models
     ignore = (ROOT / "export" / "Dockerfile.dockerignore").read_text().splitlines()
     assert "model_repository/*/1/*" in ignore and "!model_repository/*/1/*.py" in ignore and "!model_repository/*/1/.keep" in ignore
 

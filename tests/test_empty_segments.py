@@ -8,7 +8,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -43,8 +42,7 @@ def _stats(client, model):
 def test_graph_answers_zero_tokens_for_a_row_that_never_fires(repository):
     """The exported graph itself: a one-frame row alone, and padded next to a long row."""
     session = ort.InferenceSession(str(repository / "paraformer" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    sys.path.insert(0, str(repository / "feature_extractor" / "1"))
-    from asr_features import AsrFrontend
+    from funasr_triton_models.features import AsrFrontend
 
     frontend = AsrFrontend.from_dir(repository / "feature_extractor" / "1")
     long, short = frontend(compose(SENTENCES[0])), frontend(_noise(0.03))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ import pytest
 from funasr_triton.contract import TranscribeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "model_repository" / "pipeline" / "1"))
-from sentences import itn_sentence, split_sentences  # noqa: E402
+from funasr_triton_models.sentences import itn_sentence, split_sentences
 
 CHOSEN = "WeTextProcessing"
 CANDIDATES = [CHOSEN, "WeTextProcessing enable_0_to_9", "wetext", "wetext enable_0_to_9"]
@@ -132,7 +130,7 @@ def test_split_sentences_concatenates_back():
 # ---------------------------------------------------------------- LongFileJob with crafted recognitions
 
 def _job_module():
-    from longfile import Backend, JobOptions, LongFileJob  # noqa: PLC0415 - the model code's own path
+    from funasr_triton_models.longfile import Backend, JobOptions, LongFileJob
     return Backend, JobOptions, LongFileJob
 
 
@@ -173,7 +171,7 @@ def _speech_with_pauses(n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("punctuation", [True, False])
 def test_job_with_itn_keeps_sentences_words_and_text_events_consistent(repository, normalizers, punctuation):
-    from fsmn_vad import FsmnVad
+    from funasr_triton_models.fsmn_vad import FsmnVad
 
     _, JobOptions, LongFileJob = _job_module()
     wav = _speech_with_pauses(3)
@@ -213,10 +211,10 @@ def test_job_with_itn_keeps_sentences_words_and_text_events_consistent(repositor
 
 
 def test_job_asking_for_itn_without_an_itn_backend_is_an_input_error(repository):
-    from fsmn_vad import FsmnVad
+    from funasr_triton_models.fsmn_vad import FsmnVad
 
     Backend, JobOptions, LongFileJob = _job_module()
-    from longfile import JobInputError
+    from funasr_triton_models.longfile import JobInputError
 
     backend = Backend(recognize=None, punctuate=None, embed=None)
     with pytest.raises(JobInputError, match="itn"):

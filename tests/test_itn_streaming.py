@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from funasr_triton.errors import AsrError
-from tests.conftest import ROOT
 from tests.synth import SENTENCES, compose
 
-sys.path.insert(0, str(ROOT / "model_repository" / "streaming_asr" / "1"))
-import streams as streams_mod  # noqa: E402
-from sentences import split_sentences  # noqa: E402
+import funasr_triton_models.streams as streams_mod
+from funasr_triton_models.sentences import split_sentences
 
 CHUNK = 9600  # 600 ms: chunk_size [0, 10, 5]
 

@@ -69,10 +69,7 @@ def test_listen_stdin_pcm_realtime_with_itn(triton, cli_env, speech_wav, client)
 
 
 def _per_sentence(client, text: str) -> str:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "model_repository" / "pipeline" / "1"))
-    from sentences import split_sentences
+    from funasr_triton_models.sentences import split_sentences
 
     done, rest = split_sentences(text)
     return "".join(client.normalize(done + ([rest] if rest else [])))

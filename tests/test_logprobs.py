@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import httpx
 import numpy as np
@@ -14,16 +13,14 @@ import pytest
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from funasr_triton.contract import TranscribeOptions
-from tests.conftest import ROOT
 from tests.test_itn import job_events
 from tests.test_openai_api import sdk
 from tests.synth import SENTENCES, compose
 
-sys.path[:0] = [str(ROOT / "model_repository" / "asr_decode" / "1"), str(ROOT / "model_repository" / "pipeline" / "1"),
-                str(ROOT / "model_repository" / "feature_extractor" / "1")]
-from asr_features import AsrFrontend, HotwordTokenizer  # noqa: E402
-from asr_text import word_logprobs  # noqa: E402
-from sentences import itn_sentence  # noqa: E402
+from funasr_triton_models.asr_text import word_logprobs
+from funasr_triton_models.features import AsrFrontend
+from funasr_triton_models.hotwords import HotwordTokenizer
+from funasr_triton_models.sentences import itn_sentence
 
 
 # ---------------------------------------------------------------- pure parts

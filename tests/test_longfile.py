@@ -5,7 +5,6 @@ every window clustered at once, and the same `assemble`."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,9 @@ from funasr_triton.errors import AsrError
 from funasr_triton.triton_client import AsyncTritonAsrClient, TranscribeOptions
 from tests.synth import SENTENCES, compose, espeak, silence
 
-PIPELINE_CODE = Path(__file__).resolve().parents[1] / "model_repository" / "pipeline" / "1"
-sys.path.insert(0, str(PIPELINE_CODE))
-from diarize import speech_windows, window_samples, word_speakers  # noqa: E402
-from diarize_cluster import cluster_speakers  # noqa: E402
-from sentences import assemble, join_texts, word_stamps  # noqa: E402
+from funasr_triton_models.diarize import speech_windows, window_samples, word_speakers
+from funasr_triton_models.diarize_cluster import cluster_speakers
+from funasr_triton_models.sentences import assemble, join_texts, word_stamps
 
 DATA = Path(__file__).resolve().parent / "data"
 VOICES = [dict(voice="cmn", pitch=30, speed=150), dict(voice="cmn+f3", pitch=80, speed=175)]

@@ -1,13 +1,11 @@
-"""How LongFileJob hands segments to recognition (model_repository/pipeline/1/longfile.py), with the real
+"""How LongFileJob hands segments to recognition (funasr_triton_models.longfile), with the real
 FSMN-VAD and a recording backend in place of Triton's BLS calls: the slow start that gets the first
 result out before a batch of others, and the VAD strides running on the job's own threads."""
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,7 @@ import pytest
 from tests.synth import SENTENCES, compose
 from tests.test_vad_port import exported, fsmn_vad  # noqa: F401  (fixture; registers the fsmn_vad module)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model_repository" / "pipeline" / "1"))
-from longfile import Backend, JobLimits, JobOptions, LongFileJob  # noqa: E402
+from funasr_triton_models.longfile import Backend, JobLimits, JobOptions, LongFileJob
 
 SR = 16000
 STRIDE = 60 * SR

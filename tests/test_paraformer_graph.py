@@ -4,18 +4,16 @@ token log-probabilities (tests/test_logprobs.py checks them against FunASR's dec
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import ROOT
 from tests.synth import SENTENCES, compose
 
-sys.path[:0] = [str(ROOT / "model_repository" / "feature_extractor" / "1"), str(ROOT / "model_repository" / "asr_decode" / "1")]
-from asr_features import AsrFrontend, HotwordTokenizer  # noqa: E402
-from asr_text import decode  # noqa: E402
+from funasr_triton_models.asr_text import decode
+from funasr_triton_models.features import AsrFrontend
+from funasr_triton_models.hotwords import HotwordTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The streaming Paraformer runtime (model_repository/streaming_asr/1/paraformer_online.py) against
+"""The streaming Paraformer runtime (funasr_triton_models.paraformer_online) against
 funasr 1.4.16 AutoModel streaming ``generate(cache=..., is_final=...)``, chunk by chunk.
 
 The model is the tiny random-weight ParaformerStreaming test build (real module layout and
@@ -7,7 +7,6 @@ espeak-ng Mandarin made at test time. Tokens must be identical at every step.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,23 +15,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_DIR = ROOT / "model_repository" / "streaming_asr" / "1"
 CACHE = ROOT / ".cache" / "models" / "test"
 sys.path.insert(0, str(ROOT / "export"))
 
 from funasr_triton_tools.speech import SENTENCES, espeak  # noqa: E402
+from funasr_triton_models import paraformer_online  # noqa: E402
 
-
-def _load_runtime():
-    sys.path.insert(0, str(RUNTIME_DIR))  # its fsmn_vad.py (shared LFR) is symlinked there
-    spec = importlib.util.spec_from_file_location("paraformer_online", RUNTIME_DIR / "paraformer_online.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("paraformer_online", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-paraformer_online = _load_runtime()
 ParaformerOnline = paraformer_online.ParaformerOnline
 
 

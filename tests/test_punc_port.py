@@ -5,7 +5,6 @@ with export_punc, and every text must give exactly AutoModel.generate()'s `text`
 """
 from __future__ import annotations
 
-import importlib.util
 import random
 import sys
 import types
@@ -15,23 +14,11 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PUNC_DIR = ROOT / "model_repository" / "punc"
 sys.path.insert(0, str(ROOT / "export"))
 
 from funasr_triton_export.testmodels.vocab import cjk_chars  # noqa: E402
+from funasr_triton_models import ct_punc  # noqa: E402
 
-
-def _load_port():
-    if "ct_punc" in sys.modules:
-        return sys.modules["ct_punc"]
-    spec = importlib.util.spec_from_file_location("ct_punc", PUNC_DIR / "1" / "ct_punc.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ct_punc"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ct_punc = _load_port()
 CHARS = cjk_chars(8000)  # the test vocabulary's CJK characters
 
 

@@ -32,7 +32,9 @@ def test_every_model_directory_is_written_as_real_files(repository):
     assert not [p for p in repository.rglob("*") if p.is_symlink()], "links dereferenced"
     assert outside_links(repository) == []
     templates = template_files()
-    assert Path("streaming_asr/1/stage.py") in templates and Path("feature_extractor/configs/gpu-8gb.pbtxt") in templates
+    assert Path("streaming_asr/1/model.py") in templates and Path("feature_extractor/configs/gpu-8gb.pbtxt") in templates
+    # a version directory holds model.py only: the code it imports is the installed funasr_triton_models
+    assert {rel.name for rel in templates if len(rel.parts) > 2 and rel.parts[1].isdigit()} <= {"model.py", ".keep"}
     for rel, src in templates.items():
         assert (repository / rel).read_bytes() == src.read_bytes(), rel
     # no exported weight is taken for a template, and the manifest records what was asked
@@ -66,17 +68,17 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     config = repo / "pipeline" / "config.pbtxt"
     original = config.read_text()
     config.write_text(original.replace("max_batch_size", "max_batch_size_changed", 1) + "\n# local edit\n")
-    stage = repo / "vad" / "1" / "stage.py"  # an older copy left a link out of the repository here
+    stage = repo / "vad" / "1" / "model.py"  # an older copy left a link out of the repository here
     stage.unlink()
-    stage.symlink_to(template_root() / "pipeline" / "1" / "stage.py")
-    inner = repo / "punc" / "1" / "stage.py"  # a link within the repository to the same content stays
+    stage.symlink_to(template_root() / "vad" / "1" / "model.py")
+    inner = repo / "feature_extractor" / "configs" / "gpu-8gb.pbtxt"  # a link within the repository to the same content stays
     inner.unlink()
-    inner.symlink_to("../../pipeline/1/stage.py")
+    inner.symlink_to("gpu-6gb.pbtxt")
     out = export(repo)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "reusing the exported weights of vad, asr, punc, speaker, streaming" in out.stderr
     assert config.read_text() == original
-    assert not stage.is_symlink() and stage.read_bytes() == (template_root() / "pipeline/1/stage.py").read_bytes()
+    assert not stage.is_symlink() and stage.read_bytes() == (template_root() / "vad/1/model.py").read_bytes()
     assert inner.is_symlink() and outside_links(repo) == []
     assert {w: (w.stat().st_ino, w.stat().st_mtime_ns) for w in weights} == before
     # a manifest from before requests were recorded: the request is inferred from the origins
@@ -95,15 +97,30 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     assert (weights[0].stat().st_ino, weights[0].stat().st_mtime_ns) == before[weights[0]]
 
 
-def test_export_into_the_checkout_keeps_its_links():
-    """`make models` exports into the committed model_repository/: its links are the source, not replaced."""
+def test_export_into_the_checkout_writes_nothing():
+    """`make models` exports into the committed model_repository/: its files are the source, not rewritten;
+    it holds no link, so it copies anywhere as plain files."""
     from funasr_triton_export.templates import write_repository
 
     root = template_root()
-    links = {p: os.readlink(p) for p in root.rglob("*") if p.is_symlink()}
+    assert {p: os.readlink(p) for p in root.rglob("*") if p.is_symlink()} == {}
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     result = write_repository(root, root)
     assert result["written"] == []
-    assert {p: os.readlink(p) for p in root.rglob("*") if p.is_symlink()} == links
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_every_model_imports_the_package_not_its_neighbours():
+    """A model.py imports the shared code from funasr_triton_models, never a file beside it or in another model's
+    directory (no sys.path edits), so the repository needs nothing but itself and the installed package."""
+    import ast
+
+    for model in sorted(template_root().glob("*/1/model.py")):
+        tree = ast.parse(model.read_text())
+        ours = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "funasr_triton_models" in ours, model
+        assert "sys.path" not in model.read_text(), model
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level], model
 
 
 def test_wheel_carries_the_skeleton(tmp_path):
@@ -137,6 +154,13 @@ def test_wheel_carries_the_skeleton(tmp_path):
     probe = ("import funasr_triton_export.templates as t, sys; r = t.template_root(); "
              "sys.exit(0 if r == t.PACKAGED and str(r).startswith(sys.argv[1]) else 1)")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); " + probe,
+                          str(target)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # the wheel carries the model code the written repository's model.py files import, importable from it alone
+    code = ROOT / "model_code" / "funasr_triton_models"
+    assert {f"funasr_triton_models/{p.name}" for p in code.glob("*.py")} <= names
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
+                          "import funasr_triton_models as m; sys.exit(0 if m.__file__.startswith(sys.argv[1]) else 1)",
                           str(target)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     written = tmp_path / "repo"

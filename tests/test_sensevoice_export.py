@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -14,9 +13,8 @@ import pytest
 from tests.conftest import BIN, CACHE, ROOT
 from tests.synth import SENTENCES, compose
 
-sys.path[:0] = [str(ROOT / "model_repository" / "sensevoice" / "1")]
-from asr_features import AsrFrontend, FrontendOptions, load_cmvn  # noqa: E402
-from sensevoice_text import Detokenizer, ctc_greedy, parse_tags  # noqa: E402
+from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
+from funasr_triton_models.sensevoice_text import Detokenizer, ctc_greedy, parse_tags
 
 SOURCE = CACHE / "test" / "sensevoice"
 
@@ -165,9 +163,8 @@ def test_model_dir_source(tmp_path):
 
 
 def test_job_options_model_keys():
-    """CONFIG.model / language / use_itn of the long-file job (model_repository/pipeline/1/longfile.py)."""
-    sys.path.insert(0, str(ROOT / "model_repository" / "pipeline" / "1"))
-    from longfile import JobInputError, JobOptions, _sensevoice_fields
+    """CONFIG.model / language / use_itn of the long-file job (funasr_triton_models.longfile)."""
+    from funasr_triton_models.longfile import JobInputError, JobOptions, _sensevoice_fields
 
     default = JobOptions.parse({}, 8, 50)
     assert (default.model, default.punctuation, default.sensevoice) == ("paraformer", True, False)

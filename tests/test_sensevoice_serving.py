@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,8 +15,7 @@ from funasr_triton.errors import AsrError
 from tests.conftest import BIN, CACHE, ROOT, start_triton
 from tests.synth import SENTENCES, compose
 
-sys.path[:0] = [str(ROOT / "model_repository" / "sensevoice" / "1")]
-from sensevoice_text import parse_tags  # noqa: E402
+from funasr_triton_models.sensevoice_text import parse_tags
 
 SOURCE = CACHE / "test" / "sensevoice"
 

@@ -1,19 +1,15 @@
-"""SenseVoice token timestamps (model_repository/sensevoice/1/ctc_align.py) against funasr 1.4.16's own:
+"""SenseVoice token timestamps (funasr_triton_models.ctc_align) against funasr 1.4.16's own:
 the forced alignment against funasr's `ctc_forced_align`, and the whole computation on the model's own CTC
 logits against AutoModel(SenseVoiceSmall, output_timestamp=True) on the same random test weights (equal).
 The served path (Triton, ONNX logits) against AutoModel is in test_sensevoice_serving.py."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
-from tests.conftest import CACHE, ROOT
+from funasr_triton_models.ctc_align import forced_align, log_softmax, token_timestamps
+from tests.conftest import CACHE
 from tests.synth import SENTENCES, compose
-
-sys.path[:0] = [str(ROOT / "model_repository" / "sensevoice" / "1")]
-from ctc_align import forced_align, log_softmax, token_timestamps  # noqa: E402
 
 
 def test_forced_align_equals_funasr():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import urllib.request
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from funasr_triton.errors import AsrError
-from tests.conftest import CACHE, ROOT
+from tests.conftest import CACHE
 from tests.synth import SENTENCES, compose
 
 SR = 16000
@@ -124,8 +123,7 @@ def _sentence_chunks(wav: np.ndarray, per_request: list[list[dict]]) -> list[lis
 def test_online_only_and_final_only_modes(client, two_sentences):
     """online-only sentence finals are funasr's: the online decoder's last step at a VAD sentence end
     is its is_final step (the CIF's 0.45 tail weight can fire the sentence's last token)."""
-    sys.path.insert(0, str(ROOT / "model_repository" / "asr_decode" / "1"))
-    from asr_text import sentence_postprocess
+    from funasr_triton_models.asr_text import sentence_postprocess
 
     per_request = stream_all(client, two_sentences, config={"two_pass": False, "punctuation": False})
     online = flat(per_request)
@@ -162,8 +160,7 @@ def test_served_partials_equal_funasr_automodel_chunk_by_chunk(client):
     generate(cache=..., is_final=...) on the same tiny streaming model (before the first sentence end)."""
     from funasr import AutoModel
 
-    sys.path.insert(0, str(ROOT / "model_repository" / "asr_decode" / "1"))
-    from asr_text import sentence_postprocess
+    from funasr_triton_models.asr_text import sentence_postprocess
 
     wav = compose(0.3, SENTENCES[3], 0.3)  # one sentence; the VAD ends it only at the end of the audio
     model = AutoModel(model=str(CACHE / "test" / "streaming"), disable_update=True, disable_pbar=True,
@@ -284,8 +281,7 @@ def test_faults_fail_alone_and_free_state(client, triton, two_sentences):
 
 def test_idle_streams_are_evicted():
     """A client that vanishes without END: its state is dropped after idle_seconds (fake clock)."""
-    sys.path.insert(0, str(ROOT / "model_repository" / "streaming_asr" / "1"))
-    import streams as streams_mod
+    import funasr_triton_models.streams as streams_mod
 
     manager = streams_mod.StreamManager(asr=None, vad=None, offline=None, max_streams=4, idle_s=30, retain_ms=1000,
                                         max_hotwords=0, max_request_samples=16000)
@@ -302,8 +298,7 @@ def test_idle_streams_are_evicted():
 
 
 def test_config_json_round_trip():
-    sys.path.insert(0, str(ROOT / "model_repository" / "streaming_asr" / "1"))
-    import streams as streams_mod
+    import funasr_triton_models.streams as streams_mod
 
     cfg = streams_mod.StreamConfig.parse(json.dumps({"chunk_size": [0, 8, 4], "hotwords": [" 阿里 ", ""],
                                                      "max_sentence_silence_ms": 500}), max_hotwords=5)

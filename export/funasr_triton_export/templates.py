@@ -1,17 +1,20 @@
-"""The model repository skeleton (configs, model code, shared code) and writing it into any directory.
+"""The model repository skeleton (configs, each model's model.py) and writing it into any directory.
 
 The single source of truth for "what a model repository holds besides the exported weights":
 `funasr-triton export` writes it before exporting (so an empty directory becomes a repository Triton
 loads), and the tests, the bench and the Helm chart's init container all get their repositories that way.
+The code the model.py files import is not in the repository: it is the installed `funasr_triton_models`
+package (model_code/), in the environment Triton's python backend runs in (the dev venv, the Triton images).
 
 Where the skeleton comes from: a wheel carries it as package data (`funasr_triton_export/model_repository/`,
-copied by setup.py's build_py with the symlinks dereferenced); an editable install or a checkout on
-PYTHONPATH reads the checkout's `model_repository/` directly.
+copied by setup.py's build_py); an editable install or a checkout on PYTHONPATH reads the checkout's
+`model_repository/` directly.
 
 What is a template: every file of every model directory (a directory with a config.pbtxt) except what
 sits in a version directory (`<model>/<digits>/`) and is not Python code or `.keep`; those are exported
-weights and assets. Links are dereferenced: the written repository has real files only, so it can be
-copied, mounted or uploaded to a bucket anywhere.
+weights and assets. The checkout's repository is plain files; a link (an older checkout's, or one put
+there by hand) is followed, so the written repository has real files only and can be copied, mounted or
+uploaded to a bucket anywhere.
 """
 from __future__ import annotations
 

@@ -78,18 +78,16 @@ class StageReport:
 
 @functools.lru_cache(maxsize=1)
 def _join_texts():
-    """The pipeline's own text joining (model_repository/pipeline/1/sentences.py), imported once."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "pipeline" / "1"))
-    from sentences import join_texts
+    """The pipeline's own text joining (funasr_triton_models.sentences), imported once."""
+    from funasr_triton_models.sentences import join_texts
 
     return join_texts
 
 
 @functools.lru_cache(maxsize=1)
 def _parse_tags():
-    """The served model's own tag parsing (model_repository/sensevoice/1/sensevoice_text.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "sensevoice" / "1"))
-    from sensevoice_text import parse_tags
+    """The served model's own tag parsing (funasr_triton_models.sensevoice_text)."""
+    from funasr_triton_models.sensevoice_text import parse_tags
 
     return parse_tags
 

@@ -2,7 +2,7 @@
 
 `TranscribeOptions` is what every API surface asks for (it becomes the `transcribe`/`pipeline`
 inputs in triton_client); `TritonResult` is the RESULT JSON both models answer with (see
-model_repository/pipeline/1/sentences.py); `Transcript` is what every surface renders.
+funasr_triton_models.sentences); `Transcript` is what every surface renders.
 """
 from __future__ import annotations
 

@@ -55,6 +55,24 @@ class PortBusy(RuntimeError):
     pass
 
 
+class ModelCodeMissing(TritonNotFound):
+    pass
+
+
+MODEL_CODE = "funasr_triton_models"  # what every model.py of the repository imports (model_code/ in the checkout)
+
+
+def check_model_code(env: dict[str, str], package: str = MODEL_CODE) -> None:
+    """Fail before starting Triton, not model by model, when the python stubs could not import the models' code.
+
+    The stubs run this interpreter's environment (its site-packages, .pth files included) but do not honour
+    PYTHONPATH, so the probe ignores the PYTHON* variables too (-E): the package must be installed."""
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({package!r}) is None)"
+    if subprocess.run([sys.executable, "-E", "-c", probe], env=env, capture_output=True).returncode != 0:
+        raise ModelCodeMissing(f"{package} (the models' code) is not importable by {sys.executable}: install it with "
+                               "`pip install -e .` in the checkout (`make setup`), or `pip install ./model_code`")
+
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -245,7 +263,9 @@ class EmbeddedTriton:
             if self._log_handle is None:
                 self._log_handle = open(self.log_file, "ab")
             out = self._log_handle
-        self.proc = subprocess.Popen(cmd, env=environment(install), stdout=out, stderr=subprocess.STDOUT if out else None,
+        env = environment(install)
+        check_model_code(env)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
                                      preexec_fn=lambda parent=os.getpid(): _die_with_parent(parent))
         return self
 

@@ -7,7 +7,7 @@
                use_itn=True, one request after another (on CPU AutoModel decodes one VAD segment at a time)
   funasr-onnx  funasr_onnx SenseVoiceSmall (the exported model.onnx: FunASR's own export graph) per VAD
                segment, textnorm withitn, 2 intra-op threads, sequential; its segments come from the
-               served FSMN-VAD code (fsmn_vad.py, onnxruntime) run in the same loop: funasr_onnx's own
+               served FSMN-VAD code (funasr_triton_models.fsmn_vad, onnxruntime) run in the same loop: funasr_onnx's own
                Fsmn_vad ends a segment after a fixed 800 ms of silence, while funasr 1.4.16's AutoModel (and
                the served VAD, a port of it) waits 2000 ms within a segment's first 10 s (its dynamic
                end-silence schedule), so Fsmn_vad cut about twice as many segments and the row decoded
@@ -147,13 +147,10 @@ def bench_automodel(dirs: dict, clips: list[np.ndarray], order: list[int]) -> di
 
 
 def served_vad(repo: Path):
-    """The served FSMN-VAD (model_repository/vad/1/fsmn_vad.py: funasr 1.4.16's offline VAD on onnxruntime)
+    """The served FSMN-VAD (funasr_triton_models.fsmn_vad: funasr 1.4.16's offline VAD on onnxruntime)
     on the repository's exported vad model."""
-    sys.path.insert(0, str(ROOT / "model_repository" / "vad" / "1"))
-    try:
-        from fsmn_vad import FsmnVad
-    finally:
-        sys.path.pop(0)
+    from funasr_triton_models.fsmn_vad import FsmnVad  # onnxruntime: the bench extra only
+
     return FsmnVad(repo / "vad" / "1", intra_op_threads=THREADS)
 
 

@@ -7,7 +7,7 @@ audio file with a reference RTTM:
               speech regions (oracle speech: the DER then measures speaker assignment only, not VAD)
   embeddings  `served`: the served `speaker_embedding` model (CAM++ or WeSpeaker) through Triton;
               `resemblyzer`: the trained d-vector encoder shipped in the resemblyzer wheel (CPU)
-  clustering  `ours`: pipeline/1/diarize_cluster.py (normalized spectral clustering, eigengap count);
+  clustering  `ours`: funasr_triton_models.diarize_cluster (normalized spectral clustering, eigengap count);
               `funasr`: funasr.models.campplus.cluster_backend.ClusterBackend (merge_thr 0.78)
   to time     `nearest`: each 10 ms frame takes the label of the window whose centre is nearest (as the
               served pipeline labels words); `funasr`: FunASR's campplus `postprocess` (merge consecutive
@@ -19,8 +19,6 @@ with the speaker count estimated and given (oracle). DER by pyannote.metrics (di
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -100,8 +98,7 @@ class ServedEmbedder:
 
 @functools.lru_cache(maxsize=1)
 def _ours():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository" / "pipeline" / "1"))
-    from diarize_cluster import cluster_speakers
+    from funasr_triton_models.diarize_cluster import cluster_speakers
 
     return cluster_speakers
 

@@ -12,7 +12,7 @@ may share a batch (padding would change the embedding).
 
 Written into out_dir:
   model.onnx
-  embedding.json  model_class, embedding_size, feat_dim and the fbank options speaker_features.py needs
+  embedding.json  model_class, embedding_size, feat_dim and the fbank options funasr_triton_models.speaker_features needs
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ previous chunks):
                     in_cache_0..L-1 f32 [B,d,kernel-1] (causal FSMN memory of each decoder block)
                 out logits f32 [B,N,V], sample_ids i64 [B,N], out_cache_0..L-1
 
-Written into out_dir (the runtime is model_repository/streaming_asr/1/paraformer_online.py):
+Written into out_dir (the runtime is funasr_triton_models.paraformer_online):
   encoder.onnx, decoder.onnx (+ encoder_quant.onnx, decoder_quant.onnx with quantize)
   am.mvn, tokens.json
   paraformer_streaming.json   everything the numpy runtime needs (no yaml, no torch)

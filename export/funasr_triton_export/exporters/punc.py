@@ -11,7 +11,7 @@ Written into out_dir:
   punc.json     punc_list, sentence_end_id, split_size, unk_symbol, jieba_usr_dict, ...
   jieba_usr_dict  only when funasr segments with jieba (the real large ct-punc ships one)
   config.yaml   a copy, so funasr_onnx's CT_Transformer can load the same directory
-The inference loop itself lives in model_repository/punc/1/ct_punc.py (numpy port).
+The inference loop itself lives in funasr_triton_models.ct_punc (numpy port).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Written into out_dir:
   model.onnx
   am.mvn     CMVN (<AddShift>/<Rescale>), read by the frontend
   vad.json   {"model_conf": resolved VADXOptions, "frontend_conf": WavFrontendOnline options, ...}
-The inference loop itself lives in model_repository/vad/1/fsmn_vad.py (numpy port); it needs no yaml.
+The inference loop itself lives in funasr_triton_models.fsmn_vad (numpy port); it needs no yaml.
 """
 from __future__ import annotations
 

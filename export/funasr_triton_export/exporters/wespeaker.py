@@ -10,7 +10,7 @@ checkpoint. It is loaded with pyannote.audio's own `Model.from_pretrained`, and 
   outputs  embedding f32 [B, 256]
 
 The fbank itself is not in the graph: Triton computes it with kaldi-native-fbank
-(speaker_features.py) from the options written to embedding.json, exactly as for CAM++.
+(funasr_triton_models.speaker_features) from the options written to embedding.json, exactly as for CAM++.
 
 pyannote.audio 3.x needs torchaudio < 2.9, which cannot share an environment with the torch this
 project pins for the FunASR exporters, so this part runs in its own interpreter: the parent
@@ -230,21 +230,15 @@ def _check_onnx(path: Path, head, cfg: dict) -> float:
     return worst
 
 
-def _check_end_to_end(path: Path, model, cfg: dict, features_py: Path) -> float | None:
+def _check_end_to_end(path: Path, model, cfg: dict) -> float:
     """pyannote's own forward (torchaudio fbank + ResNet) vs the served path (kaldi-native-fbank
-    features from speaker_features.py + the ONNX graph) on deterministic noise-like test signals;
-    returns the smallest cosine. None when the repository has no speaker_features.py beside."""
-    if not features_py.exists():
-        return None
-    import importlib.util
-
+    features from funasr_triton_models.speaker_features + the ONNX graph) on deterministic noise-like
+    test signals; returns the smallest cosine."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    spec = importlib.util.spec_from_file_location("speaker_features", features_py)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from funasr_triton_models import speaker_features as mod
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     t = np.arange(24000) / 16000.0
@@ -282,8 +276,8 @@ def export_child(checkpoint: Path, out_dir: Path) -> dict:
     rel_diff = _check_onnx(onnx_path, head, cfg)
     if rel_diff > MIN_REL_DIFF:
         raise WeSpeakerExportError(f"exported model.onnx differs from PyTorch by {rel_diff} (relative)")
-    min_cosine = _check_end_to_end(onnx_path, model, cfg, out_dir / "speaker_features.py")
-    if min_cosine is not None and min_cosine < 0.999:
+    min_cosine = _check_end_to_end(onnx_path, model, cfg)
+    if min_cosine < 0.999:
         raise WeSpeakerExportError(f"served features + ONNX vs pyannote's forward: cosine {min_cosine:.5f} < 0.999")
     (out_dir / META_FILE).write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     return {

@@ -1,12 +1,11 @@
-"""Triton stage: Paraformer outputs -> TEXT, WORDS, TIMESTAMPS, WORD_LOGPROBS. Logic lives in asr_text.py."""
+"""Triton stage: Paraformer outputs -> TEXT, WORDS, TIMESTAMPS, WORD_LOGPROBS. Logic: funasr_triton_models.asr_text."""
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from asr_text import decode, word_logprobs
-from stage import StageInputError, answer_each, check_tensors, input_array
+from funasr_triton_models.asr_text import decode, word_logprobs
+from funasr_triton_models.stage import StageInputError, answer_each, input_array, model_config
 
 INPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32", "us_alphas": "TYPE_FP32",
           "us_cif_peak": "TYPE_FP32", "speech_lengths": "TYPE_INT32", "token_logprobs": "TYPE_FP32"}
@@ -15,9 +14,7 @@ OUTPUTS = {"TEXT": "TYPE_STRING", "WORDS": "TYPE_STRING", "TIMESTAMPS": "TYPE_IN
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_dir = Path(args["model_repository"]) / args["model_version"]
+        config, model_dir = model_config(args, INPUTS, OUTPUTS)
         try:
             self.tokens = json.loads((model_dir / "tokens.json").read_text(encoding="utf-8"))
             self.options = json.loads((model_dir / "asr.json").read_text(encoding="utf-8"))

@@ -1,12 +1,13 @@
-"""Triton stage: WAV (+ HOTWORDS) -> Paraformer inputs. Logic lives in asr_features.py."""
-import json
-from pathlib import Path
+"""Triton stage: WAV (+ HOTWORDS) -> Paraformer inputs.
+
+The logic lives in funasr_triton_models: features.AsrFrontend, hotwords.HotwordTokenizer."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from asr_features import AsrFrontend, HotwordTokenizer
-from stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings
+from funasr_triton_models.features import AsrFrontend
+from funasr_triton_models.hotwords import HotwordTokenizer
+from funasr_triton_models.stage import StageInputError, answer_each, input_array, int_param, model_config, strings
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING"}
 OUTPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
@@ -15,9 +16,7 @@ OUTPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_dir = Path(args["model_repository"]) / args["model_version"]
+        config, model_dir = model_config(args, INPUTS, OUTPUTS)
         for name in ("asr.json", "tokens.json"):
             if not (model_dir / name).exists():
                 raise pb_utils.TritonModelException(f"{model_dir / name} missing: run `funasr-triton export`")

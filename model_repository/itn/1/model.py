@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage import StageInputError, answer_each, check_tensors, input_array, int_param, strings  # noqa: E402
+from funasr_triton_models.stage import StageInputError, answer_each, input_array, int_param, model_config, strings
 
 FST_FILES = ("zh_itn_tagger.fst", "zh_itn_verbalizer.fst")
 
@@ -31,10 +28,8 @@ def normalize_keep_space(normalizer, text: str) -> str:
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, {"TEXT": "TYPE_STRING"}, {"TEXT": "TYPE_STRING"})
+        config, version_dir = model_config(args, {"TEXT": "TYPE_STRING"}, {"TEXT": "TYPE_STRING"})
         self.max_chars = int_param(config, "max_text_chars", 4096, minimum=1)
-        version_dir = Path(args["model_repository"]) / args["model_version"]
         missing = [n for n in (*FST_FILES, "itn.json") if not (version_dir / n).is_file()]
         if missing:
             raise pb_utils.TritonModelException(

@@ -1,39 +1,35 @@
 """Triton stage (CPU profile): SeACo-Paraformer ONNX under onnxruntime, batching ragged requests.
 
-Requests are grouped by hotword count (SeACo attends over the hotword list, so lists of different
-sizes cannot share a batch), sorted by length, padded into batches of at most `max_batch_frames`
-frames whose padding is at most `max_pad_fraction` of their frames (a 2 s segment padded to a 30 s one
-costs as much as a 30 s one: on a CPU, batching buys little and padding costs a lot), run once per
-batch, and split back so each request gets exactly its own outputs.
+Requests are grouped by hotword count, sorted by length, padded into batches of at most `max_batch_frames`
+frames whose padding is at most `max_pad_fraction` of their frames (on a CPU, batching buys little and padding
+costs a lot), run once per batch, and split back so each request gets exactly its own outputs
+(funasr_triton_models.paraformer.PaddedParaformer).
 
 onnxruntime options (parameters): `intra_op_threads`; `intra_op_spinning` (0: idle pool threads sleep
 instead of spinning, leaving the CPU to the other stages between batches); `cpu_mem_arena` (0: tensors
 are allocated per run and given back, instead of kept in a growing arena).
 """
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from stage import StageInputError, check_tensors, error_response, input_array, int_param, param
+from funasr_triton_models.paraformer import OUTPUT_ORDER, PaddedParaformer
+from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
+                                        require_files, session_options)
 
 INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
 OUTPUTS = {"token_ids": "TYPE_INT32", "token_num": "TYPE_INT32",
            "us_alphas": "TYPE_FP32", "us_cif_peak": "TYPE_FP32", "token_logprobs": "TYPE_FP32"}
-OUTPUT_ORDER = ["token_ids", "token_num", "us_alphas", "us_cif_peak", "token_logprobs"]
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_path = Path(args["model_repository"]) / args["model_version"] / param(config, "model_file", "model.onnx")
-        if not model_path.exists():
-            raise pb_utils.TritonModelException(f"{model_path} missing: run `funasr-triton export`")
+        config, version_dir = model_config(args, INPUTS, OUTPUTS)
+        model_path = version_dir / param(config, "model_file", "model.onnx")
+        require_files((model_path,), "run `funasr-triton export`")
         self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
         raw = param(config, "max_pad_fraction", "1.0")
         try:
@@ -42,9 +38,7 @@ class TritonPythonModel:
             self.max_pad_fraction = math.nan
         if not self.max_pad_fraction >= 0.0:
             raise pb_utils.TritonModelException(f"paraformer: parameter max_pad_fraction={raw!r} must be a number >= 0")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
-        opts.inter_op_num_threads = 1
+        opts = session_options(config)
         for key, flag in (("intra_op_spinning", "1"), ("cpu_mem_arena", "1")):
             if param(config, key, flag) not in ("0", "1"):
                 raise pb_utils.TritonModelException(f"paraformer: parameter {key} must be 0 or 1")
@@ -59,6 +53,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{model_path} lacks outputs {sorted(set(OUTPUT_ORDER) - graph_outputs)}: export it again (`funasr-triton "
                 "export --stages asr`)")
+        self.asr = PaddedParaformer(self.session, self.max_batch_frames, self.max_pad_fraction)
 
     @staticmethod
     def _parse(request):
@@ -76,50 +71,6 @@ class TritonPythonModel:
             raise StageInputError("speech contains NaN or infinite values")
         return speech[:length], ids, lengths
 
-    def _run(self, items):
-        """items: [(index, speech, ids, lengths)] sharing one hotword count -> {index: outputs}."""
-        b = len(items)
-        t = max(x[1].shape[0] for x in items)
-        k = max(x[2].shape[1] for x in items)
-        n = items[0][2].shape[0]
-        speech = np.zeros((b, t, 560), dtype=np.float32)
-        speech_lengths = np.zeros(b, dtype=np.int32)
-        hw_ids = np.zeros((b, n, k), dtype=np.int32)
-        hw_lengths = np.zeros((b, n), dtype=np.int32)
-        for row, (_, s, ids, lengths) in enumerate(items):
-            speech[row, : s.shape[0]] = s
-            speech_lengths[row] = s.shape[0]
-            hw_ids[row, :, : ids.shape[1]] = ids
-            hw_lengths[row] = lengths
-        token_ids, token_num, us_alphas, us_peak, logprobs = self.session.run(OUTPUT_ORDER, {
-            "speech": speech, "speech_lengths": speech_lengths,
-            "hotword_ids": hw_ids, "hotword_lengths": hw_lengths})
-        out = {}
-        for row, (index, s, _, _) in enumerate(items):
-            num = int(token_num[row])
-            frames = 3 * s.shape[0]
-            tokens = min(num, token_ids.shape[1])
-            out[index] = (token_ids[row, :tokens], num, us_alphas[row, :frames], us_peak[row, :frames],
-                          logprobs[row, :tokens])
-        return out
-
-    def _batches(self, parsed):
-        groups = {}
-        for index, (speech, ids, lengths) in parsed.items():
-            groups.setdefault(ids.shape[0], []).append((index, speech, ids, lengths))
-        for items in groups.values():
-            items.sort(key=lambda x: x[1].shape[0])
-            batch, frames = [], 0
-            for item in items:
-                t = item[1].shape[0]  # the longest so far: the batch is padded to it
-                padded = (len(batch) + 1) * t
-                if batch and (padded > self.max_batch_frames or padded > (1 + self.max_pad_fraction) * (frames + t)):
-                    yield batch
-                    batch, frames = [], 0
-                batch.append(item)
-                frames += t
-            yield batch
-
     def execute(self, requests):
         responses = [None] * len(requests)
         parsed = {}
@@ -128,21 +79,11 @@ class TritonPythonModel:
                 parsed[i] = self._parse(request)
             except Exception as exc:  # noqa: BLE001
                 responses[i] = error_response("paraformer", exc)
-        results = {}
-        for batch in self._batches(parsed):
-            try:
-                results.update(self._run(batch))
-            except Exception as batch_exc:  # noqa: BLE001 - retry alone so only the culprit fails
-                for item in batch:
-                    error = batch_exc
-                    if len(batch) > 1:
-                        try:
-                            results.update(self._run([item]))
-                            continue
-                        except Exception as item_exc:  # noqa: BLE001
-                            error = item_exc
-                    responses[item[0]] = error_response("paraformer", error)
-        for index, (ids, num, alphas, peak, logprobs) in results.items():
+        for index, outcome in self.asr.decode(parsed).items():
+            if isinstance(outcome, Exception):
+                responses[index] = error_response("paraformer", outcome)
+                continue
+            ids, num, alphas, peak, logprobs = outcome
             responses[index] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("token_ids", ids[None].astype(np.int32)),
                 pb_utils.Tensor("token_num", np.array([num], dtype=np.int32)),

@@ -7,15 +7,14 @@ other requests together), punctuation runs incrementally, diarization clusters a
 request is answered with its own error; the others in the batch are unaffected.
 """
 import asyncio
-import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from job_backend import BLS, JobThreads, job_limits, load_vad
-from longfile import JobInputError, JobOptions, LongFileJob
-from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
-                   scalar_input, strings)
+from funasr_triton_models.job_backend import BLS, JobThreads, job_limits, load_vad
+from funasr_triton_models.longfile import JobInputError, JobOptions, LongFileJob
+from funasr_triton_models.stage import (StageInputError, input_array, int_param, json_tensor, model_config,
+                                        outcome_response, scalar_input, strings)
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING", "ENABLE_PUNC": "TYPE_BOOL",
           "ENABLE_TIMESTAMPS": "TYPE_BOOL", "ENABLE_DIARIZATION": "TYPE_BOOL", "NUM_SPEAKERS": "TYPE_INT32",
@@ -27,8 +26,7 @@ SAMPLE_RATE = 16000
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
+        config, _ = model_config(args, INPUTS, OUTPUTS)
         self.max_samples = int_param(config, "max_audio_seconds", 14400, minimum=1) * SAMPLE_RATE
         self.default_max_speakers = int_param(config, "default_max_speakers", 8, minimum=1)
         self.max_hotwords = int_param(config, "max_hotwords", 100, minimum=0)

@@ -12,20 +12,15 @@ JSON state from the previous response ("" to start), FINAL true on the last piec
 cover only the part committed by this piece; concatenated over all pieces they equal the
 whole-text outputs (CtPunctuator.punctuate_step). STATE out is what to send next ("" after FINAL).
 
-The logic is in ct_punc.py beside this file.
+The logic is in funasr_triton_models.ct_punc (punctuate_request).
 """
 from __future__ import annotations
-
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ct_punc import CtPunctuator, PuncStateError  # noqa: E402
-from stage import check_tensor_specs  # noqa: E402
+from funasr_triton_models.ct_punc import CtPunctuator, punc_marks, punctuate_request
+from funasr_triton_models.stage import check_fixed_contract, loading, model_config, require_exported
 
 EXPECTED_INPUTS = {
     "TEXT": ("TYPE_STRING", [1]),
@@ -40,18 +35,6 @@ EXPECTED_OUTPUTS = {
     "PUNC_MARKS": ("TYPE_STRING", [-1]),
     "STATE": ("TYPE_STRING", [1]),
 }
-_ASCII_MARKS = {"，": ",", "。": ".", "？": "?"}
-
-
-def punc_marks(words, punc_ids, punc_list) -> list:
-    """The mark written after each word ("" for none), as it appears in PUNC_TEXT."""
-    marks = []
-    for word, pid in zip(words, punc_ids):
-        mark = punc_list[pid] if 0 < pid < len(punc_list) and punc_list[pid] != "_" else ""
-        if mark and word and word[-1].isascii():
-            mark = _ASCII_MARKS.get(mark, mark)
-        marks.append(mark)
-    return marks
 
 
 def _param(config: dict, key: str, default: str) -> str:
@@ -61,11 +44,8 @@ def _param(config: dict, key: str, default: str) -> str:
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        if int(config.get("max_batch_size", 0)) != 0:
-            raise pb_utils.TritonModelException("punc: config.pbtxt needs max_batch_size: 0")
-        check_tensor_specs(config, "input", EXPECTED_INPUTS)
-        check_tensor_specs(config, "output", EXPECTED_OUTPUTS)
+        config, version_dir = model_config(args)
+        check_fixed_contract("punc", config, EXPECTED_INPUTS, EXPECTED_OUTPUTS)
         required = [t["name"] for t in config.get("input", [])
                     if t["name"] in OPTIONAL_INPUTS and not t.get("optional")]
         if required:
@@ -80,17 +60,10 @@ class TritonPythonModel:
                 "punc: intra_op_threads must be >= 0 and max_text_chars > 0 in config.pbtxt"
             )
         model_file = _param(config, "model_file", "model.onnx")
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        missing = [n for n in (model_file, "tokens.json", "punc.json") if not (version_dir / n).is_file()]
-        if missing:
-            raise pb_utils.TritonModelException(
-                f"punc: missing {', '.join(missing)} in {version_dir} "
-                "(run the exporter: funasr_triton_export.exporters.punc.export_punc)"
-            )
-        try:
+        require_exported("punc", version_dir, (model_file, "tokens.json", "punc.json"),
+                         "funasr_triton_export.exporters.punc.export_punc")
+        with loading("punc", version_dir / model_file):
             self.punc = CtPunctuator(version_dir, intra_op_threads=threads, model_file=model_file)
-        except Exception as e:  # noqa: BLE001 - surface any load failure as a model error
-            raise pb_utils.TritonModelException(f"punc: cannot load {version_dir / model_file}: {e}") from e
 
     @staticmethod
     def _read_string(request, name: str):
@@ -121,19 +94,6 @@ class TritonPythonModel:
             raise ValueError(f"FINAL must hold exactly one BOOL (shape [1]), got {data.dtype} {list(data.shape)}")
         return bool(data.reshape(-1)[0])
 
-    def _read_state(self, raw: str):
-        """The validated state of a STATE input (None: start), or ValueError."""
-        if raw == "":
-            return None
-        if len(raw) > 16 * self.max_text_chars + 4096:  # far more than any state within max_text_chars
-            raise ValueError(f"STATE is {len(raw)} characters long, not a state from this model")
-        try:
-            return self.punc.check_state(json.loads(raw))
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"STATE is not JSON from a previous punc response: {e!r}") from None
-        except PuncStateError as e:
-            raise ValueError(f"STATE is not a state from a previous punc response: {e}") from None
-
     def _punctuate(self, request):
         """(PuncResult, STATE out) for one request, in whole-text or incremental mode."""
         text = self._read_string(request, "TEXT")
@@ -141,21 +101,7 @@ class TritonPythonModel:
             raise ValueError("missing input TEXT")
         raw_state = self._read_string(request, "STATE")
         final = self._read_final(request)
-        if raw_state is None and final is None:  # whole-text mode, as before STATE/FINAL existed
-            if len(text) > self.max_text_chars:
-                raise ValueError(f"TEXT has {len(text)} characters, more than max_text_chars={self.max_text_chars}")
-            return self.punc.punctuate(text), ""
-        state = self._read_state(raw_state or "")
-        # the text this step works on: the piece, the state's untokenized tail and its words
-        held = 0 if state is None else len(state["tail"]) + sum(map(len, state["cache"] + state["pending"]))
-        if len(text) + held > self.max_text_chars:
-            raise ValueError(
-                f"TEXT has {len(text)} characters and STATE holds {held}: together more than "
-                f"max_text_chars={self.max_text_chars}"
-            )
-        result, new_state = self.punc.punctuate_step(state, text, bool(final))
-        out = "" if new_state is None else json.dumps(new_state, ensure_ascii=False, separators=(",", ":"))
-        return result, out
+        return punctuate_request(self.punc, text, raw_state, final, self.max_text_chars)
 
     def execute(self, requests):
         responses = []

@@ -1,8 +1,9 @@
 """Triton stage: one speech segment (16 kHz samples) -> SenseVoice-Small text, language, emotion, events.
 
-Features (asr_features.py: the same fbank/LFR/CMVN as Paraformer's, with SenseVoice's am.mvn), the
-exported graph under onnxruntime (features + language/textnorm query ids -> CTC logits), greedy CTC
-and sentencepiece detokenisation with the tags parsed out (sensevoice_text.py).
+Features (funasr_triton_models.features.AsrFrontend: the same fbank/LFR/CMVN as Paraformer's, with
+SenseVoice's am.mvn), the exported graph under onnxruntime (features + language/textnorm query ids -> CTC
+logits), greedy CTC and sentencepiece detokenisation with the tags parsed out
+(funasr_triton_models.sensevoice_text).
 
 Inputs: WAV [-1] FP32; LANGUAGE [1] STRING optional (auto, zh, en, yue, ja, ko; default auto);
 USE_ITN [1] BOOL optional (SenseVoice's own punctuation + inverse text normalisation, `withitn`;
@@ -10,24 +11,25 @@ default false). Segments of different lengths are batched together (padded; rows
 lengths). Outputs: TEXT (tags removed), DETECTED_LANGUAGE, EMOTION, EVENTS, TOKEN_IDS (the CTC
 tokens, tags included: what `funasr-triton verify` compares with AutoModel), WORDS and TIMESTAMPS
 ([start, end] ms from the segment's start): FunASR's token timestamps by CTC forced alignment
-(ctc_align.py, as AutoModel's output_timestamp=True), computed only when a request asks for WORDS or
-TIMESTAMPS (empty where there is nothing to align or FunASR's own alignment would fail).
+(funasr_triton_models.ctc_align, as AutoModel's output_timestamp=True), computed only when a request asks for
+WORDS or TIMESTAMPS (empty where there is nothing to align or FunASR's own alignment would fail).
 
 The stage is optional: a repository exported without `--stages sensevoice` still loads it, and every
 request then gets NOT_FOUND "sensevoice is not exported" (how the frontend tells whether it can
 serve `model=sensevoice-small`).
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from asr_features import AsrFrontend, FrontendOptions, load_cmvn
-from ctc_align import token_timestamps
-from sensevoice_text import Detokenizer, ctc_greedy
-from stage import StageInputError, check_tensors, error_response, input_array, int_param, param, scalar_input, strings
+from funasr_triton_models.batching import length_batches
+from funasr_triton_models.ctc_align import token_timestamps
+from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
+from funasr_triton_models.sensevoice_text import GRAPH_INPUTS, GRAPH_OUTPUTS, Detokenizer, run_batch
+from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
+                                        require_files, scalar_input, session_options, strings)
 
 STAGE = "sensevoice"
 INPUTS = {"WAV": "TYPE_FP32", "LANGUAGE": "TYPE_STRING", "USE_ITN": "TYPE_BOOL"}
@@ -35,16 +37,12 @@ OUTPUTS = {"TEXT": "TYPE_STRING", "DETECTED_LANGUAGE": "TYPE_STRING", "EMOTION":
            "EVENTS": "TYPE_STRING", "TOKEN_IDS": "TYPE_INT32", "WORDS": "TYPE_STRING", "TIMESTAMPS": "TYPE_INT32"}
 ALIGNED = ("WORDS", "TIMESTAMPS")  # asking for either runs the forced alignment
 META_FILE = "sensevoice.json"
-GRAPH_INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
-GRAPH_OUTPUTS = ["ctc_logits", "encoder_out_lens"]
 NOT_EXPORTED = "sensevoice is not exported in this repository (funasr-triton export --stages sensevoice)"
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_dir = Path(args["model_repository"]) / args["model_version"]
+        config, model_dir = model_config(args, INPUTS, OUTPUTS)
         model_path = model_dir / param(config, "model_file", "model.onnx")
         self.min_samples = int_param(config, "min_samples", 400, minimum=1)
         self.max_samples = int_param(config, "max_samples", 961600, minimum=self.min_samples)
@@ -53,9 +51,7 @@ class TritonPythonModel:
         if not (model_dir / META_FILE).exists() and not model_path.exists():
             pb_utils.Logger.log_warn(f"{STAGE}: {model_dir} holds no export; requests get: {NOT_EXPORTED}")
             return
-        for path in (model_path, model_dir / META_FILE):
-            if not path.exists():
-                raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export --stages sensevoice`")
+        require_files((model_path, model_dir / META_FILE), "run `funasr-triton export --stages sensevoice`")
         meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
         try:
             self.frontend = AsrFrontend(FrontendOptions(**meta["frontend"]), load_cmvn(model_dir / "am.mvn"))
@@ -68,9 +64,7 @@ class TritonPythonModel:
                 raise ValueError("language_ids needs 'auto', textnorm_ids 'withitn' and 'woitn'")
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise pb_utils.TritonModelException(f"{model_dir / META_FILE}: {exc}") from exc
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 2, minimum=0)
-        opts.inter_op_num_threads = 1
+        opts = session_options(config, default_threads=2)
         wanted = [p.strip() for p in param(config, "providers", "CPUExecutionProvider").split(",") if p.strip()]
         providers = [p for p in wanted if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
@@ -100,19 +94,6 @@ class TritonPythonModel:
             raise StageInputError("WAV is too short for one feature frame")
         return feats, self.language_ids[language], self.textnorm_ids["withitn" if use_itn else "woitn"]
 
-    def _run(self, rows: list[tuple[np.ndarray, int, int]]) -> list[tuple[list[int], np.ndarray, int]]:
-        """One onnxruntime batch: rows padded to the longest; each row's (token ids, CTC logits, length) back."""
-        longest = max(f.shape[0] for f, _, _ in rows)
-        speech = np.zeros((len(rows), longest, rows[0][0].shape[1]), np.float32)
-        for i, (f, _, _) in enumerate(rows):
-            speech[i, :f.shape[0]] = f
-        feeds = {"speech": speech, "speech_lengths": np.array([f.shape[0] for f, _, _ in rows], np.int32),
-                 "language": np.array([r[1] for r in rows], np.int32),
-                 "textnorm": np.array([r[2] for r in rows], np.int32)}
-        logits, lengths = self.session.run(GRAPH_OUTPUTS, feeds)
-        return [(ctc_greedy(logits[i], int(lengths[i]), self.blank_id), logits[i], int(lengths[i]))
-                for i in range(len(rows))]
-
     def _respond(self, request, ids: list[int], logits: np.ndarray, length: int):
         rich = self.detok(ids)
         text = lambda v: np.array([v.encode("utf-8")], dtype=object)  # noqa: E731
@@ -141,23 +122,17 @@ class TritonPythonModel:
                 ready.append((i, self._prepare(request)))
             except Exception as exc:  # noqa: BLE001 - this request's own error
                 responses[i] = error_response(STAGE, exc)
-        ready.sort(key=lambda item: item[1][0].shape[0])  # similar lengths share a batch
-        batch: list = []
-        for item in ready + [None]:
-            full = item is not None and batch and (len(batch) + 1) * item[1][0].shape[0] > self.max_batch_frames
-            if batch and (item is None or full):
+        # similar lengths share a batch
+        for batch in length_batches(ready, lambda item: item[1][0].shape[0], self.max_batch_frames):
+            try:
+                results = run_batch(self.session, [row for _, row in batch], self.blank_id)
+            except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
+                results = [exc] * len(batch)
+            for (i, _), result in zip(batch, results):
                 try:
-                    results = self._run([row for _, row in batch])
-                except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
-                    results = [exc] * len(batch)
-                for (i, _), result in zip(batch, results):
-                    try:
-                        if isinstance(result, Exception):
-                            raise result
-                        responses[i] = self._respond(requests[i], *result)
-                    except Exception as exc:  # noqa: BLE001 - this request's own error
-                        responses[i] = error_response(STAGE, exc)
-                batch = []
-            if item is not None:
-                batch.append(item)
+                    if isinstance(result, Exception):
+                        raise result
+                    responses[i] = self._respond(requests[i], *result)
+                except Exception as exc:  # noqa: BLE001 - this request's own error
+                    responses[i] = error_response(STAGE, exc)
         return responses

@@ -2,20 +2,20 @@
 
 The exported model is either CAM++ (FunASR, the default) or pyannote.audio 3.x's WeSpeaker ResNet34
 (`funasr-triton export --speaker-model pyannote`); `embedding.json` names it and carries its fbank
-options, which speaker_features.py applies. Neither model has a length input (statistics pooling
+options, which funasr_triton_models.speaker_features applies. Neither model has a length input (statistics pooling
 covers every frame), so requests are grouped by frame count and only equal-length windows share an
 ORT batch; diarization windows are all 1.5 s, so they batch fully. A request may carry several
 windows of the same length ([k, samples] -> [k, D]). Each request gets its own embedding or error.
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from speaker_features import speaker_features
-from stage import StageInputError, answer_each, check_tensors, input_array, int_param, param
+from funasr_triton_models.speaker_features import embed_by_length, speaker_features
+from funasr_triton_models.stage import (StageInputError, answer_each, input_array, int_param, model_config, param,
+                                        require_files, session_options)
 
 STAGE = "speaker_embedding"
 INPUTS = {"WAV": "TYPE_FP32"}
@@ -29,13 +29,9 @@ META_FILE = "embedding.json"
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
-        model_dir = Path(args["model_repository"]) / args["model_version"]
+        config, model_dir = model_config(args, INPUTS, OUTPUTS)
         model_path = model_dir / param(config, "model_file", "model.onnx")
-        for path in (model_path, model_dir / META_FILE):
-            if not path.exists():
-                raise pb_utils.TritonModelException(f"{path} missing: run `funasr-triton export`")
+        require_files((model_path, model_dir / META_FILE), "run `funasr-triton export`")
         self.conf = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
         try:
             self.embedding_size = int(self.conf["embedding_size"])
@@ -45,10 +41,8 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{model_dir / META_FILE}: {exc}") from exc
         self.min_samples = int_param(config, "min_samples", 4000, minimum=floor)
         self.max_samples = int_param(config, "max_samples", 480000, minimum=self.min_samples)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int_param(config, "intra_op_threads", 1, minimum=0)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_path), session_options(config),
+                                            providers=["CPUExecutionProvider"])
         graph_inputs = [i.name for i in self.session.get_inputs()]
         graph_outputs = [o.name for o in self.session.get_outputs()]
         if graph_inputs != ["feats"] or graph_outputs != ["embedding"]:
@@ -67,32 +61,6 @@ class TritonPythonModel:
             raise StageInputError("WAV contains NaN or infinite samples")
         return np.stack([speaker_features(row, self.conf) for row in wav])
 
-    def _embed(self, feats: dict) -> dict:
-        """{key: [k, frames, bins]} -> {key: [k, D] or exception}; one ORT call per frame count."""
-        groups = {}
-        for key, f in feats.items():
-            groups.setdefault(f.shape[1], []).append(key)
-        results = {}
-        for keys in groups.values():
-            batch = np.concatenate([feats[k] for k in keys]) if len(keys) > 1 else feats[keys[0]]
-            try:
-                (emb,) = self.session.run(["embedding"], {"feats": batch})
-            except Exception as exc:  # noqa: BLE001 - the whole group shares the failure
-                results.update({k: exc for k in keys})
-                continue
-            row = 0
-            for k in keys:
-                rows = feats[k].shape[0]
-                out = emb[row:row + rows]
-                row += rows
-                if out.shape[1] != self.embedding_size:
-                    results[k] = RuntimeError(f"embedding has {out.shape[1]} dims, expected {self.embedding_size}")
-                elif not np.isfinite(out).all():
-                    results[k] = RuntimeError("embedding is not finite")
-                else:
-                    results[k] = np.ascontiguousarray(out, dtype=np.float32)
-        return results
-
     def execute(self, requests):
         outcome, feats = {}, {}
         for request in requests:
@@ -100,7 +68,7 @@ class TritonPythonModel:
                 feats[id(request)] = self._features(request)
             except Exception as exc:  # noqa: BLE001 - answered as this request's error below
                 outcome[id(request)] = exc
-        outcome.update(self._embed(feats))
+        outcome.update(embed_by_length(self.session, feats, self.embedding_size))
 
         def answer(request):
             result = outcome[id(request)]

@@ -1,7 +1,7 @@
 """Triton python backend for `streaming_asr`: real-time streams under the sequence batcher.
 
 Each request is one piece of one stream (Triton sequence = stream, CORRID = its id). Python
-models have no implicit state, so the streams live here (streams.py), keyed by correlation id,
+models have no implicit state, so the streams live here (funasr_triton_models.streams), keyed by correlation id,
 evicted when idle. The streaming Paraformer and the streaming FSMN-VAD run in-process
 (onnxruntime); sentence finals are re-decoded by the offline `asr` ensemble, punctuated by
 `punc` and, when the stream's CONFIG asks (`itn`), normalized by `itn`, all through BLS. Output
@@ -10,49 +10,20 @@ EVENTS is a JSON list of the events the request produced.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fsmn_vad import FsmnVad  # noqa: E402
-from paraformer_online import ParaformerOnline  # noqa: E402
-from stage import (BlsError, StageInputError, bls_error_response, call, check_tensors, error_response,  # noqa: E402
-                   input_array, int_param, param, strings)
-from streams import ChunkRequest, StreamInputError, StreamManager  # noqa: E402
+from funasr_triton_models.bls import StreamingBls
+from funasr_triton_models.fsmn_vad import FsmnVad
+from funasr_triton_models.paraformer_online import ParaformerOnline
+from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, error_response, input_array,
+                                        int_param, loading, model_config, param, strings)
+from funasr_triton_models.streams import ChunkRequest, StreamInputError, StreamManager
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"CONTROL_SEQUENCE_START": "START", "CONTROL_SEQUENCE_END": "END", "CONTROL_SEQUENCE_CORRID": "CORRID"}
 OUTPUTS = {"EVENTS": "TYPE_STRING"}
-ITN_BATCH = 64  # the itn model's max_batch_size
-
-
-class BlsOffline:
-    """2-pass: the offline `asr` ensemble re-decodes a sentence, `punc` punctuates it, `itn` normalizes it."""
-
-    async def recognize(self, wav: np.ndarray, hotwords: list[str]):
-        hot = np.array([[w.encode("utf-8") for w in hotwords] or [b""]], dtype=object)
-        out = await call("asr", [pb_utils.Tensor("WAV", wav.astype(np.float32)[None]), pb_utils.Tensor("HOTWORDS", hot)],
-                         ["TEXT", "WORDS", "TIMESTAMPS"])
-        return (strings(out["TEXT"])[0], strings(out["WORDS"]),
-                [[int(b), int(e)] for b, e in out["TIMESTAMPS"].reshape(-1, 2)])
-
-    async def punctuate(self, text: str) -> str:
-        out = await call("punc", [pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=object))],
-                         ["PUNC_TEXT"])
-        return strings(out["PUNC_TEXT"])[0]
-
-    async def normalize(self, texts: list[str]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(texts), ITN_BATCH):
-            array = np.array([[t.encode("utf-8")] for t in texts[i:i + ITN_BATCH]], dtype=object)
-            res = await call("itn", [pb_utils.Tensor("TEXT", array)], ["TEXT"])
-            out.extend(strings(res["TEXT"]))
-        return out
-
-
 def _scalar(request, name: str, default=0):
     value = input_array(request, name, required=False)
     return default if value is None or value.size == 0 else value.reshape(-1)[0]
@@ -60,15 +31,13 @@ def _scalar(request, name: str, default=0):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
+        config, version_dir = model_config(args, INPUTS, OUTPUTS)
         controls = {c.get("kind"): ci["name"] for ci in config.get("sequence_batching", {}).get("control_input", [])
                     for c in ci.get("control", [])}
         wrong = {kind: name for kind, name in CONTROLS.items() if controls.get(kind) != name}
         if wrong:
             raise pb_utils.TritonModelException(
                 f"streaming_asr: config.pbtxt needs sequence_batching with control inputs {wrong} (one per stream)")
-        version_dir = Path(args["model_repository"]) / args["model_version"]
         for sub, hint in (("paraformer", "streaming"), ("vad", "vad")):
             if not (version_dir / sub).is_dir():
                 raise pb_utils.TritonModelException(
@@ -76,14 +45,12 @@ class TritonPythonModel:
         threads = int_param(config, "intra_op_threads", 1)
         providers = [p.strip() for p in param(config, "providers", "CPUExecutionProvider").split(",") if p.strip()]
         quantized = param(config, "quantized", "false").strip().lower() == "true"
-        try:
+        with loading("streaming_asr", f"models from {version_dir}"):
             asr = ParaformerOnline(version_dir / "paraformer", intra_op_threads=threads, providers=providers,
                                    quantized=quantized)
             vad = FsmnVad(version_dir / "vad", intra_op_threads=1)
-        except Exception as e:  # noqa: BLE001 - any load failure is a model load error
-            raise pb_utils.TritonModelException(f"streaming_asr: cannot load models from {version_dir}: {e}") from e
         self.manager = StreamManager(
-            asr, vad, BlsOffline(),
+            asr, vad, StreamingBls(),
             max_streams=int_param(config, "max_streams", 256, minimum=1),
             idle_s=float(int_param(config, "idle_seconds", 30, minimum=1)),
             retain_ms=int_param(config, "retain_ms", 10000, minimum=1000),

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from job_backend import BLS, JobThreads, job_limits, load_vad
-from longfile import JobInputError, JobOptions, LongFileJob
-from stage import (StageInputError, check_tensors, input_array, int_param, json_tensor, outcome_response,
-                   scalar_input)
+from funasr_triton_models.job_backend import BLS, JobThreads, job_limits, load_vad
+from funasr_triton_models.longfile import JobInputError, JobOptions, LongFileJob
+from funasr_triton_models.stage import (StageInputError, input_array, int_param, json_tensor, model_config,
+                                        outcome_response, scalar_input)
 
 INPUTS = {"WAV": "TYPE_FP32", "CONFIG": "TYPE_STRING", "FINAL": "TYPE_BOOL", "ABORT": "TYPE_BOOL"}
 CONTROLS = {"START", "END", "READY", "CORRID"}
@@ -30,8 +30,7 @@ class _Recording:
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        check_tensors(config, INPUTS, OUTPUTS)
+        config, _ = model_config(args, INPUTS, OUTPUTS)
         controls = {c["name"] for c in config.get("sequence_batching", {}).get("control_input", [])}
         if controls != CONTROLS:
             raise pb_utils.TritonModelException(

@@ -2,20 +2,15 @@
 
 WAV (fp32 [-1], 16 kHz mono in [-1, 1]) → SEGMENTS (int32 [N, 2], [[beg_ms, end_ms], ...]).
 SEGMENTS equals funasr's AutoModel(fsmn-vad).generate(input=WAV)[0]["value"]; N may be 0.
-The logic is in fsmn_vad.py beside this file.
+The logic is in funasr_triton_models.fsmn_vad.
 """
 from __future__ import annotations
-
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fsmn_vad import FsmnVad, InvalidAudioError, check_waveform  # noqa: E402
-from stage import check_tensor_specs  # noqa: E402
+from funasr_triton_models.fsmn_vad import FsmnVad, InvalidAudioError, check_waveform
+from funasr_triton_models.stage import check_fixed_contract, loading, model_config, require_exported
 
 EXPECTED_INPUTS = {"WAV": ("TYPE_FP32", [-1])}
 EXPECTED_OUTPUTS = {"SEGMENTS": ("TYPE_INT32", [-1, 2])}
@@ -42,11 +37,8 @@ def _error(message: str, invalid_arg: bool = True):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        if int(config.get("max_batch_size", 0)) != 0:
-            raise pb_utils.TritonModelException("vad: config.pbtxt needs max_batch_size: 0")
-        check_tensor_specs(config, "input", EXPECTED_INPUTS)
-        check_tensor_specs(config, "output", EXPECTED_OUTPUTS)
+        config, version_dir = model_config(args)
+        check_fixed_contract("vad", config, EXPECTED_INPUTS, EXPECTED_OUTPUTS)
         try:
             threads = int(_param(config, "intra_op_threads", "1"))
             self.max_audio_seconds = float(_param(config, "max_audio_seconds", "14400"))
@@ -58,18 +50,9 @@ class TritonPythonModel:
             )
         options = {k: _param(config, k, "") for k in OPTION_PARAMETERS}
         options = {k: v for k, v in options.items() if v != ""}
-
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        missing = [n for n in REQUIRED_FILES if not (version_dir / n).is_file()]
-        if missing:
-            raise pb_utils.TritonModelException(
-                f"vad: missing {', '.join(missing)} in {version_dir} "
-                "(run the exporter: funasr_triton_export.exporters.vad.export_vad)"
-            )
-        try:
+        require_exported("vad", version_dir, REQUIRED_FILES, "funasr_triton_export.exporters.vad.export_vad")
+        with loading("vad", version_dir):
             self.vad = FsmnVad(version_dir, options=options, intra_op_threads=threads)
-        except Exception as e:  # noqa: BLE001 - surface any load failure as a model error
-            raise pb_utils.TritonModelException(f"vad: cannot load {version_dir}: {e}") from e
 
     def _read_wav(self, request) -> np.ndarray:
         tensor = pb_utils.get_input_tensor_by_name(request, "WAV")

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fsmn_vad import FsmnVad
-from longfile import Backend, JobInputError, JobLimits
-from stage import BlsError, call, int_param, param, strings
+from .bls import itn
+from .fsmn_vad import FsmnVad
+from .longfile import Backend, JobInputError, JobLimits
+from .stage import BlsError, call, int_param, param, strings
 
 _TAG = re.compile(r"<\|[^|]*\|>")  # SenseVoice's rich-transcription tags
 
@@ -102,20 +103,6 @@ async def _embed(window: np.ndarray) -> np.ndarray:
     return out["EMBEDDING"].reshape(-1)
 
 
-ITN_BATCH = 64  # the itn model's max_batch_size
-
-
-async def _itn(texts: list[str]) -> list[str]:
-    """Inverse text normalization of each text (the `itn` model, one batched request per 64 texts)."""
-    out: list[str] = []
-    for i in range(0, len(texts), ITN_BATCH):
-        part = texts[i:i + ITN_BATCH]
-        array = np.array([[t.encode("utf-8")] for t in part], dtype=object)
-        res = await call("itn", [pb_utils.Tensor("TEXT", array)], ["TEXT"])
-        out.extend(strings(res["TEXT"]))
-    return out
-
-
 async def _sensevoice(wav: np.ndarray, language: str, use_itn: bool, timestamps: bool = False) -> dict:
     """One segment on the `sensevoice` model: its text is one segment-level word, with the detected
     language, emotion and events. With `timestamps`, `token_words`/`token_timestamps` are SenseVoice's
@@ -144,4 +131,4 @@ async def _sensevoice(wav: np.ndarray, language: str, use_itn: bool, timestamps:
     return result
 
 
-BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed, itn=_itn, sensevoice=_sensevoice)
+BLS = Backend(recognize=_recognize, punctuate=_punctuate, embed=_embed, itn=itn, sensevoice=_sensevoice)

@@ -4,7 +4,8 @@ Mirrors funasr 1.4.16 `SenseVoiceSmall.inference`: per row, argmax over the CTC 
 encoder length, consecutive repeats merged, blanks dropped, the ids detokenised by the model's
 sentencepiece BPE (`DecodeIds`). The detokenised text starts with SenseVoice's rich-transcription tags
 (`<|zh|><|NEUTRAL|><|Speech|><|woitn|>`); `parse_tags` takes them out of the text: the first language
-tag is the detected language, the first emotion tag the emotion, every event tag an event.
+tag is the detected language, the first emotion tag the emotion, every event tag an event. `run_batch` runs one
+padded batch of the exported graph (its onnxruntime session is the `sensevoice` stage's) into CTC ids.
 """
 from __future__ import annotations
 
@@ -29,6 +30,25 @@ def ctc_greedy(logits: np.ndarray, length: int, blank_id: int) -> list[int]:
     keep[1:] = best[1:] != best[:-1]
     best = best[keep]
     return [int(t) for t in best[best != blank_id]]
+
+
+GRAPH_INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
+GRAPH_OUTPUTS = ["ctc_logits", "encoder_out_lens"]
+
+
+def run_batch(session, rows: list[tuple[np.ndarray, int, int]],
+              blank_id: int) -> list[tuple[list[int], np.ndarray, int]]:
+    """One onnxruntime batch of the exported graph: rows (features, language id, textnorm id) padded to the
+    longest; each row's (CTC token ids (ctc_greedy), its CTC logits, its frame count) back."""
+    longest = max(f.shape[0] for f, _, _ in rows)
+    speech = np.zeros((len(rows), longest, rows[0][0].shape[1]), np.float32)
+    for i, (f, _, _) in enumerate(rows):
+        speech[i, :f.shape[0]] = f
+    feeds = {"speech": speech, "speech_lengths": np.array([f.shape[0] for f, _, _ in rows], np.int32),
+             "language": np.array([r[1] for r in rows], np.int32),
+             "textnorm": np.array([r[2] for r in rows], np.int32)}
+    logits, lengths = session.run(GRAPH_OUTPUTS, feeds)
+    return [(ctc_greedy(logits[i], int(lengths[i]), blank_id), logits[i], int(lengths[i])) for i in range(len(rows))]
 
 
 @dataclass

@@ -48,11 +48,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from fsmn_vad import apply_lfr, kaldi_fbank, kaldi_fbank_options, load_cmvn  # symlinked beside this file
+from .features import FrontendState, OnlineFrontend, load_cmvn
 
 SAMPLES_PER_FRAME = 960  # funasr: chunk_stride_samples = chunk_size[1] * 960 (60 ms at 16 kHz)
 CONFIG_FILE = "paraformer_streaming.json"
@@ -60,76 +60,6 @@ CONFIG_FILE = "paraformer_streaming.json"
 
 class StreamFinishedError(RuntimeError):
     """A step was requested for a stream that already received its final chunk."""
-
-
-# --------------------------------------------------------------------------------------------
-# Frontend: WavFrontendOnline (fbank -> LFR -> CMVN), streaming, numpy
-# --------------------------------------------------------------------------------------------
-
-
-class _FrontendState:
-    """Per-stream ``WavFrontendOnline`` cache: leftover samples and the LFR splice frames."""
-
-    __slots__ = ("input_cache", "lfr_splice_cache")
-
-    def __init__(self) -> None:
-        self.input_cache = np.zeros(0, dtype=np.float32)
-        self.lfr_splice_cache: np.ndarray | None = None
-
-
-class OnlineFrontend:
-    """funasr ``WavFrontendOnline.forward`` (batch 1) with the state kept in a :class:`_FrontendState`."""
-
-    def __init__(self, frontend_conf: Mapping[str, Any], cmvn: np.ndarray | None):
-        self.fs = int(frontend_conf.get("fs", 16000))
-        self.window = str(frontend_conf.get("window", "hamming"))
-        self.n_mels = int(frontend_conf.get("n_mels", 80))
-        self.frame_length = frontend_conf.get("frame_length", 25)
-        self.frame_shift = frontend_conf.get("frame_shift", 10)
-        self.lfr_m = int(frontend_conf.get("lfr_m", 1))
-        self.lfr_n = int(frontend_conf.get("lfr_n", 1))
-        self.dither = float(frontend_conf.get("dither", 0.0))
-        self.frame_sample_length = int(self.frame_length * self.fs / 1000)
-        self.frame_shift_sample_length = int(self.frame_shift * self.fs / 1000)
-        self.cmvn = cmvn
-        self.feats_dim = self.n_mels * self.lfr_m
-        self._opts = kaldi_fbank_options(self.fs, self.frame_length, self.frame_shift, self.dither,
-                                         self.window, self.n_mels)
-
-    def _fbank(self, samples: np.ndarray) -> np.ndarray:
-        return kaldi_fbank(self._opts, samples)
-
-    def _frame_num(self, sample_length: int) -> int:
-        """``WavFrontendOnline.compute_frame_num``."""
-        frame_num = int((sample_length - self.frame_sample_length) / self.frame_shift_sample_length + 1)
-        return frame_num if frame_num >= 1 and sample_length >= self.frame_sample_length else 0
-
-    def _lfr_cmvn(self, state: _FrontendState, feats: np.ndarray, is_final: bool) -> np.ndarray:
-        """``WavFrontendOnline.forward_lfr_cmvn`` (batch 1)."""
-        if self.lfr_m != 1 or self.lfr_n != 1:
-            feats, state.lfr_splice_cache = apply_lfr(feats, self.lfr_m, self.lfr_n, is_final)
-        if self.cmvn is not None:
-            dim = feats.shape[1]
-            feats = (feats + self.cmvn[0:1, :dim]) * self.cmvn[1:2, :dim]
-        return np.ascontiguousarray(feats, dtype=np.float32)
-
-    def accept(self, state: _FrontendState, chunk: np.ndarray, is_final: bool) -> np.ndarray:
-        """LFR+CMVN feats [T, n_mels * lfr_m] emitted for this chunk (T may be 0)."""
-        empty = np.zeros((0, self.feats_dim), dtype=np.float32)
-        samples = np.concatenate((state.input_cache, chunk))
-        frame_num = self._frame_num(samples.shape[0])
-        state.input_cache = samples[frame_num * self.frame_shift_sample_length:]
-        if frame_num:
-            fbank = self._fbank(samples * np.float32(1 << 15))
-            if state.lfr_splice_cache is None:  # initialise the splice cache with the 1st frame
-                state.lfr_splice_cache = np.repeat(fbank[:1], (self.lfr_m - 1) // 2, axis=0)
-            if is_final or fbank.shape[0] + state.lfr_splice_cache.shape[0] >= self.lfr_m:
-                return self._lfr_cmvn(state, np.vstack((state.lfr_splice_cache, fbank)), is_final)
-            state.lfr_splice_cache = np.vstack((state.lfr_splice_cache, fbank))
-            return empty
-        if is_final and state.lfr_splice_cache is not None and state.lfr_splice_cache.shape[0]:
-            return self._lfr_cmvn(state, state.lfr_splice_cache, is_final)
-        return empty
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +105,7 @@ class OnlineStream:
         self.decoder_memory = np.zeros((0, model.encoder_output_size), dtype=np.float32)
         self.chunk_samples = chunk_size[1] * SAMPLES_PER_FRAME
         d = model.encoder_output_size
-        self.frontend = _FrontendState()
+        self.frontend = FrontendState()
         self.start_idx = 0  # positions already encoded (streaming position encoding)
         self.feats = np.zeros((chunk_size[0] + chunk_size[2], model.feats_dim), dtype=np.float32)  # overlap
         self.cif_hidden = np.zeros(d, dtype=np.float32)
@@ -217,7 +147,8 @@ class ParaformerOnline:
             raise FileNotFoundError(f"{cfg_path} not found: run `funasr-triton export` (stage streaming)")
         self.config = cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         self.tokens: list[str] = json.loads((model_dir / "tokens.json").read_text(encoding="utf-8"))
-        self.frontend = OnlineFrontend(cfg["frontend_conf"], load_cmvn(model_dir / "am.mvn"))
+        # the export writes dither 0.0 (deterministic features); without the key, no dither either
+        self.frontend = OnlineFrontend({"dither": 0.0, **cfg["frontend_conf"]}, load_cmvn(model_dir / "am.mvn"))
         self.feats_dim = int(cfg["feats_dim"])
         if self.frontend.feats_dim != self.feats_dim:
             raise ValueError(f"feats_dim {self.feats_dim} != n_mels * lfr_m = {self.frontend.feats_dim}")

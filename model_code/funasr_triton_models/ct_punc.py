@@ -554,6 +554,57 @@ class CtPunctuator:
         return words, ids
 
 
+# ------------------------------------------------------------------------------- the `punc` stage's requests
+
+_ASCII_MARKS = {"，": ",", "。": ".", "？": "?"}
+
+
+def punc_marks(words, punc_ids, punc_list) -> list:
+    """The mark written after each word ("" for none), as it appears in PUNC_TEXT."""
+    marks = []
+    for word, pid in zip(words, punc_ids):
+        mark = punc_list[pid] if 0 < pid < len(punc_list) and punc_list[pid] != "_" else ""
+        if mark and word and word[-1].isascii():
+            mark = _ASCII_MARKS.get(mark, mark)
+        marks.append(mark)
+    return marks
+
+
+def _read_state(punc: CtPunctuator, raw: str, max_text_chars: int) -> Optional[dict]:
+    """The validated state of a STATE input (None: start), or ValueError."""
+    if raw == "":
+        return None
+    if len(raw) > 16 * max_text_chars + 4096:  # far more than any state within max_text_chars
+        raise ValueError(f"STATE is {len(raw)} characters long, not a state from this model")
+    try:
+        return punc.check_state(json.loads(raw))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"STATE is not JSON from a previous punc response: {e!r}") from None
+    except PuncStateError as e:
+        raise ValueError(f"STATE is not a state from a previous punc response: {e}") from None
+
+
+def punctuate_request(punc: CtPunctuator, text: str, raw_state: Optional[str], final: Optional[bool],
+                      max_text_chars: int) -> Tuple[PuncResult, str]:
+    """One `punc` request: (PuncResult, STATE out) in whole-text mode (neither STATE nor FINAL sent) or
+    incremental mode; ValueError for input the stage refuses (INVALID_ARG)."""
+    if raw_state is None and final is None:  # whole-text mode, as before STATE/FINAL existed
+        if len(text) > max_text_chars:
+            raise ValueError(f"TEXT has {len(text)} characters, more than max_text_chars={max_text_chars}")
+        return punc.punctuate(text), ""
+    state = _read_state(punc, raw_state or "", max_text_chars)
+    # the text this step works on: the piece, the state's untokenized tail and its words
+    held = 0 if state is None else len(state["tail"]) + sum(map(len, state["cache"] + state["pending"]))
+    if len(text) + held > max_text_chars:
+        raise ValueError(
+            f"TEXT has {len(text)} characters and STATE holds {held}: together more than "
+            f"max_text_chars={max_text_chars}"
+        )
+    result, new_state = punc.punctuate_step(state, text, bool(final))
+    out = "" if new_state is None else json.dumps(new_state, ensure_ascii=False, separators=(",", ":"))
+    return result, out
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> None:
     import argparse
 

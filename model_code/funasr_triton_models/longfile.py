@@ -33,10 +33,10 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from diarize import SAMPLES_PER_MS, speech_windows, window_samples, word_speakers
-from diarize_cluster import cluster_speakers, validate_speaker_options
-from fsmn_vad import OfflineVadStream
-from sentences import assemble, itn_sentence, join_words, split_sentences, token_logprobs, word_stamps
+from .diarize import SAMPLES_PER_MS, speech_windows, window_samples, word_speakers
+from .diarize_cluster import cluster_speakers, validate_speaker_options
+from .fsmn_vad import OfflineVadStream
+from .sentences import assemble, itn_sentence, join_words, split_sentences, token_logprobs, word_stamps
 
 _TAG = re.compile(r"<\|[^|]*\|>")
 # CONFIG.model: the recognizer each segment goes to (`asr`: SeACo-Paraformer; `sensevoice`: SenseVoice-Small)

@@ -3,8 +3,8 @@
 Parity target: ``AutoModel(model=<fsmn-vad dir>).generate(input=wav)[0]["value"]``, i.e.
 ``funasr/models/fsmn_vad_streaming/model.py`` (``FsmnVADStreaming.inference``) driving
 ``funasr/frontends/wav_frontend.py`` (``WavFrontendOnline``) in offline mode. Nothing here
-imports torch or funasr; the Triton python backend (``model.py`` beside this file) is a thin
-wrapper around :class:`FsmnVad`.
+imports torch or funasr; the Triton python backend (``model_repository/vad/1/model.py``) is a thin
+wrapper around :class:`FsmnVad`. The frontend (``WavFrontendOnline``) is ``features.OnlineFrontend``.
 
 What funasr 1.4.16 does offline, and what this module therefore reproduces:
 
@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from .features import FrontendState, OnlineFrontend, load_cmvn
 
 # Non-streaming schedule from funasr 1.4.16 fsmn_vad_streaming/model.py:
 # (accumulated segment time in ms, end-silence threshold in ms).
@@ -181,206 +183,6 @@ class AudioChange(IntEnum):
 
 SINGLE_UTTERANCE_MODE = 0  # VadDetectMode.kVadSingleUtteranceDetectMode
 MULTIPLE_UTTERANCE_MODE = 1  # VadDetectMode.kVadMutipleUtteranceDetectMode
-
-
-# --------------------------------------------------------------------------------------------
-# Frontend: WavFrontendOnline (fbank -> LFR -> CMVN), streaming, numpy
-# --------------------------------------------------------------------------------------------
-
-
-def load_cmvn(path: str | Path) -> np.ndarray:
-    """funasr ``wav_frontend.load_cmvn``: [2, D] float32 (row 0 ``<AddShift>``, row 1 ``<Rescale>``)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    means: list[str] = []
-    scales: list[str] = []
-    for i, line in enumerate(lines):
-        items = line.split()
-        if not items or i + 1 >= len(lines):
-            continue
-        if items[0] in ("<AddShift>", "<Rescale>"):
-            nxt = lines[i + 1].split()
-            if nxt and nxt[0] == "<LearnRateCoef>":
-                values = nxt[3 : len(nxt) - 1]
-                if items[0] == "<AddShift>":
-                    means = values
-                else:
-                    scales = values
-    if not means or len(means) != len(scales):
-        raise ValueError(f"{path}: no <AddShift>/<Rescale> vectors of equal length found")
-    return np.array([np.array(means, dtype=np.float32), np.array(scales, dtype=np.float32)])
-
-
-def kaldi_fbank_options(fs: int, frame_length: float, frame_shift: float, dither: float, window: str,
-                        n_mels: int):
-    """``kaldi.fbank`` options as funasr's WavFrontendOnline calls it (funasr/utils/fbank.py, the
-    kaldi-native-fbank fallback). Shared by the VAD's and the streaming Paraformer's frontends."""
-    import kaldi_native_fbank as knf
-
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = float(fs)
-    opts.frame_opts.frame_length_ms = float(frame_length)
-    opts.frame_opts.frame_shift_ms = float(frame_shift)
-    opts.frame_opts.dither = float(dither)
-    opts.frame_opts.snip_edges = True
-    opts.frame_opts.window_type = window
-    opts.frame_opts.preemph_coeff = 0.97
-    opts.frame_opts.remove_dc_offset = True
-    opts.frame_opts.round_to_power_of_two = True
-    opts.mel_opts.num_bins = int(n_mels)
-    opts.mel_opts.low_freq = 20.0
-    opts.mel_opts.high_freq = 0.0
-    opts.energy_floor = 0.0
-    opts.raw_energy = True
-    opts.use_energy = False
-    opts.use_log_fbank = True
-    opts.use_power = True
-    opts.htk_compat = False
-    return opts
-
-
-def kaldi_fbank(opts, samples: np.ndarray) -> np.ndarray:
-    """Log-mel fbank [frames, num_bins] float32 of `samples` with `kaldi_fbank_options` (0 frames if too short)."""
-    import kaldi_native_fbank as knf
-
-    fb = knf.OnlineFbank(opts)
-    fb.accept_waveform(float(opts.frame_opts.samp_freq), samples)
-    fb.input_finished()
-    n = fb.num_frames_ready
-    if n == 0:
-        return np.zeros((0, int(opts.mel_opts.num_bins)), dtype=np.float32)
-    return np.stack([fb.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
-
-
-def apply_lfr(inputs: np.ndarray, m: int, n: int, is_final: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``WavFrontendOnline.apply_lfr`` (batch 1): (LFR frames, new splice cache). Shared by the VAD's and
-    the streaming Paraformer's frontends (streaming_asr/1/paraformer_online.py)."""
-    t = inputs.shape[0]
-    t_lfr = int(np.ceil((t - (m - 1) // 2) / n))
-    splice_idx = t_lfr
-    rows = t_lfr
-    last_idx = (t - m) // n + 1
-    num_padding = m - (t - last_idx * n)
-    padded = inputs
-    if is_final:
-        if num_padding > 0:
-            num_padding = (2 * m - 2 * t + (t_lfr - 1 + last_idx) * n) / 2 * (t_lfr - last_idx)
-            padded = np.vstack([inputs] + [inputs[-1:]] * int(num_padding))
-    elif num_padding > 0:
-        rows = last_idx
-        splice_idx = last_idx
-    splice_idx = min(t - 1, splice_idx * n)
-    rows = max(rows, 0)
-    # torch's as_strided((rows, m*D), (n*D, 1)) over the (padded) storage
-    index = np.arange(rows)[:, None] * n + np.arange(m)[None, :]
-    if rows and index[-1, -1] >= padded.shape[0]:
-        raise RuntimeError("LFR window runs past the available fbank frames")
-    out = padded[index].reshape(rows, m * inputs.shape[1])
-    return out.astype(np.float32, copy=False), inputs[splice_idx:]
-
-
-class OnlineFrontend:
-    """funasr ``WavFrontendOnline.forward`` with ``return_waveform=True`` (batch 1), one call per chunk.
-
-    Keeps funasr's streaming state: the leftover samples (``input_cache``), the LFR splice
-    cache (``lfr_splice_cache``) and the waveform span not yet aligned to emitted frames
-    (``waveform_buffer``). ``accept`` returns the LFR+CMVN features emitted for the chunk and
-    the exact waveform span they cover (``aligned_waveforms``), which the VAD uses for dB.
-    """
-
-    def __init__(self, frontend_conf: Mapping[str, Any], cmvn: np.ndarray | None):
-        self.fs = int(frontend_conf.get("fs", 16000))
-        self.window = str(frontend_conf.get("window", "hamming"))
-        self.n_mels = int(frontend_conf.get("n_mels", 80))
-        self.frame_length = frontend_conf.get("frame_length", 25)
-        self.frame_shift = frontend_conf.get("frame_shift", 10)
-        self.lfr_m = int(frontend_conf.get("lfr_m", 1))
-        self.lfr_n = int(frontend_conf.get("lfr_n", 1))
-        self.dither = float(frontend_conf.get("dither", 1.0))
-        self.frame_sample_length = int(self.frame_length * self.fs / 1000)
-        self.frame_shift_sample_length = int(self.frame_shift * self.fs / 1000)
-        self.cmvn = cmvn
-        self._opts = kaldi_fbank_options(self.fs, self.frame_length, self.frame_shift, self.dither,
-                                         self.window, self.n_mels)
-        self.reset()
-
-    def reset(self) -> None:
-        """``WavFrontendOnline.init_cache``."""
-        self.input_cache = np.zeros(0, dtype=np.float32)
-        self.lfr_splice_cache: np.ndarray | None = None
-        self.waveform_buffer: np.ndarray | None = None
-        self.waveform_buffer_start_sample = 0
-        self.emitted_lfr_frames = 0
-
-    # -- pieces ---------------------------------------------------------------------------
-
-    def _fbank(self, samples: np.ndarray) -> np.ndarray:
-        return kaldi_fbank(self._opts, samples)
-
-    def _compute_frame_num(self, sample_length: int) -> int:
-        """``WavFrontendOnline.compute_frame_num``."""
-        frame_num = int((sample_length - self.frame_sample_length) / self.frame_shift_sample_length + 1)
-        return frame_num if frame_num >= 1 and sample_length >= self.frame_sample_length else 0
-
-    def _lfr_cmvn(self, feats: np.ndarray, is_final: bool) -> np.ndarray:
-        """``WavFrontendOnline.forward_lfr_cmvn`` (batch 1)."""
-        if self.lfr_m != 1 or self.lfr_n != 1:
-            feats, splice_cache = apply_lfr(feats, self.lfr_m, self.lfr_n, is_final)
-            self.lfr_splice_cache = splice_cache.copy()  # a few rows; a view would keep the chunk's fbank
-        if self.cmvn is not None:
-            dim = feats.shape[1]
-            feats = (feats + self.cmvn[0:1, :dim]) * self.cmvn[1:2, :dim]
-        return feats.astype(np.float32, copy=False)
-
-    # -- one chunk ------------------------------------------------------------------------
-
-    def accept(self, chunk: np.ndarray, is_final: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``WavFrontendOnline.forward`` for one chunk -> (feats [T, D], aligned waveform)."""
-        empty = np.zeros((0, self.n_mels * self.lfr_m), dtype=np.float32)
-        if chunk.shape[0] > 0:
-            self.waveform_buffer = (
-                chunk.copy() if self.waveform_buffer is None
-                else np.concatenate((self.waveform_buffer, chunk))
-            )
-
-        # forward_fbank
-        samples = np.concatenate((self.input_cache, chunk))
-        frame_num = self._compute_frame_num(samples.shape[0])
-        self.input_cache = samples[frame_num * self.frame_shift_sample_length:].copy()  # not a view of `samples`
-        fbank = self._fbank(samples * np.float32(1 << 15)) if frame_num else None
-
-        if fbank is not None and fbank.shape[0] > 0:
-            if self.lfr_splice_cache is None:  # initialise the splice cache with the 1st frame
-                self.lfr_splice_cache = np.repeat(fbank[:1], (self.lfr_m - 1) // 2, axis=0)
-            if is_final or fbank.shape[0] + self.lfr_splice_cache.shape[0] >= self.lfr_m:
-                feats = self._lfr_cmvn(np.vstack((self.lfr_splice_cache, fbank)), is_final)
-            else:
-                self.lfr_splice_cache = np.vstack((self.lfr_splice_cache, fbank))
-                return empty, np.zeros(0, dtype=np.float32)
-        elif is_final and self.lfr_splice_cache is not None and self.lfr_splice_cache.shape[0]:
-            feats = self._lfr_cmvn(self.lfr_splice_cache, is_final)
-        else:
-            return empty, np.zeros(0, dtype=np.float32)
-
-        if feats.shape[0] == 0:
-            return feats, np.zeros(0, dtype=np.float32)
-        # exact waveform span of the emitted frames (return_waveform=True branch)
-        score_frame_shift = self.lfr_n * self.frame_shift_sample_length
-        aligned_start = self.emitted_lfr_frames * score_frame_shift
-        aligned_end = aligned_start + (feats.shape[0] - 1) * score_frame_shift + self.frame_sample_length
-        buffer = self.waveform_buffer
-        buffer_start = self.waveform_buffer_start_sample
-        buffer_end = buffer_start + (0 if buffer is None else buffer.shape[0])
-        if buffer is None or aligned_start < buffer_start or aligned_end > buffer_end:
-            raise RuntimeError(
-                f"frontend emitted frames without enough samples: need [{aligned_start}, "
-                f"{aligned_end}), have [{buffer_start}, {buffer_end})"
-            )
-        aligned = buffer[aligned_start - buffer_start: aligned_end - buffer_start]
-        self.emitted_lfr_frames += feats.shape[0]
-        next_start = min(self.emitted_lfr_frames * score_frame_shift, buffer_end)
-        self.waveform_buffer = buffer[next_start - buffer_start:].copy()  # not a view of the whole buffer
-        self.waveform_buffer_start_sample = next_start
-        return feats, aligned
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,6 +447,21 @@ class E2EVad:
             latency += int(self.opts.lookback_time_start_point / self.opts.frame_in_ms)
         return latency
 
+    def _continue_segment(self, cur_frm_idx: int, is_final_frame: bool, max_segment_frames: float,
+                          mark_time_out: bool = False) -> None:
+        """The branch funasr's ``DetectOneFrame`` repeats for SIL2SPEECH, SPEECH2SIL and SPEECH2SPEECH (which also
+        sets ``max_time_out``) inside a segment: end it at the maximum segment length, else the frame is speech
+        (or, on the final frame, maybe the end)."""
+        if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
+            if mark_time_out:
+                self.max_time_out = True
+            self.on_voice_end(cur_frm_idx, False, False)
+            self.vad_state_machine = VadState.END_POINT_DETECTED
+        elif not is_final_frame:
+            self.on_voice_detected(cur_frm_idx)
+        else:
+            self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+
     def detect_one_frame(self, cur_frm_state: FrameState, cur_frm_idx: int, is_final_frame: bool) -> None:
         """``FsmnVADStreaming.DetectOneFrame``: advance the state machine by one frame."""
         opts = self.opts
@@ -672,34 +489,15 @@ class E2EVad:
             elif self.vad_state_machine == VadState.IN_SPEECH_SEGMENT:
                 for t in range(self.latest_confirmed_speech_frame + 1, cur_frm_idx):
                     self.on_voice_detected(t)
-                if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
-                    self.on_voice_end(cur_frm_idx, False, False)
-                    self.vad_state_machine = VadState.END_POINT_DETECTED
-                elif not is_final_frame:
-                    self.on_voice_detected(cur_frm_idx)
-                else:
-                    self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+                self._continue_segment(cur_frm_idx, is_final_frame, max_segment_frames)
         elif state_change == AudioChange.SPEECH2SIL:
             self.continous_silence_frame_count = 0
             if self.vad_state_machine == VadState.IN_SPEECH_SEGMENT:
-                if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
-                    self.on_voice_end(cur_frm_idx, False, False)
-                    self.vad_state_machine = VadState.END_POINT_DETECTED
-                elif not is_final_frame:
-                    self.on_voice_detected(cur_frm_idx)
-                else:
-                    self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+                self._continue_segment(cur_frm_idx, is_final_frame, max_segment_frames)
         elif state_change == AudioChange.SPEECH2SPEECH:
             self.continous_silence_frame_count = 0
             if self.vad_state_machine == VadState.IN_SPEECH_SEGMENT:
-                if cur_frm_idx - self.confirmed_start_frame + 1 > max_segment_frames:
-                    self.max_time_out = True
-                    self.on_voice_end(cur_frm_idx, False, False)
-                    self.vad_state_machine = VadState.END_POINT_DETECTED
-                elif not is_final_frame:
-                    self.on_voice_detected(cur_frm_idx)
-                else:
-                    self.maybe_on_voice_end_if_last_frame(is_final_frame, cur_frm_idx)
+                self._continue_segment(cur_frm_idx, is_final_frame, max_segment_frames, mark_time_out=True)
         elif state_change == AudioChange.SIL2SIL:
             self.continous_silence_frame_count += 1
             if self.vad_state_machine == VadState.START_POINT_NOT_DETECTED:
@@ -944,6 +742,7 @@ class OfflineVadStream:
         opts = vad.vad_opts
         self._detector = E2EVad(opts, vad.speech_noise_thres)
         self._frontend = OnlineFrontend(vad.frontend_conf, vad.cmvn)
+        self._frontend_state = FrontendState()
         self._caches = [np.zeros(shape, dtype=np.float32) for shape in vad.cache_shapes]
         self._sil_ids = list(opts.sil_pdf_ids)
         self._stride = int(vad.chunk_size * vad.sample_rate / 1000)
@@ -1055,7 +854,7 @@ class OfflineVadStream:
                         silence_ms - vad.vad_opts.speech_to_sil_time_thres, 0)
                     detector.speech_noise_thres = DYNAMIC_SPEECH_NOISE_THRES
                     break
-        feats, waveform = self._frontend.accept(chunk, is_final)
+        feats, waveform = self._frontend.accept_aligned(self._frontend_state, chunk, is_final)
         self._processed_samples += chunk.shape[0]
         if feats.shape[0] == 0:
             return []
@@ -1103,6 +902,7 @@ class OnlineVad:
         self.chunk_ms = int(chunk_ms)
         self.detector = E2EVad(opts, float(opts.speech_noise_thres))
         self.frontend = OnlineFrontend(vad.frontend_conf, vad.cmvn)
+        self.frontend_state = FrontendState()
         self.caches = [np.zeros(shape, dtype=np.float32) for shape in vad.cache_shapes]
         self.sil_ids = list(opts.sil_pdf_ids)
         self._accumulated_ms = 0  # speech time of the current segment (dynamic schedule)
@@ -1123,7 +923,8 @@ class OnlineVad:
     def accept(self, chunk: np.ndarray, is_final: bool) -> list[list[int]]:
         if self.dynamic_silence:
             self._apply_schedule()
-        feats, waveform = self.frontend.accept(np.asarray(chunk, dtype=np.float32), is_final)
+        chunk = np.asarray(chunk, dtype=np.float32)
+        feats, waveform = self.frontend.accept_aligned(self.frontend_state, chunk, is_final)
         if feats.shape[0] == 0:
             return []
         outputs = self.vad.session.run(

@@ -15,8 +15,9 @@ subtraction; they differ only in options, which the exporter writes into `embedd
 """
 from __future__ import annotations
 
-import kaldi_native_fbank as knf
 import numpy as np
+
+from .features import kaldi_fbank
 
 # torchaudio.compliance.kaldi.fbank defaults + num_mel_bins=80 (CAM++ as funasr's extract_feature calls it)
 DEFAULT_OPTIONS = {
@@ -56,6 +57,8 @@ def _options(opts: dict | None) -> dict:
 
 def fbank(wav: np.ndarray, opts: dict | None = None) -> np.ndarray:
     """Kaldi log-mel fbank, [frames, num_mel_bins] float32 (0 frames if wav is shorter than one window)."""
+    import kaldi_native_fbank as knf  # here: DEFAULT_OPTIONS alone (the exporters') needs numpy only
+
     o = _options(opts)
     fo = knf.FbankOptions()
     fo.frame_opts.samp_freq = float(o["sample_frequency"])
@@ -80,13 +83,7 @@ def fbank(wav: np.ndarray, opts: dict | None = None) -> np.ndarray:
     samples = np.asarray(wav, dtype=np.float32).reshape(-1)
     if o["waveform_scale"] != 1.0:
         samples = samples * np.float32(o["waveform_scale"])
-    fb = knf.OnlineFbank(fo)
-    fb.accept_waveform(float(o["sample_frequency"]), samples)
-    fb.input_finished()
-    n = fb.num_frames_ready
-    if n == 0:
-        return np.zeros((0, int(o["num_mel_bins"])), dtype=np.float32)
-    return np.stack([fb.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+    return kaldi_fbank(fo, samples)
 
 
 def num_frames(num_samples: int, opts: dict | None = None) -> int:
@@ -105,3 +102,33 @@ def speaker_features(wav: np.ndarray, opts: dict) -> np.ndarray:
     if _options(opts)["subtract_mean"] and feats.shape[0]:
         feats = feats - feats.mean(axis=0, keepdims=True, dtype=np.float32)
     return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def embed_by_length(session, feats: dict, embedding_size: int) -> dict:
+    """{key: [k, frames, bins] features} -> {key: [k, D] embeddings, or the exception for that key}.
+
+    The exported models (CAM++, WeSpeaker ResNet34) have no length input (statistics pooling covers every
+    frame), so only equal frame counts share an onnxruntime call: one call per frame count."""
+    groups: dict = {}
+    for key, f in feats.items():
+        groups.setdefault(f.shape[1], []).append(key)
+    results = {}
+    for keys in groups.values():
+        batch = np.concatenate([feats[k] for k in keys]) if len(keys) > 1 else feats[keys[0]]
+        try:
+            (emb,) = session.run(["embedding"], {"feats": batch})
+        except Exception as exc:  # noqa: BLE001 - the whole group shares the failure
+            results.update({k: exc for k in keys})
+            continue
+        row = 0
+        for k in keys:
+            rows = feats[k].shape[0]
+            out = emb[row:row + rows]
+            row += rows
+            if out.shape[1] != embedding_size:
+                results[k] = RuntimeError(f"embedding has {out.shape[1]} dims, expected {embedding_size}")
+            elif not np.isfinite(out).all():
+                results[k] = RuntimeError("embedding is not finite")
+            else:
+                results[k] = np.ascontiguousarray(out, dtype=np.float32)
+    return results

@@ -26,10 +26,10 @@ from typing import Protocol
 
 import numpy as np
 
-from asr_text import sentence_postprocess
-from fsmn_vad import FsmnVad, OnlineVad
-from paraformer_online import MAX_LOOK_BACK, ParaformerOnline
-from sentences import itn_sentence, split_sentences
+from .asr_text import sentence_postprocess
+from .fsmn_vad import FsmnVad, OnlineVad
+from .paraformer_online import MAX_LOOK_BACK, ParaformerOnline
+from .sentences import itn_sentence, split_sentences
 
 SAMPLES_PER_MS = 16
 MIN_SEGMENT_MS = 30  # shorter than one LFR window: nothing to re-decode

@@ -1,4 +1,4 @@
-"""Helpers every python-backend stage uses (symlinked into each model's version directory).
+"""Helpers every python-backend stage uses (each `model.py` imports them from `funasr_triton_models.stage`).
 
 A stage validates its config once in `initialize` and answers every request with its own
 response or its own error, so one bad request never fails the others in a batch.
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import traceback
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -37,6 +39,58 @@ def check_tensor_specs(config: dict, section: str, expected: dict[str, tuple[str
     if got != expected:
         raise pb_utils.TritonModelException(
             f"{config.get('name')}: config.pbtxt {section} must be {expected} (max_batch_size 0), got {got}")
+
+
+def model_config(args: dict, inputs: dict[str, str] | None = None,
+                 outputs: dict[str, str] | None = None) -> tuple[dict, Path]:
+    """What `initialize(args)` gets: the model's config (config.pbtxt as JSON; with `inputs`/`outputs`, checked
+    by check_tensors) and its version directory."""
+    config = json.loads(args["model_config"])
+    if inputs is not None or outputs is not None:
+        check_tensors(config, inputs or {}, outputs or {})
+    return config, Path(args["model_repository"]) / args["model_version"]
+
+
+def check_fixed_contract(stage: str, config: dict, inputs: dict, outputs: dict) -> None:
+    """An unbatched stage (max_batch_size 0) with exactly these input and output tensors (check_tensor_specs)."""
+    if int(config.get("max_batch_size", 0)) != 0:
+        raise pb_utils.TritonModelException(f"{stage}: config.pbtxt needs max_batch_size: 0")
+    check_tensor_specs(config, "input", inputs)
+    check_tensor_specs(config, "output", outputs)
+
+
+def require_files(paths: Iterable[Path], hint: str) -> None:
+    """Fail model loading at the first of `paths` that does not exist: "<path> missing: <hint>"."""
+    for path in paths:
+        if not path.exists():
+            raise pb_utils.TritonModelException(f"{path} missing: {hint}")
+
+
+def require_exported(stage: str, version_dir: Path, names: Iterable[str], exporter: str) -> None:
+    """Fail model loading, naming every one of `names` that is not a file in `version_dir` and the exporter."""
+    missing = [n for n in names if not (version_dir / n).is_file()]
+    if missing:
+        raise pb_utils.TritonModelException(
+            f"{stage}: missing {', '.join(missing)} in {version_dir} (run the exporter: {exporter})")
+
+
+@contextmanager
+def loading(stage: str, what) -> Iterator[None]:
+    """Any exception inside becomes the model's load failure: "<stage>: cannot load <what>: <error>"."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - surface any load failure as a model error
+        raise pb_utils.TritonModelException(f"{stage}: cannot load {what}: {e}") from e
+
+
+def session_options(config: dict, default_threads: int = 1):
+    """onnxruntime SessionOptions: `intra_op_threads` from the config (>= 0), one inter-op thread."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int_param(config, "intra_op_threads", default_threads, minimum=0)
+    opts.inter_op_num_threads = 1
+    return opts
 
 
 def param(config: dict, key: str, default: str) -> str:

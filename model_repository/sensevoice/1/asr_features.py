@@ -1,1 +1,0 @@
-../../feature_extractor/1/asr_features.py

@@ -1,1 +1,0 @@
-../../asr_decode/1/asr_text.py

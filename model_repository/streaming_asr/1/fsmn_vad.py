@@ -1,1 +1,0 @@
-../../vad/1/fsmn_vad.py

@@ -1,1 +1,0 @@
-../../pipeline/1/sentences.py
