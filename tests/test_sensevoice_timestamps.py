@@ -102,7 +102,7 @@ def test_token_timestamps_equal_automodel(reference, sp):
 
 
 def _greedy(logits, length):
-    from sensevoice_text import ctc_greedy
+    from funasr_triton_models.sensevoice_text import ctc_greedy
 
     return ctc_greedy(logits, length, 0)
 
