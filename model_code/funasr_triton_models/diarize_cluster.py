@@ -38,6 +38,9 @@ from sklearn.cluster import KMeans
 from sklearn.neighbors import kneighbors_graph
 from sklearn.preprocessing import normalize
 
+# speakers at most when a request names no bound (pipeline and transcribe: their `default_max_speakers`)
+DEFAULT_MAX_SPEAKERS = 8
+
 PRUNE_FRACTION = 0.022    # FunASR's pval: keep the 2.2 % most similar windows of each window
 MIN_NEIGHBOURS = 6        # FunASR: at least 6 entries per row survive pruning
 LONG_NEIGHBOURS = 64      # neighbour cap on the sparse (long audio) graph
@@ -192,7 +195,7 @@ def _by_first_appearance(labels: np.ndarray) -> np.ndarray:
 
 
 def cluster_speakers(embeddings: np.ndarray, num_speakers: int | None = None, min_speakers: int = 1,
-                     max_speakers: int = 8, *, long_threshold: int = 1000, min_cluster_fraction: float = 0.02,
+                     max_speakers: int = DEFAULT_MAX_SPEAKERS, *, long_threshold: int = 1000, min_cluster_fraction: float = 0.02,
                      merge_threshold: float = 0.78) -> np.ndarray:
     """Speaker label of every window [N] (int64, 0..k-1, numbered by first appearance).
 

@@ -11,11 +11,16 @@ import numpy as np
 _CJK_OR_DIGITS = re.compile(r"^[\u4E00-\u9FA50-9]+$")
 
 
+# hotwords per request, the default of every model that takes them (feature_extractor, pipeline, transcribe,
+# streaming_asr: their `max_hotwords`); the frontend's LIMITS__MAX_HOTWORDS is the same number
+MAX_HOTWORDS = 50
+
+
 class HotwordTokenizer:
     """Hotword words → token-id rows, exactly as SeacoParaformer builds its hotword list."""
 
     def __init__(self, tokens: list[str], seg_dict: dict[str, str] | None, sos: int = 1,
-                 unk: str = "<unk>", max_hotwords: int = 50, max_hotword_tokens: int = 32):
+                 unk: str = "<unk>", max_hotwords: int = MAX_HOTWORDS, max_hotword_tokens: int = 32):
         self.token_to_id = {t: i for i, t in enumerate(tokens)}
         self.unk_id = self.token_to_id.get(unk, len(tokens) - 1)
         self.seg_dict = seg_dict

@@ -34,7 +34,7 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from .diarize import SAMPLES_PER_MS, speech_windows, window_samples, word_speakers
-from .diarize_cluster import cluster_speakers, validate_speaker_options
+from .diarize_cluster import DEFAULT_MAX_SPEAKERS, cluster_speakers, validate_speaker_options
 from .fsmn_vad import OfflineVadStream
 from .sentences import assemble, itn_sentence, join_words, split_sentences, token_logprobs, word_stamps
 
@@ -70,7 +70,7 @@ class JobOptions:
     diarize: bool = False
     num_speakers: int | None = None
     min_speakers: int = 1
-    max_speakers: int = 8
+    max_speakers: int = DEFAULT_MAX_SPEAKERS
     itn: bool = False
     model: str = "paraformer"
     language: str = "auto"  # sensevoice: the language query (auto: detected)

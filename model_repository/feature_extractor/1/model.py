@@ -6,7 +6,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.features import AsrFrontend
-from funasr_triton_models.hotwords import HotwordTokenizer
+from funasr_triton_models.hotwords import MAX_HOTWORDS, HotwordTokenizer
 from funasr_triton_models.stage import StageInputError, answer_each, input_array, int_param, model_config, strings
 
 INPUTS = {"WAV": "TYPE_FP32", "HOTWORDS": "TYPE_STRING"}
@@ -29,7 +29,7 @@ class TritonPythonModel:
         self.bucket_frames = int_param(config, "pad_frames_to_multiple", 0, minimum=0)
         self.frontend = AsrFrontend.from_dir(model_dir)
         self.hotwords = HotwordTokenizer.from_dir(
-            model_dir, max_hotwords=int_param(config, "max_hotwords", 50, minimum=0),
+            model_dir, max_hotwords=int_param(config, "max_hotwords", MAX_HOTWORDS, minimum=0),
             max_hotword_tokens=int_param(config, "max_hotword_tokens", 32, minimum=1))
 
     def _one(self, request):

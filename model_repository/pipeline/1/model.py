@@ -11,6 +11,8 @@ import asyncio
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from funasr_triton_models.diarize_cluster import DEFAULT_MAX_SPEAKERS
+from funasr_triton_models.hotwords import MAX_HOTWORDS
 from funasr_triton_models.job_backend import BLS, JobThreads, job_limits, load_vad
 from funasr_triton_models.longfile import JobInputError, JobOptions, LongFileJob
 from funasr_triton_models.stage import (StageInputError, input_array, int_param, json_tensor, model_config,
@@ -28,8 +30,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config, _ = model_config(args, INPUTS, OUTPUTS)
         self.max_samples = int_param(config, "max_audio_seconds", 14400, minimum=1) * SAMPLE_RATE
-        self.default_max_speakers = int_param(config, "default_max_speakers", 8, minimum=1)
-        self.max_hotwords = int_param(config, "max_hotwords", 100, minimum=0)
+        self.default_max_speakers = int_param(config, "default_max_speakers", DEFAULT_MAX_SPEAKERS, minimum=1)
+        self.max_hotwords = int_param(config, "max_hotwords", MAX_HOTWORDS, minimum=0)
         self.limits = job_limits(config)
         self.vad = load_vad(args, config)
         self.threads = JobThreads(config)

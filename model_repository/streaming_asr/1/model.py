@@ -16,6 +16,7 @@ import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.bls import StreamingBls
 from funasr_triton_models.fsmn_vad import FsmnVad
+from funasr_triton_models.hotwords import MAX_HOTWORDS
 from funasr_triton_models.paraformer_online import ParaformerOnline
 from funasr_triton_models.stage import (BlsError, StageInputError, bls_error_response, error_response, input_array,
                                         int_param, loading, model_config, param, strings)
@@ -54,7 +55,7 @@ class TritonPythonModel:
             max_streams=int_param(config, "max_streams", 256, minimum=1),
             idle_s=float(int_param(config, "idle_seconds", 30, minimum=1)),
             retain_ms=int_param(config, "retain_ms", 10000, minimum=1000),
-            max_hotwords=int_param(config, "max_hotwords", 50),
+            max_hotwords=int_param(config, "max_hotwords", MAX_HOTWORDS),
             max_request_samples=int_param(config, "max_request_seconds", 60, minimum=1) * 16000)
         labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
         # the families must outlive their metrics: keep both

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from funasr_triton_models.diarize_cluster import DEFAULT_MAX_SPEAKERS
+from funasr_triton_models.hotwords import MAX_HOTWORDS
 from funasr_triton_models.job_backend import BLS, JobThreads, job_limits, load_vad
 from funasr_triton_models.longfile import JobInputError, JobOptions, LongFileJob
 from funasr_triton_models.stage import (StageInputError, input_array, int_param, json_tensor, model_config,
@@ -40,8 +42,8 @@ class TritonPythonModel:
         self.max_jobs = int_param(config, "max_jobs", 64, minimum=1)
         self.idle_s = int_param(config, "idle_seconds", 120, minimum=1)
         self.poll_wait_s = int_param(config, "poll_wait_seconds", 5, minimum=1)
-        self.max_hotwords = int_param(config, "max_hotwords", 50, minimum=0)
-        self.default_max_speakers = int_param(config, "default_max_speakers", 8, minimum=1)
+        self.max_hotwords = int_param(config, "max_hotwords", MAX_HOTWORDS, minimum=0)
+        self.default_max_speakers = int_param(config, "default_max_speakers", DEFAULT_MAX_SPEAKERS, minimum=1)
         self.limits = job_limits(config)
         self.vad = load_vad(args, config)
         self.threads = JobThreads(config)
