@@ -225,3 +225,23 @@ def test_frontend_imports_neither_torch_nor_funasr():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_command_line_starts_without_the_model_code():
+    """The frontend image installs frontend, export and tools but not funasr_triton_models (nor torch, funasr,
+    onnxruntime): `funasr-triton frontend` must start there. (The i15 merge had exporters/__init__ import the
+    model code at module level; only make e2e saw the frontend container crash.)"""
+    import subprocess
+    import sys
+
+    blocked = ("funasr_triton_models", "torch", "funasr", "funasr_onnx", "onnxruntime", "kaldi_native_fbank", "onnx")
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}:\n"
+            "            raise ImportError('not in the frontend image: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import funasr_triton_tools.cli as cli\n"
+            "cli.main(['frontend', '--help'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage" in out.stdout, out.stdout + out.stderr

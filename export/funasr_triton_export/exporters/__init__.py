@@ -1,8 +1,7 @@
-"""One exporter per model stage: FunASR hub directory in, Triton model version directory out."""
+"""One exporter per model stage: FunASR hub directory in, Triton model version directory out.
 
-# torchaudio.compliance.kaldi.fbank's defaults with 80 mel bins, on [-1, 1] samples, then per-window mean
-# subtraction: the speaker-embedding features (embedding.json "features"), as the served code defines them.
-# CAM++ uses them as they are; pyannote's WeSpeaker overrides some (exporters/wespeaker.py).
-from funasr_triton_models.speaker_features import DEFAULT_OPTIONS as SPEAKER_FBANK_DEFAULTS
-
-__all__ = ["SPEAKER_FBANK_DEFAULTS"]
+The speaker-embedding features (embedding.json "features") are the served code's
+(funasr_triton_models.speaker_features.DEFAULT_OPTIONS): CAM++ uses them as they are; pyannote's WeSpeaker
+overrides some (wespeaker.py). Nothing is imported here: `funasr-triton` imports this package for its command
+line in the frontend image, which has no model code.
+"""

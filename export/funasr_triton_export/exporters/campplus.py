@@ -20,8 +20,9 @@ import json
 import logging
 from pathlib import Path
 
+from funasr_triton_models.speaker_features import DEFAULT_OPTIONS as SPEAKER_FBANK_DEFAULTS
+
 from ..onnx_utils import sha256
-from . import SPEAKER_FBANK_DEFAULTS
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import SPEAKER_FBANK_DEFAULTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,6 +157,10 @@ def embedding_config(model) -> dict:
     window_ms, shift_ms = float(hp.get("frame_length", 25)), float(hp.get("frame_shift", 10))
     # torchaudio.compliance.kaldi.fbank as BaseWeSpeakerResNet.compute_fbank calls it: the options it
     # passes over torchaudio's defaults for the rest
+    # the served features' defaults; imported here because the command line imports this module (for
+    # WeSpeakerExportError) in the frontend image, which has no model code
+    from funasr_triton_models.speaker_features import DEFAULT_OPTIONS as SPEAKER_FBANK_DEFAULTS
+
     features = dict(
         SPEAKER_FBANK_DEFAULTS,
         num_mel_bins=bins,
