@@ -77,7 +77,7 @@ configs-check:
 bench: setup
 	$(BIN)/funasr-triton bench --output-dir bench/results
 
-# long recordings only (10 min and 1 h vs the baselines, memory at 10 min / 1 h / 4 h and 4 x 1 h): about 1.5 h on 2 cores
+# long recordings only (10 min and 1 h vs the baselines, memory at 10 min / 1 h / 4 h and 4 x 1 h): about 20 min on an idle 2-core machine
 bench-long: setup
 	$(BIN)/funasr-triton bench --long-only --output-dir bench/results
 

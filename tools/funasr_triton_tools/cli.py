@@ -37,7 +37,7 @@ def register(sub) -> None:
     b.add_argument("--long-minutes", default="10,60", help="long files measured served vs the baselines (minutes)")
     b.add_argument("--long-automodel-minutes", default=None,
                    help="the --long-minutes files AutoModel is also run on (default: all; AutoModel's 1 h file takes "
-                   "about 40 min on 2 cores)")
+                   "about 5 min on an idle 2-core machine)")
     b.add_argument("--long-memory-minutes", default="10,60,240", help="long files measured for memory only (served)")
     b.add_argument("--long-parallel", type=int, default=4,
                    help="concurrent uploads of the longest --long-minutes file in the memory runs (1: none)")
