@@ -271,3 +271,21 @@ def test_stream_config_defaults_and_protocol_options():
     assert config["max_sentence_silence_ms"] == 800 and config["encoder_chunk_look_back"] == 4
     config, _ = tuned.config_for(StreamOptions(encoder_chunk_look_back=0))
     assert "encoder_chunk_look_back" not in config  # the client's 0 wins over the server default
+
+
+def test_offline_pcm_is_bounded_by_the_upload_limit_too(triton, tmp_path):
+    """Offline mode buffers PCM up to `max_offline_seconds`, and never past `limits.max_upload_bytes` (the bound
+    every other way in has): 10 s allowed, but 64 000 bytes (2 s) is all an upload may be."""
+    fe = start_frontend(triton.grpc_url, tmp_path, FUNASR_TRITON_LIMITS__MAX_UPLOAD_BYTES="64000",
+                        FUNASR_TRITON_STREAMING__MAX_OFFLINE_SECONDS="10")
+    try:
+        async def main():
+            async with websockets.connect(ws_url(fe), ping_interval=None) as ws:
+                await ws.send(json.dumps({"mode": "offline", "is_speaking": True, "wav_format": "pcm"}))
+                for _ in range(3):
+                    await ws.send(bytes(32000))  # 1 s each: 3 s in all, under 10 s
+                return json.loads(await asyncio.wait_for(ws.recv(), 30))
+        message = asyncio.run(main())
+        assert message["error"]["code"] == "audio_too_long" and "64000 bytes" in message["error"]["message"]
+    finally:
+        fe.stop()

@@ -252,10 +252,8 @@ class FunasrSession(wsio.Session):
                            400, "unsupported_sample_rate", "audio_fs")
         seconds = self.limits.max_offline_seconds
         # pcm: exactly `seconds` of audio; containers: the bytes that much 16 kHz PCM takes (compressed audio
-        # may decode longer: limits.max_audio_seconds bounds that)
-        limit = int(seconds * (c.audio_fs if pcm else 16000) * 2)
-        if not pcm:
-            limit = min(limit, self.settings.limits.max_upload_bytes)
+        # may decode longer: limits.max_audio_seconds bounds that); never more than an upload may be
+        limit = min(int(seconds * (c.audio_fs if pcm else 16000) * 2), self.settings.limits.max_upload_bytes)
         audio = bytearray(pending or b"")
         while True:
             if len(audio) > limit:
