@@ -480,9 +480,9 @@ def measure_served(stack: ServedStack, path: Path, audio_s: float, uploads: int 
 
 def _served_runs(repo: Path, name: str, files: dict[str, tuple[Path, float]], jobs: list[tuple[str, int]],
                  fresh: bool = False) -> dict:
-    # fresh: the memory runs (a stack per run, sampled closely); otherwise throughput runs on one stack
-    """Each job (file label, concurrent uploads) after a warm-up upload: all on one ServedStack, or (fresh)
-    each on its own, so that no run starts from memory an earlier one left allocated."""
+    """Each job (file label, concurrent uploads) after a warm-up upload: all on one ServedStack (the throughput
+    runs), or (fresh: the memory runs, sampled closely) each on its own, so that no run starts from memory an
+    earlier one left allocated."""
     if not fresh:
         return _one_stack_runs(repo, name, files, jobs, memory=False)
     out: dict = {"repository": str(repo), "fresh_stack_per_run": True, "files": {}}
