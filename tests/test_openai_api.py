@@ -94,6 +94,33 @@ def test_verbose_json_segments_and_words(oai, speech, plain, verbose):
     assert list(r.json()) == ["task", "language", "duration", "text", "segments", "usage"]
 
 
+def test_word_timestamps_only_when_the_format_needs_them(oai, speech, plain, verbose):
+    """json, text, diarized_json and verbose_json by segment ask Triton for no word timestamps (a transcript's
+    words are its O(length) part); their sentences, text and word count are the same as with words."""
+    from types import SimpleNamespace
+
+    from funasr_triton.app.config import Settings
+    from funasr_triton.openai_api import serving
+    from funasr_triton.openai_api.protocol import TranscriptionRequest
+
+    app = SimpleNamespace(state=SimpleNamespace(settings=Settings()))
+    for fmt, granularities, words in (("json", ["segment"], False), ("text", ["segment"], False),
+                                      ("diarized_json", ["segment"], False), ("verbose_json", ["segment"], False),
+                                      ("verbose_json", ["word", "segment"], True), ("srt", ["segment"], True),
+                                      ("vtt", ["segment"], True)):
+        req = TranscriptionRequest(response_format=fmt, timestamp_granularities=granularities)
+        assert serving.needs_words(req) is words, fmt
+        options = asyncio.run(serving.options_of(app, req, words=serving.needs_words(req)))
+        assert options.timestamps is words and options.job_config()["timestamps"] is words, fmt
+
+    r = httpx.post(str(oai.base_url) + "audio/transcriptions", files={"file": ("s.wav", speech)},
+                   data={"model": "whisper-1", "response_format": "verbose_json"}, timeout=120)
+    by_segment = r.json()["segments"]
+    assert [(s["start"], s["end"], s["text"]) for s in by_segment] == [(s.start, s.end, s.text) for s in verbose.segments]
+    done = list(oai.audio.transcriptions.create(model="whisper-1", file=("speech.wav", speech), stream=True))[-1]
+    assert done.text == plain.text and done.usage.output_tokens == len(verbose.words)
+
+
 def test_text_srt_vtt(oai, speech, plain, verbose):
     text = oai.audio.transcriptions.create(model="whisper-1", file=("speech.wav", speech), response_format="text")
     assert isinstance(text, str) and text.strip() == plain.text

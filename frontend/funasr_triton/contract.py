@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 MAX_SPEAKERS = 32  # the most speakers a caller may name (num/min/max); DashScope's own wire allows its 100
 # a caller's speaker count on the surfaces that bound it by MAX_SPEAKERS
@@ -83,9 +84,13 @@ class TritonResult(BaseModel):
     hotwords: list[str] = Field(default_factory=list)
     model: str = "paraformer"
     language: str | None = None  # sensevoice: the language detected over the most speech
+    num_words: int | None = None  # words recognised (also without timestamps, whose sentences carry no words)
 
 
-class Word(BaseModel):
+@dataclass(slots=True, frozen=True)
+class Word:
+    """One word and its times. A slotted dataclass, not a BaseModel: a transcript may hold hundreds of thousands
+    (4 h: ~190k words, 31 MB instead of 116 MB), and it serialises the same ({text, start_ms, end_ms})."""
     text: str
     start_ms: int
     end_ms: int
@@ -120,6 +125,12 @@ class Transcript(BaseModel):
     num_speakers: int | None = None  # set when diarization ran
     model: str = "paraformer"  # the recognizer that ran (paraformer, sensevoice)
     language: str | None = None  # sensevoice: the language detected over the most speech
+    num_words: int | None = None  # words recognised; None (results stored by older versions): count `words`
+
+    @property
+    def word_count(self) -> int:
+        """Words recognised (the same with or without word timestamps)."""
+        return self.num_words if self.num_words is not None else sum(len(s.words) for s in self.sentences)
 
     @classmethod
     def from_result(cls, result: TritonResult, hotwords: list[str], processing_ms: int,
@@ -134,4 +145,4 @@ class Transcript(BaseModel):
             for s in result.sentences]
         return cls(text=result.text, duration_ms=result.duration_ms, sentences=sentences, hotwords=hotwords,
                    processing_ms=processing_ms, num_speakers=result.num_speakers, model=result.model,
-                   language=result.language)
+                   language=result.language, num_words=result.num_words)

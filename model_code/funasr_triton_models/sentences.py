@@ -102,6 +102,7 @@ def assemble(asr: list[dict], punc: dict | None, duration_ms: int, with_timestam
         "duration_ms": int(duration_ms),
         "sentences": sentences,
         "vad_segments": [[a["start_ms"], a["end_ms"]] for a in asr],
+        "num_words": len(items),  # also without timestamps, when sentences carry no words
     }
     if speakers is not None:
         result["num_speakers"] = len(set(speakers))

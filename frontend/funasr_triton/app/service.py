@@ -167,7 +167,11 @@ class TranscriptionService:
                 if not finished:
                     await asyncio.shield(job.abort())
             total = time.perf_counter() - t0
-            seconds = job.result.duration_ms / 1000
+            # the Transcript is all that is kept: the job's parsed result goes before it is handed on
+            result, job.result = job.result, None
+            transcript = Transcript.from_result(result, hotwords, int(total * 1000),
+                                                self.settings.diarization.label_template)
+            seconds = result.duration_ms / 1000
             self.metrics.ffmpeg_seconds.observe(decode_wait)
             self.metrics.triton_seconds.observe(triton_s)
             self.metrics.audio_seconds.inc(seconds)
@@ -175,9 +179,9 @@ class TranscriptionService:
                 self.metrics.rtf.observe(total / seconds)
             event(log, "transcribed", audio_s=round(seconds, 2), wall_ms=int(total * 1000),
                   decode_wait_ms=int(decode_wait * 1000), triton_ms=int(triton_s * 1000), hotwords=len(hotwords),
-                  segments=len(job.result.vad_segments))
-            yield {"type": "transcript", "transcript": Transcript.from_result(
-                job.result, hotwords, int(total * 1000), self.settings.diarization.label_template)}
+                  segments=len(result.vad_segments))
+            del result
+            yield {"type": "transcript", "transcript": transcript}
 
     async def transcribe(self, source: SpooledAudio | bytes, options: TranscribeOptions) -> Transcript:
         """The whole transcript of a recording (the same streamed path, read to its end)."""

@@ -90,7 +90,7 @@ async def create_transcription(request: Request) -> Response:
         audio = await service.fetch(address.strip())  # the SSRF-guarded fetch (app/fetch.py)
     try:
         options = await serving.options_of(request.app, req, model, logprobs="logprobs" in req.include
-                                           or req.response_format == "verbose_json")
+                                           or req.response_format == "verbose_json", words=serving.needs_words(req))
         if req.stream:
             return await _stream(request, service.events(audio, options), req, audio)
         transcript = await _with_cancellation(request, service.transcribe(audio, options))

@@ -138,10 +138,19 @@ def _hotwords(req: TranscriptionRequest, settings: Settings) -> list[str]:
     return words
 
 
-async def options_of(app, req: TranscriptionRequest, model: str = PARAFORMER,
-                     logprobs: bool = False) -> TranscribeOptions:
+def needs_words(req: TranscriptionRequest) -> bool:
+    """Whether rendering the request needs each word's times: verbose_json with word granularity, and subtitles
+    (a long sentence is cut at word times). Without them Triton's result is sentence-sized: a 4 h transcript
+    with every word held ~130 MB in the frontend, without them a few MB."""
+    return req.response_format in ("srt", "vtt") or (req.response_format == "verbose_json"
+                                                     and "word" in req.timestamp_granularities)
+
+
+async def options_of(app, req: TranscriptionRequest, model: str = PARAFORMER, logprobs: bool = False,
+                     words: bool = True) -> TranscribeOptions:
     """TranscribeOptions of a transcription request: a stored vocabulary's words, then the inline hotwords;
-    diarization when asked for (diarized_json, the -diarize model), `known_speaker_names` as the speaker count."""
+    diarization when asked for (diarized_json, the -diarize model), `known_speaker_names` as the speaker count;
+    word timestamps when `words` (needs_words; a /v1/jobs result may be rendered in any format later)."""
     settings: Settings = app.state.settings
     hotwords = [*await vocabulary_words(app, req.vocabulary_id), *_hotwords(req, settings)]
     diarize = (req.enable_speaker_diarization or req.response_format == "diarized_json"
@@ -149,7 +158,7 @@ async def options_of(app, req: TranscriptionRequest, model: str = PARAFORMER,
     num_speakers = req.num_speakers
     if diarize and num_speakers is None and req.max_speakers is None and req.known_speaker_names:
         num_speakers = len(req.known_speaker_names)
-    return TranscribeOptions(hotwords=hotwords, punctuation=True, timestamps=True, diarize=diarize,
+    return TranscribeOptions(hotwords=hotwords, punctuation=True, timestamps=words, diarize=diarize,
                              num_speakers=num_speakers, min_speakers=req.min_speakers, max_speakers=req.max_speakers,
                              itn=settings.itn.default if req.itn is None else req.itn, model=model,
                              language=_sensevoice_query(req) if model == SENSEVOICE else None, logprobs=logprobs)
@@ -266,7 +275,7 @@ def _deltas(t: Transcript) -> list[str]:
 
 def _done(t: Transcript, req: TranscriptionRequest) -> TranscriptTextDone:
     frames = math.ceil(t.duration_ms / 60)
-    words = sum(len(s.words) for s in t.sentences)
+    words = t.word_count
     return TranscriptTextDone(text=t.text, logprobs=_all_logprobs(t, req), usage=UsageTokens(
         input_tokens=frames, output_tokens=words, total_tokens=frames + words,
         input_token_details=InputTokenDetails(audio_tokens=frames, text_tokens=0)))
