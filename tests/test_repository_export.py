@@ -81,6 +81,16 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     assert not stage.is_symlink() and stage.read_bytes() == (template_root() / "vad/1/model.py").read_bytes()
     assert inner.is_symlink() and outside_links(repo) == []
     assert {w: (w.stat().st_ino, w.stat().st_mtime_ns) for w in weights} == before
+    # weights a newer test-model builder would build differently (its VERSION) are exported again
+    manifest = json.loads((repo / "MANIFEST.json").read_text())
+    assert manifest["stages"]["asr"]["request"]["test_version"] >= 2 and "test_version" not in manifest["stages"]["vad"]["request"]
+    manifest["stages"]["punc"]["request"]["test_version"] -= 1
+    (repo / "MANIFEST.json").write_text(json.dumps(manifest))
+    out = export(repo, "--stages", "punc")
+    assert out.returncode == 0 and "reusing" not in out.stderr, out.stderr[-3000:]
+    punc = repo / "punc" / "1" / "model.onnx"
+    assert (punc.stat().st_ino, punc.stat().st_mtime_ns) != before[punc]
+    before[punc] = (punc.stat().st_ino, punc.stat().st_mtime_ns)
     # a manifest from before requests were recorded: the request is inferred from the origins
     manifest = json.loads((repo / "MANIFEST.json").read_text())
     for entry in manifest["stages"].values():
@@ -92,7 +102,6 @@ def test_reexport_refreshes_configs_and_code_keeps_weights(repository, tmp_path)
     # another request, or asked for: the weights are exported again
     out = export(repo, "--stages", "punc", "--force")
     assert out.returncode == 0, out.stderr[-3000:]
-    punc = repo / "punc" / "1" / "model.onnx"
     assert (punc.stat().st_ino, punc.stat().st_mtime_ns) != before[punc]
     assert (weights[0].stat().st_ino, weights[0].stat().st_mtime_ns) == before[weights[0]]
 

@@ -129,8 +129,11 @@ def _inferred_request(entry: dict, asked: dict) -> dict | None:
         source, model_dir = ("test-large" if origin.endswith("-large") else "test"), None
     else:
         return None
-    return {"source": source, "model": entry.get("model", ""), "model_dir": model_dir,
-            "quantize": entry.get("quantize", False)}
+    inferred = {"source": source, "model": entry.get("model", ""), "model_dir": model_dir,
+                "quantize": entry.get("quantize", False)}
+    if "test_version" in asked:  # not recorded then: taken to be the builder's current version
+        inferred["test_version"] = asked["test_version"]
+    return inferred
 
 
 def export_repository(repo: Path, sources: dict[str, ResolvedSource], quantize: bool = False,

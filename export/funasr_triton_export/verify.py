@@ -9,8 +9,9 @@ When the repository has the `sensevoice` stage (SenseVoice-Small), each served V
 the served `sensevoice` model and to AutoModel(SenseVoiceSmall) on the same weights (fbank without
 dither: exporters/sensevoice.reference_model), with language auto and with and without use_itn:
 the CTC tokens (detokenised by the model's own tokenizer, tags included), the detected language,
-emotion and events must be identical; the whole-file path with model=sensevoice must say what its
-segments say.
+emotion and events must be identical, and the words of output_timestamp equal with each start and end
+within one 60 ms encoder frame (none where funasr's own alignment raises); the whole-file path with
+model=sensevoice must say what its segments say.
 
 `--pipeline` compares instead the whole served result (the `pipeline` model: VAD + ASR + punctuation)
 with one AutoModel(model=asr, vad_model=vad, punc_model=punc) on the same weights: the punctuated text
@@ -95,8 +96,30 @@ def _parse_tags():
 SENSEVOICE_QUERIES = (("auto", False), ("auto", True))
 
 
+FRAME_MS = 60  # SenseVoice's encoder frame: the served alignment runs on ONNX logits, AutoModel's on torch's
+
+
+def _sensevoice_reference(reference, seg: np.ndarray, language: str, itn: bool) -> dict:
+    """AutoModel's result with output_timestamp=True; where funasr 1.4.16's own alignment raises (a piece that
+    re-encodes to several ids) the result without timing, marked `failed`."""
+    try:
+        return reference.generate(input=seg, language=language, use_itn=itn, output_timestamp=True)[0]
+    except IndexError:
+        return {**reference.generate(input=seg, language=language, use_itn=itn)[0], "failed": True}
+
+
+def _same_timing(got: dict, ref: dict) -> bool:
+    """The served words equal AutoModel's and each start and end is within one encoder frame of its (no words
+    where AutoModel has no timing)."""
+    if ref.get("failed") or "timestamp" not in ref:
+        return (got["words"], got["timestamps"]) == ([], [])
+    return got["words"] == ref.get("words", []) and len(got["timestamps"]) == len(ref["timestamp"]) and all(
+        abs(b - rb) <= FRAME_MS and abs(e - re_) <= FRAME_MS for (b, e), (rb, re_) in zip(got["timestamps"], ref["timestamp"]))
+
+
 def verify_sensevoice_file(path: str, samples: np.ndarray, client, reference, report: StageReport) -> None:
-    """The served `sensevoice` model against AutoModel(SenseVoiceSmall) on each served VAD segment."""
+    """The served `sensevoice` model against AutoModel(SenseVoiceSmall) on each served VAD segment: tokens, tags,
+    and word timestamps (output_timestamp)."""
     from funasr_triton.contract import TranscribeOptions
 
     parse = _parse_tags()
@@ -107,13 +130,17 @@ def verify_sensevoice_file(path: str, samples: np.ndarray, client, reference, re
         if len(seg) < 480:
             continue
         for language, itn in SENSEVOICE_QUERIES:
-            got = client.sensevoice_segment(seg, language, itn)
-            ref_text = reference.generate(input=seg, language=language, use_itn=itn)[0]["text"]
+            got = client.sensevoice_segment(seg, language, itn, timestamps=True)
+            timed = _sensevoice_reference(reference, seg, language, itn)
+            ref_text = timed["text"]
             ref = parse(ref_text)
             got_raw = tokenizer.decode(got["token_ids"])
             same = (got_raw == ref_text and got["text"] == ref.text and got["language"] == ref.language
                     and got["emotion"] == ref.emotion and got["events"] == ref.events)
             report.check(same, f"{path} [{beg},{end}] {language}/itn={itn}: {got_raw[:60]!r} vs AutoModel {ref_text[:60]!r}")
+            report.check(_same_timing(got, timed), f"{path} [{beg},{end}] {language}/itn={itn} word timestamps: "
+                         f"{list(zip(got['words'], got['timestamps']))[:4]} vs AutoModel "
+                         f"{list(zip(timed.get('words', []), timed.get('timestamp', [])))[:4]}")
             if itn:
                 texts.append(got["text"])
     result = client.transcribe(samples, TranscribeOptions(model="sensevoice"))
