@@ -147,3 +147,16 @@ def test_pss_counts_shared_memory_once():
     mb = size / 2**20
     assert r["above_idle_mb"] > 1.7 * mb  # counted in both processes
     assert 0.8 * mb < r["pss_above_idle_mb"] < 1.4 * mb + (r["above_idle_mb"] - 2 * mb)
+
+
+def test_machine_info_marks_a_run_whose_tree_changed_dirty():
+    """A bench records the tree it started on: dirty if it was dirty then or at the end, or if a commit since
+    touched more than the bench's own outputs."""
+    from funasr_triton_tools.bench_common import _git, machine_info
+
+    now = machine_info()
+    assert machine_info(start=now)["git_dirty"] == now["git_dirty"]
+    assert machine_info(start={**now, "git_dirty": True})["git_dirty"] is True
+    older = _git("rev-list", "--max-count=1", "HEAD~20", "--", "model_code")  # a commit before code changed
+    out = machine_info(start={**now, "git_commit": older, "git_dirty": False})
+    assert out["git_commit"] == older and out["git_dirty"] is not False

@@ -139,6 +139,7 @@ def main(args) -> int:
     t_total = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
+    machine = machine_info()  # the tree measured is the one at the start (machine_info(start=...) at the end)
     p = plan(args)
     if isinstance(p, str):
         print(f"error: {p}", file=sys.stderr)
@@ -151,7 +152,7 @@ def main(args) -> int:
         print(f"error: preparing the models failed: {prep['error']}\n{prep.get('traceback', '')}", file=sys.stderr)
         return 1
     if getattr(args, "long_only", False):
-        return bench_longfile.main_long_only(args, prep, started, load_at_start)
+        return bench_longfile.main_long_only(args, prep, started, load_at_start, machine)
 
     audio = make_audio(args.audio_seconds, p.requests)
     measured = measure(p, audio, prep, args)
@@ -160,7 +161,7 @@ def main(args) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "args": {"concurrency": p.concurrencies, "profiles": p.profiles, "audio_seconds": args.audio_seconds,
                  "requests": p.requests, "streams": p.stream_counts, "skip_offline": p.skip_offline},
-        "machine": {**machine_info(), "loadavg_at_start": load_at_start},
+        "machine": {**machine_info(start=machine), "loadavg_at_start": load_at_start},
         "models": {"source": SOURCE, "repository": str(REPO.relative_to(ROOT)),
                    **{k: v for k, v in prep.items() if k != "ru_maxrss_mb"}},
         "audio": {"clip_seconds": [round(len(c) / SR, 2) for c in audio.clips], "order": audio.order,

@@ -375,7 +375,7 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def machine_info() -> dict:
+def machine_info(start: dict | None = None) -> dict:
     cpu = platform.processor() or None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -398,8 +398,9 @@ def machine_info() -> dict:
     espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
     # the bench's own outputs (results, docs/benchmark.md) written by an earlier part of the same run do not
     # make the measured tree dirty
-    status = _git("status", "--porcelain", "--", ".", ":(exclude)bench/results", ":(exclude)docs/benchmark.md")
-    return {
+    outputs = (":(exclude)bench/results", ":(exclude)docs/benchmark.md")
+    status = _git("status", "--porcelain", "--", ".", *outputs)
+    info = {
         "cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable, "ram_gib": ram,
         "platform": platform.platform(), "python": platform.python_version(),
         "versions": {name: _version(dist) for name, dist in (
@@ -410,6 +411,13 @@ def machine_info() -> dict:
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
     }
+    if start is not None:  # the run measured the tree of its start: dirty if it was then, or changed since
+        changed = start.get("git_commit") != info["git_commit"] and _git(
+            "diff", "--name-only", str(start.get("git_commit")), "HEAD", "--", ".", *outputs) != ""
+        info["git_commit"] = start.get("git_commit")
+        info["git_dirty"] = None if start.get("git_dirty") is None or info["git_dirty"] is None else (
+            start["git_dirty"] or info["git_dirty"] or changed)
+    return info
 
 
 def _settings_text(settings: dict) -> str:

@@ -775,7 +775,8 @@ def replace_section(doc: str, section: str) -> str:
 # `--long-only`
 
 
-def main_long_only(args, prep: dict, started: datetime.datetime, load_at_start: list[float]) -> int:
+def main_long_only(args, prep: dict, started: datetime.datetime, load_at_start: list[float],
+                   machine: dict | None = None) -> int:
     """Only the long-file part: its own results JSON, and its section of docs/benchmark.md replaced."""
     t0 = time.monotonic()
     long = run_long(prep, args)
@@ -786,7 +787,7 @@ def main_long_only(args, prep: dict, started: datetime.datetime, load_at_start: 
                                             else parse_minutes(args.long_automodel_minutes)),
                  "long_memory_minutes": parse_minutes(args.long_memory_minutes), "long_parallel": args.long_parallel,
                  "long_memory_source": args.long_memory_source},
-        "machine": {**machine_info(), "loadavg_at_start": load_at_start},
+        "machine": {**machine_info(start=machine), "loadavg_at_start": load_at_start},
         "models": {"repository": str(REPO.relative_to(ROOT)), **{k: v for k, v in prep.items() if k != "ru_maxrss_mb"}},
         "long": long, "total_s": round(time.monotonic() - t0, 1),
     }

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output-dir", default="bench/results")
     args = ap.parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
+    machine = machine_info()
     feats = _segments_features(args.minutes)
     progress(f"{len(feats)} segments, {sum(f.shape[0] for f in feats) * 0.06:.0f} s of speech")
     opts = ort.SessionOptions()
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"repeat": repeat, "max_pad_fraction": None if math.isinf(fraction) else fraction,
                          "seconds": round(seconds, 2), "batches": batches})
             progress(f"max_pad_fraction={fraction}: {seconds:.1f} s, {batches} batches")
-    out = write_results({"format": 1, "kind": "padding", "machine": machine_info(), "minutes": args.minutes,
+    out = write_results({"format": 1, "kind": "padding", "machine": machine_info(start=machine), "minutes": args.minutes,
                          "segments": len(feats), "runs": runs}, args.output_dir, started)
     progress(f"results: {out}")
     return 0

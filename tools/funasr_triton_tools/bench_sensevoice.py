@@ -192,17 +192,18 @@ def rows(result: dict) -> list[str]:
 
 
 def run(source: str, seconds: float, n_clips: int, concurrencies: list[int], work: Path) -> dict:
+    machine = machine_info()
     repo = work / "model_repository"
     dirs = prepare(repo, source, CACHE / "models")
     onnx = funasr_onnx_dirs(repo, dirs, work / "funasr_onnx")
     clips = make_clips(seconds, n_clips)
     order = list(range(len(clips)))
     result = {"source": source, "clips": n_clips, "clip_seconds": seconds, "threads": THREADS,
-              "machine": machine_info(),
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
               "served": bench_served(repo, clips, order, concurrencies),
               "automodel": bench_automodel(dirs, clips, order),
               "funasr_onnx": bench_funasr_onnx(onnx, repo, clips, order)}
+    result["machine"] = machine_info(start=machine)
     result["like_for_like"] = {name: {k: m[k] for k in ("segments_per_request", "units_per_request")}
                                for name, m in (("served", next(iter(result["served"]["concurrency"].values()))),
                                                ("automodel", result["automodel"]), ("funasr_onnx", result["funasr_onnx"]))}
