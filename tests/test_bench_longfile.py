@@ -102,6 +102,22 @@ def test_full_bench_markdown_carries_the_section():
     assert text.count(MARK_BEGIN) == 1 and "## Long files" in text and text.index(MARK_END) < text.index("## Machine")
 
 
+def test_full_bench_without_long_runs_keeps_the_long_section():
+    """`make bench` after `make bench-long`: the regenerated document keeps the long-file section, once, before
+    the machine section; a document with its own long runs keeps its own."""
+    from funasr_triton_tools.bench_longfile import carry_section
+
+    section = "\n".join([MARK_BEGIN, "## Long files", "old numbers", MARK_END])
+    old = "# Benchmark\n\n## Results\nold\n\n" + section + "\n\n## Machine\nold machine\n"
+    new = "# Benchmark\n\n## Results\nnew\n\n## Machine\nnew machine\n"
+    out = carry_section(new, old)
+    assert out.count(MARK_BEGIN) == 1 and "old numbers" in out and "new machine" in out and "old machine" not in out
+    assert out.index("## Results") < out.index(MARK_BEGIN) < out.index(MARK_END) < out.index("## Machine")
+    own = new.replace("## Machine", section.replace("old", "own") + "\n\n## Machine")
+    assert carry_section(own, old) == own
+    assert carry_section(new, "# no section\n") == new
+
+
 def test_section_replaced_in_place_or_appended():
     doc = "# Benchmark\n\nshort clips\n"
     first = replace_section(doc, "\n".join(render_section(recorded())))

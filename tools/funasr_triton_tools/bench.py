@@ -125,7 +125,10 @@ def write_report(result: dict, output_dir: str, started: datetime.datetime) -> N
     except ValueError:
         json_rel = str(out_path)
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(render_markdown(result, json_rel), encoding="utf-8")
+    doc = render_markdown(result, json_rel)
+    if not result.get("long") and DOC.exists():  # the long-file section of the last `bench --long-only` stays
+        doc = bench_longfile.carry_section(doc, DOC.read_text(encoding="utf-8"))
+    DOC.write_text(doc, encoding="utf-8")
     for key, r in result["ratios"].items():
         if "error" in r:
             progress(f"ratio {key}: n/a ({r['error']})")

@@ -763,6 +763,24 @@ def render_section(long: dict, footer: list[str] = (), cores: int | None = None)
     return lines
 
 
+def section_of(doc: str) -> str | None:
+    """The long-file section of `doc` (markers included), or None."""
+    begin, end = doc.find(MARK_BEGIN), doc.find(MARK_END)
+    return doc[begin:end + len(MARK_END)] if begin >= 0 and end > begin else None
+
+
+def carry_section(new_doc: str, old_doc: str) -> str:
+    """A regenerated document without long runs keeps the long-file section of the one it replaces (`make bench`
+    after `make bench-long`), before its machine section."""
+    section = section_of(old_doc)
+    if section is None or section_of(new_doc) is not None:
+        return new_doc
+    at = new_doc.find("\n## Machine")
+    if at < 0:
+        return replace_section(new_doc, section)
+    return new_doc[:at + 1] + section + "\n\n" + new_doc[at + 1:]
+
+
 def replace_section(doc: str, section: str) -> str:
     """`doc` with its long-file section replaced by `section` (appended when it has none)."""
     begin, end = doc.find(MARK_BEGIN), doc.find(MARK_END)
