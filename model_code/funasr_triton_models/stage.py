@@ -6,6 +6,7 @@ response or its own error, so one bad request never fails the others in a batch.
 from __future__ import annotations
 
 import json
+import math
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,18 @@ def int_param(config: dict, key: str, default: int, minimum: int = 0) -> int:
         raise pb_utils.TritonModelException(f"{config.get('name')}: parameter {key}={raw!r} is not an integer")
     if value < minimum:
         raise pb_utils.TritonModelException(f"{config.get('name')}: parameter {key}={value} must be >= {minimum}")
+    return value
+
+
+def pad_fraction_param(config: dict, key: str = "max_pad_fraction", default: str = "inf") -> float:
+    """A batch's padding limit as a fraction of its frames (batching.length_batches): a number >= 0, or inf."""
+    raw = param(config, key, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0.0:
+        raise pb_utils.TritonModelException(f"{config.get('name')}: parameter {key}={raw!r} must be a number >= 0")
     return value
 
 

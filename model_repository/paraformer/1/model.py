@@ -9,15 +9,13 @@ onnxruntime options (parameters): `intra_op_threads`; `intra_op_spinning` (0: id
 instead of spinning, leaving the CPU to the other stages between batches); `cpu_mem_arena` (0: tensors
 are allocated per run and given back, instead of kept in a growing arena).
 """
-import math
-
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from funasr_triton_models.paraformer import OUTPUT_ORDER, PaddedParaformer
-from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
-                                        require_files, session_options)
+from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config,
+                                        pad_fraction_param, param, require_files, session_options)
 
 INPUTS = {"speech": "TYPE_FP32", "speech_lengths": "TYPE_INT32",
           "hotword_ids": "TYPE_INT32", "hotword_lengths": "TYPE_INT32"}
@@ -31,13 +29,7 @@ class TritonPythonModel:
         model_path = version_dir / param(config, "model_file", "model.onnx")
         require_files((model_path,), "run `funasr-triton export`")
         self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
-        raw = param(config, "max_pad_fraction", "1.0")
-        try:
-            self.max_pad_fraction = float(raw)
-        except ValueError:
-            self.max_pad_fraction = math.nan
-        if not self.max_pad_fraction >= 0.0:
-            raise pb_utils.TritonModelException(f"paraformer: parameter max_pad_fraction={raw!r} must be a number >= 0")
+        self.max_pad_fraction = pad_fraction_param(config, default="1.0")
         opts = session_options(config)
         for key, flag in (("intra_op_spinning", "1"), ("cpu_mem_arena", "1")):
             if param(config, key, flag) not in ("0", "1"):

@@ -28,7 +28,8 @@ from funasr_triton_models.batching import length_batches
 from funasr_triton_models.ctc_align import token_timestamps
 from funasr_triton_models.features import AsrFrontend, FrontendOptions, load_cmvn
 from funasr_triton_models.sensevoice_text import GRAPH_INPUTS, GRAPH_OUTPUTS, Detokenizer, run_batch
-from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config, param,
+from funasr_triton_models.stage import (StageInputError, error_response, input_array, int_param, model_config,
+                                        pad_fraction_param, param,
                                         require_files, scalar_input, session_options, strings)
 
 STAGE = "sensevoice"
@@ -47,6 +48,7 @@ class TritonPythonModel:
         self.min_samples = int_param(config, "min_samples", 400, minimum=1)
         self.max_samples = int_param(config, "max_samples", 961600, minimum=self.min_samples)
         self.max_batch_frames = int_param(config, "max_batch_frames", 12000, minimum=1)
+        self.max_pad_fraction = pad_fraction_param(config)  # unset: batches padded to max_batch_frames only
         self.session = None
         if not (model_dir / META_FILE).exists() and not model_path.exists():
             pb_utils.Logger.log_warn(f"{STAGE}: {model_dir} holds no export; requests get: {NOT_EXPORTED}")
@@ -123,7 +125,8 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001 - this request's own error
                 responses[i] = error_response(STAGE, exc)
         # similar lengths share a batch
-        for batch in length_batches(ready, lambda item: item[1][0].shape[0], self.max_batch_frames):
+        for batch in length_batches(ready, lambda item: item[1][0].shape[0], self.max_batch_frames,
+                                    self.max_pad_fraction):
             try:
                 results = run_batch(self.session, [row for _, row in batch], self.blank_id)
             except Exception as exc:  # noqa: BLE001 - the batch's requests each get the error
