@@ -42,25 +42,29 @@ PROFILES: dict[str, dict] = {
         # streaming_asr: streams per instance, instances
         "streams": 64, "stream_instances": 1,
         # sensevoice (when exported): where it runs, docs/vram-budget.md
-        "sv_kind": "KIND_CPU", "sv_providers": "CPUExecutionProvider", "sv_device": "the CPU", "sv_max_batch_frames": 12000}},
+        "sv_kind": "KIND_CPU", "sv_providers": "CPUExecutionProvider", "sv_device": "the CPU", "sv_max_batch_frames": 12000,
+        "sv_max_pad_fraction": "0.1"}},
     "gpu-8gb": {"template": "gpu", "vram_gib": 8, "slots": {
         "asr_max_batch": 16, "asr_preferred_batch": "4, 8, 16", "asr_queue_delay_us": 5000, "asr_instances": 1,
         "trt_workspace_bytes": 1 << 30, "trt_opt_batch": 8, "trt_max_frames": 512,
         "streams": 96, "stream_instances": 1,
         # sensevoice (when exported): where it runs, docs/vram-budget.md
-        "sv_kind": "KIND_GPU", "sv_providers": "CUDAExecutionProvider,CPUExecutionProvider", "sv_device": "the GPU", "sv_max_batch_frames": 3000}},
+        "sv_kind": "KIND_GPU", "sv_providers": "CUDAExecutionProvider,CPUExecutionProvider", "sv_device": "the GPU", "sv_max_batch_frames": 3000,
+        "sv_max_pad_fraction": "inf"}},
     "gpu-12gb": {"template": "gpu", "vram_gib": 12, "slots": {
         "asr_max_batch": 32, "asr_preferred_batch": "8, 16, 32", "asr_queue_delay_us": 4000, "asr_instances": 2,
         "trt_workspace_bytes": 2 << 30, "trt_opt_batch": 16, "trt_max_frames": 1000,
         "streams": 128, "stream_instances": 1,
         # sensevoice (when exported): where it runs, docs/vram-budget.md
-        "sv_kind": "KIND_CPU", "sv_providers": "CPUExecutionProvider", "sv_device": "the CPU", "sv_max_batch_frames": 12000}},
+        "sv_kind": "KIND_CPU", "sv_providers": "CPUExecutionProvider", "sv_device": "the CPU", "sv_max_batch_frames": 12000,
+        "sv_max_pad_fraction": "0.1"}},
     "gpu-16gb": {"template": "gpu", "vram_gib": 16, "slots": {
         "asr_max_batch": 32, "asr_preferred_batch": "8, 16, 32", "asr_queue_delay_us": 4000, "asr_instances": 2,
         "trt_workspace_bytes": 3 << 30, "trt_opt_batch": 16, "trt_max_frames": 1000,
         "streams": 192, "stream_instances": 2,
         # sensevoice (when exported): where it runs, docs/vram-budget.md
-        "sv_kind": "KIND_CPU", "sv_providers": "CPUExecutionProvider", "sv_device": "the CPU", "sv_max_batch_frames": 12000}},
+        "sv_kind": "KIND_CPU", "sv_providers": "CPUExecutionProvider", "sv_device": "the CPU", "sv_max_batch_frames": 12000,
+        "sv_max_pad_fraction": "0.1"}},
 }
 NAMES = tuple(PROFILES)
 AUTO = "auto"
