@@ -151,3 +151,29 @@ def test_root_still_serves_the_demo_and_the_funasr_websocket(filetrans_frontend)
             return json.loads(await asyncio.wait_for(conn.recv(), 60))
 
     assert asyncio.run(ws())["wav_name"] == "x"
+
+
+def test_word_times_asked_for_only_with_enable_words():
+    """The job asks Triton for word timestamps only when the result will list Words (a long recording's words are
+    its O(length) part); the seed's /transcribe, whose results have segments only, never asks for them."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from funasr_triton.app.config import Settings
+    from funasr_triton.filetrans_api.serving import job_of
+    from funasr_triton.seed_api.serving import batch_options
+
+    settings = Settings.model_validate({"audio": {"url_fetch_enabled": True}})
+    service = SimpleNamespace(settings=settings, merged_hotwords=lambda words: words,
+                              check_model=lambda name: "paraformer")
+    for enable_words in (True, False):
+        raw = json.dumps({"appkey": "k", "file_link": "https://example.com/a.wav", "enable_words": enable_words})
+        params, _ = asyncio.run(job_of(SimpleNamespace(state=SimpleNamespace()), service, raw))
+        assert params["options"]["timestamps"] is enable_words
+
+    async def require_model(model, name):
+        return None
+
+    service.require_model = require_model
+    options, _ = asyncio.run(batch_options(service, None, "auto", None))
+    assert options.timestamps is False

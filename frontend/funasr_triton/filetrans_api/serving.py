@@ -115,8 +115,9 @@ async def job_of(app, service, raw: str | None) -> tuple[dict, list[dict]]:
         hotwords = service.merged_hotwords(await vocabulary_words(app, task.vocabulary_id, "vocabulary_id"))
     except AsrError as err:
         raise FileTransError(400, p.PARAMETER_INVALID, err.message) from None
-    options = TranscribeOptions(punctuation=task.enable_punctuation_prediction, timestamps=True, diarize=diarize,
-                                num_speakers=task.speaker_num or (2 if task.auto_split else None),
+    # word times only when the result lists them (Words: enable_words); sentences carry their own times
+    options = TranscribeOptions(punctuation=task.enable_punctuation_prediction, timestamps=task.enable_words,
+                                diarize=diarize, num_speakers=task.speaker_num or (2 if task.auto_split else None),
                                 itn=task.enable_inverse_text_normalization, hotwords=hotwords)
     return ({"options": options.model_dump(mode="json"), "filetrans": task.model_dump(mode="json")},
             [{"name": task.file_link.rsplit("/", 1)[-1], "url": task.file_link}])

@@ -74,7 +74,8 @@ async def batch_options(service, model_field: object, lang_field: object,
     if not isinstance(lang, str) or lang.strip().lower() not in langs:
         raise AsrError(f"lang must be one of {', '.join(langs)}", 400, "invalid_request", "lang")
     lang = lang.strip().lower()
-    return TranscribeOptions(punctuation=True, timestamps=True, itn=_true(itn_field), model=model,
+    # a file's result has segments, not words: no word times asked for
+    return TranscribeOptions(punctuation=True, timestamps=False, itn=_true(itn_field), model=model,
                              language=lang if model == SENSEVOICE else None), lang
 
 
